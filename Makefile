@@ -1,0 +1,79 @@
+# cyrus.ha: the two commands of the README, and their parts.
+#   make lab    bring the built-in lab up and run the main job on it
+#   make test   every test: sanity, docs, build, lint, unit, integration (on the lab)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON     ?= python3
+VENV       ?= .venv
+VPY        := $(VENV)/bin/python
+LAB_DIR    ?= /var/lib/cyha-lab
+FRONTENDS  ?= 2
+BACKENDS   ?= 2
+SPARES     ?= 1
+REPORTS    ?= build/reports
+PYTEST_ARGS ?=
+LINK       := build/collections/ansible_collections/cyrus/ha
+
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export CYHA_LAB_DIR := $(LAB_DIR)
+export ANSIBLE_FORCE_COLOR ?= 0
+export PYTHONDONTWRITEBYTECODE := 1
+
+.PHONY: help deps env lab lab-up lab-down lab-status test test-quality test-unit test-integration \
+        sanity lint build clean
+
+help:
+	@echo 'make lab         lab up + the main job (host table) on it'
+	@echo 'make test        every test (sanity, docs, build, lint, unit, integration)'
+	@echo 'make lab-up / lab-down / lab-status    the lab alone (FRONTENDS=2 BACKENDS=2 SPARES=1)'
+	@echo 'make test-quality / test-unit / test-integration    one part of make test'
+
+deps:
+	@$(PYTHON) tools/install-deps.py lab test
+
+$(VENV)/.stamp: requirements.txt tests/requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VPY) -m pip install -q --disable-pip-version-check -r tests/requirements-dev.txt
+	touch $@
+
+$(LINK):
+	mkdir -p $(dir $(LINK))
+	ln -sfn ../../../.. $(LINK)
+
+env: $(VENV)/.stamp $(LINK)
+	@$(VPY) tools/install-ansible-test-bootstrap.py
+
+lab-up: deps env
+	$(PYTHON) tests/lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES)
+
+lab-down:
+	$(PYTHON) tests/lab/lab.py down
+
+lab-status:
+	@$(PYTHON) tests/lab/lab.py status
+
+lab: lab-up
+	mkdir -p $(REPORTS)
+	$(VENV)/bin/ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/hosts_report.yml \
+	    -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
+	@echo "lab: host table in $(REPORTS)/hosts.txt; inventory $(LAB_DIR)/inventory.yml; 'make lab-down' to remove"
+
+test: deps env
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit tests/integration $(PYTEST_ARGS)
+
+test-quality: deps env
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality $(PYTEST_ARGS)
+
+test-unit: env
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/unit $(PYTEST_ARGS)
+
+test-integration: deps env
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/integration $(PYTEST_ARGS)
+
+build: env
+	mkdir -p build/dist
+	$(VENV)/bin/ansible-galaxy collection build --force --output-path build/dist
+
+clean: lab-down
+	rm -rf build tests/output

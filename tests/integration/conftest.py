@@ -1,0 +1,21 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One lab for the whole integration run: brought up once, taken down at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+import labutil
+
+
+@pytest.fixture(scope='session')
+def lab():
+    if os.geteuid() != 0:
+        pytest.fail('the integration tests need root: they build the lab of network namespaces')
+    proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    assert proc.returncode == 0, f'lab up failed:\n{proc.stderr}'
+    yield labutil.lab_hosts()
+    labutil.lab('down')
