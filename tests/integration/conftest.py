@@ -1,6 +1,9 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""One lab for the whole integration run: brought up once, taken down at the end."""
+"""One lab for the whole integration run: brought up once, taken down at the end.
+
+CYHA_LAB_KEEP=1 keeps it up after the run (for working on one test file at a time).
+"""
 
 from __future__ import annotations
 
@@ -18,4 +21,5 @@ def lab():
     proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
     assert proc.returncode == 0, f'lab up failed:\n{proc.stderr}'
     yield labutil.lab_hosts()
-    labutil.lab('down')
+    if not os.environ.get('CYHA_LAB_KEEP'):
+        labutil.lab('down')

@@ -25,6 +25,7 @@ import argparse
 import ipaddress
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -40,6 +41,7 @@ CONTROLLER4 = '198.51.100.1'
 CONTROLLER6 = '2001:db8::1'
 DOMAIN = 'cyha.test'
 DEFAULT_DIR = '/var/lib/cyha-lab'
+LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?)$')
 
 # The boot address plan: one block of host numbers per kind of host. Service addresses
 # (Cyrus instances, later) use 198.51.100.100-199; other rigs use 203.0.113.0/24.
@@ -363,7 +365,10 @@ class Lab:
         for pid in pids_matching(lambda cmd: self.cp_dir in cmd):
             kill_pid(pid)
         # 2. Every process inside a lab namespace, found by its network namespace, by PID.
-        namespaces = [ns for ns in list_netns() if ns.startswith(PREFIX)]
+        #    Lab namespaces are those of its hosts (from the state, or by the lab's host-name
+        #    pattern after a lost state); other cyha- rigs (module tests) are not the lab's.
+        ours = {h['netns'] for h in state.get('hosts', [])}
+        namespaces = [ns for ns in list_netns() if ns in ours or LAB_NAME.match(ns)]
         targets = []
         for netns in namespaces:
             targets += pids_in_netns(netns)
@@ -376,7 +381,7 @@ class Lab:
         for netns in namespaces:
             run(['ip', 'netns', 'del', netns], check=False)
         for name in list_links():
-            if name.startswith(PREFIX):
+            if name in ours or name == BRIDGE or LAB_NAME.match(name):
                 run(['ip', 'link', 'del', name], check=False)
         # 5. Mounts and loop devices the lab or its tests left under the lab directory.
         for mountpoint in sorted(mounts_under(self.dir), key=len, reverse=True):
@@ -391,7 +396,8 @@ class Lab:
                 os.unlink(path)
         if os.path.isdir(self.sock_dir):
             shutil.rmtree(self.sock_dir)
-        wait_for(lambda: not [n for n in list_links() if n.startswith(PREFIX)], 10, 'lab links to disappear')
+        wait_for(lambda: not [n for n in list_links() if n in ours or n == BRIDGE or LAB_NAME.match(n)], 10,
+                 'lab links to disappear')
         log('lab down')
 
     def status(self) -> dict:
