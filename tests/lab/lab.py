@@ -140,6 +140,11 @@ def topology(frontends: int, backends: int, spares: int) -> list[dict]:
             'addr6': f'2001:db8::{number}',
             'netns': PREFIX + name,
             'link': PREFIX + name,
+            # The service address of the Cyrus instance this host is home to (not configured
+            # by the lab: the roles take it up, and a spare takes it over).
+            'service_name': f'{name}-svc',
+            'service_fqdn': f'{name}-svc.{DOMAIN}',
+            'service_addr4': str(NET4[100 + number]),
         })
     return hosts
 
@@ -243,6 +248,8 @@ class Lab:
         for host in hosts:
             lines.append(f"{host['addr4']}\t{host['fqdn']} {host['name']}")
             lines.append(f"{host['addr6']}\t{host['fqdn']} {host['name']}")
+        for host in hosts:
+            lines.append(f"{host['service_addr4']}\t{host['service_fqdn']} {host['service_name']}")
         # Rewritten in place: lab hosts bind-mount this inode, so it must never be replaced.
         with open(self.hosts_file, 'w', encoding='utf-8') as handle:
             handle.write('\n'.join(lines) + '\n')
@@ -342,6 +349,8 @@ class Lab:
                 'cyha_lab_addr6': host['addr6'],
                 'cyha_lab_netns': host['netns'],
                 'cyha_lab_kind': host['kind'],
+                'cyha_lab_service_name': host['service_fqdn'],
+                'cyha_lab_service_addr4': host['service_addr4'],
             }
         ssh_args = (f'-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes '
                     '-o IdentitiesOnly=yes -o ConnectTimeout=10')

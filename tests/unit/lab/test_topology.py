@@ -31,6 +31,9 @@ def test_addresses_are_unique_and_only_in_documentation_ranges(frontends, backen
     assert all(a in ipaddress.ip_network('198.51.100.0/24') for a in v4)
     assert all(a in ipaddress.ip_network('2001:db8::/64') for a in v6)
     assert ipaddress.ip_address(lab.CONTROLLER4) not in v4
+    services = [ipaddress.ip_address(h['service_addr4']) for h in hosts]
+    assert len(set(services)) == len(services) and not set(services) & set(v4)
+    assert all(ipaddress.ip_address('198.51.100.100') <= a <= ipaddress.ip_address('198.51.100.199') for a in services)
     assert all(len(h['link']) <= 15 and h['link'].startswith('cyha-') for h in hosts)
     assert len(hosts) == 1 + frontends + backends + spares
 
