@@ -1,0 +1,728 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Cyrus IMAP configuration files as data: imapd.conf and cyrus.conf.
+
+Parsers that keep every byte (comments, blank lines, spacing, line endings) so that
+``render(parse(text)) == text``, renderers for new entries, and the checks a multi-instance
+host needs: every ``listen=`` on an explicit address and port, every ``cmd=`` passing the
+instance's ``-C``, and (across instances) no shared address:port, unix socket or lock
+directory.
+
+The grammar follows Cyrus 3.x: ``lib/libconfig.c`` (imapd.conf) and ``master/masterconf.c``
+(cyrus.conf); ``listen=`` follows ``parse_inet_listen`` in ``master/master.c``.
+
+Standard library only (runs on the managed node, Python 3.9+). Also a command line tool for
+templates' ``validate:``::
+
+    python3 cyrusconf.py lint --kind imapd FILE
+    python3 cyrusconf.py lint --kind cyrus --imapd-conf /etc/cyrus-ha/be1/imapd.conf FILE
+
+It exits 0 when the file is valid, 1 after printing ``FILE:LINE: message`` lines on stderr
+otherwise (warnings are printed too, as ``FILE:LINE: warning: message``, and do not fail).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import re
+import sys
+
+SECTIONS = ('START', 'SERVICES', 'EVENTS', 'DAEMON')
+_IMAPD_KEY = re.compile(r'@?[A-Za-z0-9_-]*')
+_ALNUM = re.compile(r'[A-Za-z0-9]*')
+_SPACE = ' \t\n\r\f\v'
+WILDCARD_HOSTS = ('', '*', '0.0.0.0', '::', '0:0:0:0:0:0:0:0')
+# Keys naming unix sockets and directories that must never be shared by two instances.
+SOCKET_KEYS = ('lmtpsocket', 'idlesocket', 'notifysocket', 'ptloader_sock')
+DIRECTORY_KEYS = ('configdirectory', 'proc_path', 'mboxname_lockpath')
+
+
+class Problem:
+    """One finding, printed as ``path:line: message`` (``line`` 0 = the file as a whole)."""
+
+    __slots__ = ('path', 'line', 'message', 'severity')
+
+    def __init__(self, path: str, line: int, message: str, severity: str = 'error'):
+        self.path = path
+        self.line = line
+        self.message = message
+        self.severity = severity
+
+    def __str__(self) -> str:
+        prefix = 'warning: ' if self.severity == 'warning' else ''
+        return '%s:%d: %s%s' % (self.path, self.line, prefix, self.message)
+
+    def __repr__(self) -> str:
+        return 'Problem(%r)' % str(self)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Problem) and str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def as_dict(self) -> dict:
+        return {'path': self.path, 'line': self.line, 'message': self.message, 'severity': self.severity}
+
+
+class ConfigError(ValueError):
+    """A file does not parse; ``problems`` holds every syntax error found, with file and line."""
+
+    def __init__(self, problems: list):
+        self.problems = list(problems)
+        super().__init__('\n'.join(str(p) for p in self.problems))
+
+
+def _split_lines(text: str) -> list:
+    """Lines with their endings kept (only \\n ends a line, as for fgets)."""
+    parts = text.split('\n')
+    lines = [p + '\n' for p in parts[:-1]]
+    if parts[-1]:
+        lines.append(parts[-1])
+    return lines
+
+
+def _body(raw: str) -> str:
+    return raw[:-1] if raw.endswith('\n') else raw
+
+
+# ---------------------------------------------------------------------------------------------
+# imapd.conf
+# ---------------------------------------------------------------------------------------------
+
+class ImapdLine:
+    """One line of imapd.conf: ``kind`` is ``option``, ``comment`` or ``blank``; ``raw`` is its
+    exact text including the line ending."""
+
+    __slots__ = ('kind', 'raw', 'key', 'value', 'lineno')
+
+    def __init__(self, kind: str, raw: str, lineno: int, key: str = '', value: str = ''):
+        self.kind = kind
+        self.raw = raw
+        self.lineno = lineno
+        self.key = key
+        self.value = value
+
+
+class ImapdConf:
+    """A parsed imapd.conf. ``options`` maps lower-cased keys to values (Cyrus lower-cases keys)."""
+
+    def __init__(self, lines: list, path: str = 'imapd.conf'):
+        self.lines = lines
+        self.path = path
+
+    @property
+    def options(self) -> dict:
+        return {line.key: line.value for line in self.lines if line.kind == 'option'}
+
+    def get(self, key: str, default=None):
+        return self.options.get(key.lower(), default)
+
+    def lineno(self, key: str) -> int:
+        for line in self.lines:
+            if line.kind == 'option' and line.key == key.lower():
+                return line.lineno
+        return 0
+
+    def partitions(self) -> dict:
+        return {k[len('partition-'):]: v for k, v in self.options.items() if k.startswith('partition-')}
+
+    def set(self, key: str, value) -> bool:
+        """Set ``key`` (replacing its line in place, or appending one); ``None`` removes it.
+        Returns whether the text changed."""
+        key = key.lower()
+        if value is not None:
+            value = format_value(value)
+            _check_option(key, value)
+        before = self.render()
+        kept = []
+        done = False
+        for line in self.lines:
+            if line.kind == 'option' and line.key == key:
+                if value is None or done:
+                    continue
+                if line.value != value:
+                    ending = '\n' if line.raw.endswith('\n') else ''
+                    line = ImapdLine('option', '%s: %s%s' % (key, value, ending), line.lineno, key, value)
+                done = True
+            kept.append(line)
+        if value is not None and not done:
+            if kept and not kept[-1].raw.endswith('\n'):
+                last = kept[-1]
+                kept[-1] = ImapdLine(last.kind, last.raw + '\n', last.lineno, last.key, last.value)
+            kept.append(ImapdLine('option', '%s: %s\n' % (key, value), 0, key, value))
+        self.lines = kept
+        return self.render() != before
+
+    def render(self) -> str:
+        return ''.join(line.raw for line in self.lines)
+
+
+def format_value(value) -> str:
+    """A Python value as imapd.conf writes it: booleans as yes/no, lists space-separated."""
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, (list, tuple)):
+        return ' '.join(format_value(v) for v in value)
+    return str(value).strip(_SPACE)
+
+
+def _check_option(key: str, value: str) -> None:
+    if not key or _IMAPD_KEY.fullmatch(key) is None or key == '@':
+        raise ValueError('invalid imapd.conf option name %r: use letters, digits, "-" and "_"' % key)
+    if not value or '\n' in value or '\r' in value:
+        raise ValueError('invalid value for imapd.conf option %r: it must be one non-empty line' % key)
+
+
+def parse_imapd_lines(text: str, path: str = 'imapd.conf') -> tuple:
+    """Return (ImapdConf, problems) without raising: syntax errors become problems."""
+    lines = []
+    problems = []
+    seen = {}
+    for lineno, raw in enumerate(_split_lines(text), 1):
+        body = _body(raw)
+        stripped = body.lstrip(_SPACE)
+        if not stripped:
+            lines.append(ImapdLine('blank', raw, lineno))
+            continue
+        if stripped.startswith('#'):
+            lines.append(ImapdLine('comment', raw, lineno))
+            continue
+        key = _IMAPD_KEY.match(stripped).group(0)
+        rest = stripped[len(key):]
+        if not key or key == '@' or not rest.startswith(':'):
+            problems.append(Problem(path, lineno, 'invalid option name: expected "key: value"'))
+            lines.append(ImapdLine('comment', raw, lineno))
+            continue
+        value = rest[1:].strip(_SPACE)
+        key = key.lower()
+        if not value:
+            problems.append(Problem(path, lineno, 'empty value for option %s' % key))
+        elif key in seen:
+            problems.append(Problem(path, lineno, 'option %s set twice (first on line %d)' % (key, seen[key])))
+        else:
+            seen[key] = lineno
+        lines.append(ImapdLine('option', raw, lineno, key, value))
+    return ImapdConf(lines, path), problems
+
+
+def parse_imapd(text: str, path: str = 'imapd.conf') -> ImapdConf:
+    """Parse imapd.conf text; raise ConfigError naming file and line of every syntax error."""
+    conf, problems = parse_imapd_lines(text, path)
+    if problems:
+        raise ConfigError(problems)
+    return conf
+
+
+def render_imapd(options: dict, header: str = '') -> str:
+    """A new imapd.conf from a mapping (in its order), after an optional comment header."""
+    out = []
+    for line in header.splitlines():
+        out.append(line if line.startswith('#') else ('# ' + line).rstrip())
+    for key, value in options.items():
+        text = format_value(value)
+        _check_option(key, text)
+        out.append('%s: %s' % (key, text))
+    return '\n'.join(out) + '\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# cyrus.conf
+# ---------------------------------------------------------------------------------------------
+
+class Entry:
+    """One ``name key=value ...`` entry of a cyrus.conf section; ``args`` is a list of
+    (key, value, quoted)."""
+
+    __slots__ = ('section', 'name', 'args', 'lineno', 'raw')
+
+    def __init__(self, section: str, name: str, args: list, lineno: int = 0, raw: str = ''):
+        self.section = section
+        self.name = name
+        self.args = args
+        self.lineno = lineno
+        self.raw = raw
+
+    def get(self, key: str, default=None):
+        for arg_key, value, dummy in self.args:
+            if arg_key == key:
+                return value
+        return default
+
+    @property
+    def argv(self) -> list:
+        return self.get('cmd', '').split()
+
+    def as_dict(self) -> dict:
+        result = {'section': self.section, 'name': self.name, 'line': self.lineno}
+        result.update((k, v) for k, v, dummy in self.args)
+        return result
+
+    def render(self) -> str:
+        parts = [self.name]
+        for key, value, quoted in self.args:
+            parts.append('%s="%s"' % (key, value) if quoted or _needs_quotes(value) else '%s=%s' % (key, value))
+        return '\t'.join(parts[:1]) + ('\t' + ' '.join(parts[1:]) if len(parts) > 1 else '')
+
+
+def _needs_quotes(value: str) -> bool:
+    return value == '' or any(c in value for c in _SPACE)
+
+
+class CyrusConf:
+    """A parsed cyrus.conf: ``chunks`` is the text as a list of raw strings and Entry objects,
+    so that rendering an unchanged file gives back its exact bytes."""
+
+    def __init__(self, chunks: list, path: str = 'cyrus.conf'):
+        self.chunks = chunks
+        self.path = path
+
+    @property
+    def entries(self) -> list:
+        return [c for c in self.chunks if isinstance(c, Entry)]
+
+    def section(self, name: str) -> list:
+        return [e for e in self.entries if e.section == name]
+
+    def find(self, section: str, name: str):
+        for entry in self.section(section):
+            if entry.name == name:
+                return entry
+        return None
+
+    def render(self) -> str:
+        out = []
+        for chunk in self.chunks:
+            if isinstance(chunk, Entry):
+                out.append(chunk.raw if chunk.raw else chunk.render() + '\n')
+            else:
+                out.append(chunk)
+        return ''.join(out)
+
+
+def _split_args(text: str, path: str, lineno: int) -> tuple:
+    """masterconf.c split_args: ``key=value`` or ``key="value"`` (no escapes)."""
+    args = []
+    pos = 0
+    while True:
+        while pos < len(text) and text[pos] in _SPACE:
+            pos += 1
+        if pos >= len(text):
+            return args, None
+        key = _ALNUM.match(text, pos).group(0)
+        pos += len(key)
+        if pos >= len(text) or text[pos] != '=':
+            bad = text[pos] if pos < len(text) else 'end of line'
+            return args, Problem(path, lineno, "bad character '%s' in argument" % bad)
+        pos += 1
+        if pos < len(text) and text[pos] == '"':
+            end = text.find('"', pos + 1)
+            if end < 0:
+                return args, Problem(path, lineno, 'missing closing " in argument %s' % key)
+            args.append((key, text[pos + 1:end], True))
+            pos = end + 1
+        else:
+            end = pos
+            while end < len(text) and text[end] not in _SPACE:
+                end += 1
+            args.append((key, text[pos:end], False))
+            pos = end + 1
+
+
+def parse_cyrus_lines(text: str, path: str = 'cyrus.conf') -> tuple:
+    """Return (CyrusConf, problems) without raising: syntax errors become problems."""
+    chunks = []
+    problems = []
+    section = None
+    opened_at = 0
+    for lineno, raw in enumerate(_split_lines(text), 1):
+        body = _body(raw).lstrip(_SPACE)
+        code = body.split('#', 1)[0]
+        if not code.strip(_SPACE):
+            chunks.append(raw)
+            continue
+        if section is None:
+            name = _ALNUM.match(code).group(0)
+            rest = code[len(name):]
+            level = rest.count('{') - rest.count('}')
+            if name.upper() in SECTIONS and level == 1 and rest.strip(_SPACE) == '{':
+                section = name.upper()
+                opened_at = lineno
+            else:
+                problems.append(Problem(path, lineno, 'text outside a section: expected START, SERVICES, '
+                                                      'EVENTS or DAEMON followed by "{"'))
+            chunks.append(raw)
+            continue
+        if code.startswith('}'):
+            if code.strip(_SPACE) != '}':
+                problems.append(Problem(path, lineno, 'text after the "}" closing section %s' % section))
+            section = None
+            chunks.append(raw)
+            continue
+        name = _ALNUM.match(code).group(0)
+        rest = code[len(name):]
+        if not name or (rest and rest[0] not in _SPACE):
+            bad = rest[0] if rest else code[0]
+            problems.append(Problem(path, lineno, "bad character '%s' in name" % bad))
+            chunks.append(raw)
+            continue
+        args, problem = _split_args(rest, path, lineno)
+        if problem is not None:
+            problems.append(problem)
+            chunks.append(raw)
+            continue
+        chunks.append(Entry(section, name, args, lineno, raw))
+    if section is not None:
+        problems.append(Problem(path, opened_at, 'section %s is not closed with "}"' % section))
+    return CyrusConf(chunks, path), problems
+
+
+def parse_cyrus(text: str, path: str = 'cyrus.conf') -> CyrusConf:
+    """Parse cyrus.conf text; raise ConfigError naming file and line of every syntax error."""
+    conf, problems = parse_cyrus_lines(text, path)
+    if problems:
+        raise ConfigError(problems)
+    return conf
+
+
+def render_cyrus(sections: dict, header: str = '') -> str:
+    """A new cyrus.conf from ``{section: {name: {key: value}}}`` (dict order kept)."""
+    out = [line if line.startswith('#') else ('# ' + line).rstrip() for line in header.splitlines()]
+    for section, entries in sections.items():
+        if section not in SECTIONS:
+            raise ValueError('unknown cyrus.conf section %r: use one of %s' % (section, ', '.join(SECTIONS)))
+        if out:
+            out.append('')
+        out.append('%s {' % section)
+        for name, args in entries.items():
+            if not name or _ALNUM.fullmatch(name) is None:
+                raise ValueError('invalid cyrus.conf entry name %r in %s: use letters and digits' % (name, section))
+            for key, value in args.items():
+                value = str(value)
+                if not key or _ALNUM.fullmatch(key) is None:
+                    raise ValueError('invalid argument name %r in %s entry %s' % (key, section, name))
+                if '"' in value or '#' in value or '\n' in value:
+                    raise ValueError('value of %s in %s entry %s cannot hold ", # or a newline' % (key, section, name))
+            entry = Entry(section, name, [(k, str(v), k == 'cmd' or _needs_quotes(str(v))) for k, v in args.items()])
+            out.append('  ' + entry.render())
+        out.append('}')
+    return '\n'.join(out) + '\n'
+
+
+# ---------------------------------------------------------------------------------------------
+# listen= and the checks
+# ---------------------------------------------------------------------------------------------
+
+def parse_listen(listen: str) -> dict:
+    """Split a ``listen=`` value as master.c parse_inet_listen does.
+
+    Returns ``{'kind': 'unix', 'path': ...}`` or ``{'kind': 'inet', 'host': h or None,
+    'port': p or None}``; raises ValueError for a value master refuses."""
+    if listen.startswith('/'):
+        return {'kind': 'unix', 'path': listen}
+    if listen.startswith('['):
+        end = listen.rfind(']')
+        if end < 0:
+            raise ValueError('listen=%s has "[" without "]"' % listen)
+        after = listen[end + 1:]
+        if after.startswith(':') and len(after) > 1:
+            return {'kind': 'inet', 'host': listen[1:end], 'port': after[1:]}
+        if not after:
+            return {'kind': 'inet', 'host': listen[1:end], 'port': None}
+        raise ValueError('listen=%s: expected "[address]:port"' % listen)
+    colon = listen.rfind(':')
+    if colon >= 0:
+        if colon == len(listen) - 1:
+            raise ValueError('listen=%s ends with ":" and no port' % listen)
+        return {'kind': 'inet', 'host': listen[:colon], 'port': listen[colon + 1:]}
+    return {'kind': 'inet', 'host': None, 'port': listen}
+
+
+def is_wildcard(host) -> bool:
+    return host is None or host in WILDCARD_HOSTS
+
+
+def _ip(host: str):
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
+
+
+def check_listen(listen: str) -> list:
+    """Problems (messages) with one ``listen=`` value for a single-address instance."""
+    try:
+        parsed = parse_listen(listen)
+    except ValueError as exc:
+        return [str(exc)]
+    if parsed['kind'] == 'unix':
+        return []
+    host, port = parsed['host'], parsed['port']
+    messages = []
+    if host is None:
+        # a bare "1.2.3.4" is taken by master as a port: say so
+        if _ip(port) is not None or '.' in port:
+            messages.append('listen=%s is read as a port with no address: write %s:PORT' % (listen, port))
+        else:
+            messages.append('listen=%s has no address: master would bind every address; write ADDRESS:%s'
+                            % (listen, port))
+        return messages
+    if is_wildcard(host):
+        messages.append('listen=%s binds the wildcard address: bind the instance\'s own address' % listen)
+    elif ':' in host and not listen.startswith('['):
+        messages.append('listen=%s: write an IPv6 address in brackets, [%s]:PORT' % (listen, host))
+    elif ':' in host and _ip(host) is None:
+        messages.append('listen=%s: %s is not a valid IPv6 address' % (listen, host))
+    if port is None:
+        messages.append('listen=%s has no port: write %s:PORT' % (listen, listen))
+    elif not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', port):
+        messages.append('listen=%s: %r is not a port number or service name' % (listen, port))
+    elif port.isdigit() and not 0 < int(port) < 65536:
+        messages.append('listen=%s: port %s is out of range' % (listen, port))
+    return messages
+
+
+def _passes_config(argv: list, imapd_conf: str) -> tuple:
+    """(found, values): the -C arguments of a command line."""
+    values = []
+    for index, arg in enumerate(argv):
+        if arg == '-C' and index + 1 < len(argv):
+            values.append(argv[index + 1])
+        elif arg.startswith('-C') and len(arg) > 2:
+            values.append(arg[2:])
+    return imapd_conf in values, values
+
+
+def lint_imapd(text: str, path: str = 'imapd.conf') -> list:
+    """Every problem of an imapd.conf (syntax first, then meaning)."""
+    conf, problems = parse_imapd_lines(text, path)
+    options = conf.options
+    if 'configdirectory' not in options:
+        problems.append(Problem(path, 0, 'configdirectory is not set: every instance needs its own'))
+    for key, value in sorted(options.items()):
+        line = conf.lineno(key)
+        if (key in DIRECTORY_KEYS or key in SOCKET_KEYS or key.startswith('partition-')) and \
+                not value.startswith('/'):
+            problems.append(Problem(path, line, '%s must be an absolute path (master runs with -d from /), '
+                                                'not %s' % (key, value)))
+    server = options.get('mupdate_server')
+    if server is not None:
+        host_port = server
+        if host_port.startswith('['):
+            has_port = ']:' in host_port
+        else:
+            has_port = ':' in host_port and not _ip(host_port)
+        if not has_port:
+            problems.append(Problem(path, conf.lineno('mupdate_server'),
+                                    'mupdate_server %s has no port: mupdate_port is read by nothing, '
+                                    'write %s:3905' % (server, server), 'warning'))
+    if 'proxyservers' in options and 'mupdate_server' not in options:
+        problems.append(Problem(path, conf.lineno('proxyservers'),
+                                'proxyservers is set but mupdate_server is not: a backend needs its '
+                                'mupdate master', 'warning'))
+    return problems
+
+
+def lint_cyrus(text: str, path: str = 'cyrus.conf', imapd_conf: str = None, bindir: str = None) -> list:
+    """Every problem of a cyrus.conf for an instance whose imapd.conf is ``imapd_conf``."""
+    conf, problems = parse_cyrus_lines(text, path)
+    seen = {}
+    for entry in conf.entries:
+        where = '%s entry %s' % (entry.section, entry.name)
+        first = seen.get((entry.section, entry.name))
+        if first is not None:
+            problems.append(Problem(path, entry.lineno, '%s defined twice (first on line %d)' % (where, first)))
+        else:
+            seen[(entry.section, entry.name)] = entry.lineno
+        argv = entry.argv
+        if not argv:
+            problems.append(Problem(path, entry.lineno, '%s has no cmd=' % where))
+            continue
+        if imapd_conf is not None:
+            found, values = _passes_config(argv, imapd_conf)
+            if not found and values:
+                problems.append(Problem(path, entry.lineno, '%s passes -C %s, not this instance\'s -C %s'
+                                        % (where, values[0], imapd_conf)))
+            elif not found:
+                problems.append(Problem(path, entry.lineno, '%s: cmd="%s" lacks -C %s (master\'s -C is not '
+                                                            'inherited by its children)'
+                                        % (where, entry.get('cmd'), imapd_conf)))
+        program = argv[0]
+        if bindir and '/' not in program and not os.path.exists(os.path.join(bindir, program)):
+            problems.append(Problem(path, entry.lineno, '%s: program %s is not in %s%s'
+                                    % (where, program, bindir,
+                                       ' (Debian ships no proxyd binaries: use imapd, pop3d, lmtpd -a)'
+                                       if program.endswith('proxyd') else '')))
+        if entry.section == 'SERVICES':
+            listen = entry.get('listen')
+            if listen is None:
+                problems.append(Problem(path, entry.lineno, '%s has no listen=' % where))
+            else:
+                for message in check_listen(listen):
+                    problems.append(Problem(path, entry.lineno, '%s: %s' % (where, message)))
+            if os.path.basename(program) == 'mupdate':
+                prefork = entry.get('prefork', '0')
+                if not prefork.isdigit() or int(prefork) < 1:
+                    problems.append(Problem(path, entry.lineno, '%s: mupdate needs prefork=1 (a slave syncs '
+                                                                'only after its first client otherwise)' % where))
+        elif entry.section == 'EVENTS' and entry.get('period') is None and entry.get('at') is None:
+            problems.append(Problem(path, entry.lineno, '%s has neither period= nor at=' % where))
+    return problems
+
+
+def murder_role(imapd: ImapdConf, cyrus: CyrusConf = None) -> str:
+    """mupdate, backend, frontend or standalone, as Cyrus derives it from the pair."""
+    if cyrus is not None:
+        for entry in cyrus.section('SERVICES'):
+            argv = entry.argv
+            if argv and os.path.basename(argv[0]) == 'mupdate' and '-m' in argv[1:]:
+                return 'mupdate'
+    if imapd.get('mupdate_server'):
+        return 'backend' if imapd.get('proxyservers') else 'frontend'
+    return 'standalone'
+
+
+# ---------------------------------------------------------------------------------------------
+# several instances on one host
+# ---------------------------------------------------------------------------------------------
+
+def instance_claims(name: str, imapd: ImapdConf, cyrus: CyrusConf, resolve=None) -> list:
+    """What one instance claims exclusively: (kind, key, description) tuples.
+
+    kind: ``inet`` (key (address, port)), ``unix`` (a socket path), ``directory`` (a lock,
+    proc or config directory). ``resolve(host, port)`` turns names into (address, port number)
+    pairs; by default host names and service names are looked up with socket.getaddrinfo."""
+    resolve = resolve or _resolve
+    claims = []
+    for entry in cyrus.section('SERVICES'):
+        listen = entry.get('listen')
+        if listen is None:
+            continue
+        try:
+            parsed = parse_listen(listen)
+        except ValueError:
+            continue
+        what = '%s: %s listen=%s' % (name, entry.name, listen)
+        if parsed['kind'] == 'unix':
+            claims.append(('unix', os.path.normpath(parsed['path']), what))
+            continue
+        for address, port in resolve(parsed['host'], parsed['port'] or entry.name):
+            claims.append(('inet', (address, port, entry.get('proto', 'tcp')), what))
+    options = imapd.options
+    configdirectory = options.get('configdirectory')
+    for key in SOCKET_KEYS:
+        if key in options:
+            claims.append(('unix', os.path.normpath(options[key]), '%s: %s' % (name, key)))
+    for key in DIRECTORY_KEYS:
+        if key in options:
+            claims.append(('directory', os.path.normpath(options[key]), '%s: %s' % (name, key)))
+    if configdirectory:
+        claims.append(('directory', os.path.normpath(os.path.join(configdirectory, 'socket')),
+                       '%s: service lock directory %s/socket' % (name, configdirectory)))
+    for part, path in sorted(imapd.partitions().items()):
+        claims.append(('directory', os.path.normpath(path), '%s: partition-%s' % (name, part)))
+    return claims
+
+
+def _resolve(host, port) -> list:
+    import socket
+    if port is not None and not str(port).isdigit():
+        try:
+            number = socket.getservbyname(port, 'tcp')
+        except OSError:
+            number = port
+    else:
+        number = int(port) if port is not None else None
+    if is_wildcard(host):
+        return [('*', number)]
+    address = _ip(host)
+    if address is not None:
+        return [(str(address), number)]
+    try:
+        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
+    except OSError:
+        return [(host, number)]
+    return sorted({(str(ipaddress.ip_address(info[4][0].split('%')[0])), number) for info in infos})
+
+
+def cross_check(instances: dict, resolve=None) -> list:
+    """Conflicts between instances on one host. ``instances`` maps name to (ImapdConf, CyrusConf).
+    Returns messages naming both instances and what they share."""
+    owners = {}
+    messages = []
+    for name in sorted(instances):
+        imapd, cyrus = instances[name]
+        mine = set()
+        for kind, key, what in instance_claims(name, imapd, cyrus, resolve):
+            if (kind, key) in mine:
+                continue
+            mine.add((kind, key))
+            if kind == 'inet':
+                address, port, proto = key
+                clash = [o for (k, o_key), o in owners.items() if k == 'inet' and o_key[1] == port
+                         and o_key[2] == proto and (o_key[0] == address or '*' in (o_key[0], address))]
+            else:
+                clash = [o for (k, o_key), o in owners.items() if k == kind and o_key == key]
+            for other in clash:
+                if other.split(':', 1)[0] != name:
+                    messages.append('%s and %s claim the same %s' % (other, what, _describe(kind, key)))
+            owners.setdefault((kind, key), what)
+    return messages
+
+
+def _describe(kind: str, key) -> str:
+    if kind == 'inet':
+        address, port, proto = key
+        shown = '[%s]' % address if ':' in address else address
+        return '%s %s:%s' % (proto, shown, port)
+    if kind == 'unix':
+        return 'unix socket %s' % key
+    return 'directory %s' % key
+
+
+# ---------------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------------
+
+def _default_bindir():
+    for candidate in ('/usr/lib/cyrus/bin', '/usr/libexec/cyrus-imapd'):
+        if os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog='cyrusconf.py', description='Check Cyrus IMAP configuration files.')
+    commands = parser.add_subparsers(dest='command', required=True)
+    lint = commands.add_parser('lint', help='check one imapd.conf or cyrus.conf; exit 1 on errors')
+    lint.add_argument('--kind', choices=('imapd', 'cyrus'), required=True)
+    lint.add_argument('--imapd-conf', help='(cyrus) the imapd.conf path every cmd= must pass with -C')
+    lint.add_argument('--bindir', help='(cyrus) where bare program names are found (default: autodetect; '
+                                       '"none" skips the check)')
+    lint.add_argument('--display-path', help='name to print instead of FILE')
+    lint.add_argument('file')
+    args = parser.parse_args(argv)
+    shown = args.display_path or args.file
+    try:
+        with open(args.file, encoding='utf-8', newline='') as handle:
+            text = handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        sys.stderr.write('%s:0: cannot read: %s\n' % (shown, exc))
+        return 1
+    if args.kind == 'imapd':
+        problems = lint_imapd(text, shown)
+    else:
+        if not args.imapd_conf:
+            sys.stderr.write('%s:0: --imapd-conf is required with --kind cyrus\n' % shown)
+            return 1
+        bindir = args.bindir if args.bindir is not None else _default_bindir()
+        problems = lint_cyrus(text, shown, args.imapd_conf, None if bindir == 'none' else bindir)
+    for problem in problems:
+        sys.stderr.write('%s\n' % problem)
+    return 1 if any(p.severity == 'error' for p in problems) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
