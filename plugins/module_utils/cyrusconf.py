@@ -567,8 +567,8 @@ def lint_cyrus(text: str, path: str = 'cyrus.conf', imapd_conf: str = None, bind
                 if not prefork.isdigit() or int(prefork) < 1:
                     problems.append(Problem(path, entry.lineno, '%s: mupdate needs prefork=1 (a slave syncs '
                                                                 'only after its first client otherwise)' % where))
-        elif entry.section == 'EVENTS' and entry.get('period') is None and entry.get('at') is None:
-            problems.append(Problem(path, entry.lineno, '%s has neither period= nor at=' % where))
+        elif entry.section == 'EVENTS' and all(entry.get(k) is None for k in ('period', 'at', 'cron')):
+            problems.append(Problem(path, entry.lineno, '%s has none of period=, at= or cron=' % where))
     return problems
 
 

@@ -169,7 +169,7 @@ START {{
         'c:4: SERVICES entry imap defined twice (first on line 2)',
         'c:5: SERVICES entry mupdate: mupdate needs prefork=1 (a slave syncs only after its first client otherwise)',
         'c:7: SERVICES entry nolisten has no listen=',
-        'c:10: EVENTS entry noperiod has neither period= nor at=',
+        'c:10: EVENTS entry noperiod has none of period=, at= or cron=',
         'c:13: START entry nocmd has no cmd=',
     ]
     missing = [str(p) for p in lint_cyrus(text, 'c', CONF, bindir) if 'is not in' in p.message]
