@@ -1,0 +1,355 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One service address on this node: validate, compare, probe, add/remove, wait for DAD, announce.
+
+`manage(params, runner, check_mode)` is what the `cyrus.ha.service_ip` module calls;
+`held_addresses(...)` is what `cyrus.ha.service_ip_facts` calls. Both raise ServiceIpError with a
+message for the user and the partial result (nothing has been changed unless it says so).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+
+from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann
+from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
+    FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, link_state)
+
+
+class ServiceIpError(Exception):
+    def __init__(self, msg: str, **result):
+        super().__init__(msg)
+        self.msg = msg
+        self.result = result
+
+
+def parse_address(address: str, interface: str | None):
+    """The address option -> ip_interface, or ServiceIpError naming what is wrong."""
+    if not isinstance(address, str) or '/' not in address:
+        raise ServiceIpError(f'address {address!r} has no prefix length: write it as ADDRESS/PREFIX, '
+                             f'e.g. 203.0.113.50/24 or 2001:db8::50/64')
+    text, dummy, prefix = address.partition('/')
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ServiceIpError(f'address {address!r} is not a valid IPv4 or IPv6 address') from None
+    limit = 32 if ip.version == 4 else 128
+    if not prefix.isdigit() or not 0 < int(prefix) <= limit:
+        raise ServiceIpError(f'address {address!r} has an invalid prefix length {prefix!r}: '
+                             f'use 1 to {limit} for IPv{ip.version}')
+    iface = ipaddress.ip_interface(f'{ip}/{int(prefix)}')
+    net = iface.network
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback:
+        raise ServiceIpError(f'address {address!r} is a multicast, unspecified or loopback address, '
+                             'not one a service can be reached at')
+    if ip.version == 4 and net.prefixlen < 31:
+        if ip == net.network_address:
+            raise ServiceIpError(f'address {address!r} is the network address of {net}: its host bits are all '
+                                 'zero; pick a host address inside the prefix')
+        if ip == net.broadcast_address:
+            raise ServiceIpError(f'address {address!r} is the broadcast address of {net}: its host bits are all '
+                                 'one; pick a host address inside the prefix')
+    if ip.version == 6 and net.prefixlen < 127 and ip == net.network_address:
+        raise ServiceIpError(f'address {address!r} is the subnet-router anycast address of {net}: its host bits '
+                             'are all zero; pick a host address inside the prefix')
+    if ip.version == 6 and ip.is_link_local and not interface:
+        raise ServiceIpError(f'address {address!r} is an IPv6 link-local address: it is ambiguous without an '
+                             'interface; set interface')
+    return iface
+
+
+def validate(params: dict):
+    """Check every option that can be checked without looking at the node."""
+    try:
+        if params.get('namespace'):
+            check_name('namespace', params['namespace'], NETNS_RE)
+        if params.get('interface'):
+            check_name('interface', params['interface'])
+    except IpError as exc:
+        raise ServiceIpError(str(exc)) from None
+    iface = parse_address(params['address'], params.get('interface'))
+    if iface.version == 6:
+        for key in ('label', 'broadcast'):
+            if params.get(key):
+                raise ServiceIpError(f'{key} applies to IPv4 addresses only, not to {params["address"]}')
+    if params.get('label') and len(params['label']) > 15:
+        raise ServiceIpError(f'label {params["label"]!r} is {len(params["label"])} characters long: '
+                             'the kernel allows at most 15')
+    if params.get('broadcast'):
+        try:
+            ipaddress.IPv4Address(params['broadcast'])
+        except ValueError:
+            raise ServiceIpError(f'broadcast {params["broadcast"]!r} is not an IPv4 address') from None
+    for key, low in (('announce_count', 0), ('announce_interval', 0), ('probe_count', 1), ('probe_timeout', 0),
+                     ('dad_timeout', 0)):
+        if params.get(key) is not None and params[key] < low:
+            raise ServiceIpError(f'{key} must be at least {low}, not {params[key]}')
+    lft = params.get('preferred_lft')
+    if lft is not None and lft != 'forever' and not str(lft).isdigit():
+        raise ServiceIpError(f'preferred_lft {lft!r} must be "forever" or a number of seconds')
+    if params.get('force') and params.get('state') == 'present' and not params.get('peer_state'):
+        raise ServiceIpError('force=true needs peer_state (fenced or down): state that the peer cannot answer')
+    return iface
+
+
+def describe(addr: dict | None) -> dict:
+    if not addr:
+        return {}
+    return {'address': f'{addr["local"]}/{addr["prefix"]}', 'interface': addr['interface'],
+            'label': addr['label'] if addr['family'] == 4 else None,
+            'broadcast': addr['broadcast'] if addr['family'] == 4 else None,
+            'noprefixroute': 'noprefixroute' in addr['flags'],
+            'preferred_lft': 'forever' if addr['preferred_life_time'] == FOREVER else addr['preferred_life_time']}
+
+
+def differences(addr: dict, want: dict) -> list[str]:
+    """What makes an existing address not the wanted one (empty: same settings)."""
+    diff = []
+    if addr['interface'] != want['interface']:
+        diff.append(f'interface {addr["interface"]} (wanted {want["interface"]})')
+    if addr['prefix'] != want['prefix']:
+        diff.append(f'prefix /{addr["prefix"]} (wanted /{want["prefix"]})')
+    if want['label'] and addr['label'] != want['label']:
+        diff.append(f'label {addr["label"]} (wanted {want["label"]})')
+    if want['broadcast'] and addr['broadcast'] != want['broadcast']:
+        diff.append(f'broadcast {addr["broadcast"]} (wanted {want["broadcast"]})')
+    if ('noprefixroute' in addr['flags']) != want['noprefixroute']:
+        diff.append(f'noprefixroute {"noprefixroute" in addr["flags"]} (wanted {want["noprefixroute"]})')
+    lft = want['preferred_lft']
+    if lft is not None:
+        forever = addr['preferred_life_time'] == FOREVER
+        if (lft == 'forever') != forever or (str(lft) == '0') != (addr['preferred_life_time'] == 0):
+            diff.append(f'preferred_lft {"forever" if forever else addr["preferred_life_time"]} (wanted {lft})')
+    if 'dadfailed' in addr['flags']:
+        diff.append('dadfailed')
+    return diff
+
+
+def read_promote_secondaries(interface: str) -> bool:
+    for path in (f'/proc/sys/net/ipv4/conf/{interface}/promote_secondaries',):
+        try:
+            with open(path, encoding='ascii') as handle:
+                return handle.read().strip() == '1'
+        except OSError:
+            return False
+    return False
+
+
+def dropped_with(addr: dict, addresses: list[dict], promote) -> list[str]:
+    """IPv4 secondaries the kernel deletes together with `addr` (a primary) unless it promotes them."""
+    if addr['family'] != 4 or 'secondary' in addr['flags'] or promote(addr['interface']):
+        return []
+    net = ipaddress.ip_interface(f'{addr["local"]}/{addr["prefix"]}').network
+    return [f'{a["local"]}/{a["prefix"]}' for a in addresses
+            if a['interface'] == addr['interface'] and a['family'] == 4 and 'secondary' in a['flags']
+            and a['local'] != addr['local'] and ipaddress.ip_address(a['local']) in net]
+
+
+def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'ip', sock_factory=socket.socket,
+           promote=read_promote_secondaries, setns=enter_netns) -> dict:
+    started = time.monotonic()
+    timings = {}
+    iface = validate(params)
+    state = params['state']
+    address = str(iface.ip)
+    family = iface.version
+    if params.get('namespace'):
+        try:
+            setns(params['namespace'])
+        except IpError as exc:
+            raise ServiceIpError(str(exc)) from None
+    ip = IpRoute(ip_bin, runner)
+    try:
+        return _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings)
+    except (IpError, ann.AnnounceError) as exc:
+        raise ServiceIpError(str(exc)) from None
+
+
+def _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings):
+    where = f' in network namespace {params["namespace"]}' if params.get('namespace') else ''
+    addresses = ip.addresses()
+    existing = [a for a in addresses if a['local'] == address and a['family'] == family]
+    interface = params.get('interface')
+    if interface:
+        link = ip.link(interface)
+        if link is None:
+            raise ServiceIpError(f'interface {interface} does not exist{where}')
+    else:
+        route = ip.find_interface(address)
+        if route is None:
+            raise ServiceIpError(f'no route{where} matches {address} (default, unreachable and blackhole routes '
+                                 'do not count): set interface')
+        interface = route['dev']
+        link = ip.link(interface)
+    if params.get('label'):
+        try:
+            check_label(params['label'], interface)
+        except IpError as exc:
+            raise ServiceIpError(str(exc)) from None
+    boot = boot_addresses(addresses)
+    for dev, local in sorted(boot):
+        if local == address:
+            raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '
+                                 'service addresses added beside it, never the address the node itself is reached at')
+    want = {'interface': interface, 'prefix': iface.network.prefixlen, 'label': params.get('label'),
+            'broadcast': params.get('broadcast'), 'noprefixroute': bool(params.get('noprefixroute')),
+            'preferred_lft': params.get('preferred_lft')}
+    on_target = [a for a in existing if a['interface'] == interface]
+    current = on_target[0] if on_target else (existing[0] if existing else None)
+    result = {'address': str(iface.with_prefixlen), 'interface': interface, 'prefix': iface.network.prefixlen,
+              'family': f'ipv{family}', 'state': state, 'present_before': bool(existing),
+              'before': describe(current), 'corrected': [], 'conflict_probe': {'skipped': 'not needed'},
+              'announcements': {'sent': 0}, 'timings': timings, 'changed': False}
+    loopback = 'LOOPBACK' in (link or {}).get('flags', [])
+    mac = (link or {}).get('address')
+
+    if state in ('present', 'announced') and params.get('require_link_up', True):
+        usable, why = link_state(link or {})
+        if not usable:
+            raise ServiceIpError(f'interface {interface}{where} {why}: bring it up first (or set '
+                                 'require_link_up=false to add the address anyway)', **result)
+
+    if state == 'absent':
+        for addr in existing:
+            dropped = dropped_with(addr, addresses, promote)
+            if dropped:
+                raise ServiceIpError(f'removing {address}/{addr["prefix"]} from {addr["interface"]} would also delete '
+                                     f'{", ".join(dropped)} (it is their primary and promote_secondaries is off); '
+                                     'nothing was changed', **result)
+        result['changed'] = bool(existing)
+        result['diff'] = {'before': describe(current), 'after': {}}
+        if existing and not check_mode:
+            mark = time.monotonic()
+            for addr in existing:
+                ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+            timings['address_del'] = round(time.monotonic() - mark, 6)
+        timings['total'] = round(time.monotonic() - started, 6)
+        return result
+
+    if state == 'announced':
+        if not on_target:
+            raise ServiceIpError(f'{address} is not on {interface}{where}: nothing to announce; use state=present',
+                                 **result)
+        result['changed'] = not loopback and params['announce_count'] > 0
+        result['diff'] = {'before': describe(current), 'after': describe(current)}
+        if result['changed'] and not check_mode:
+            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
+        timings['total'] = round(time.monotonic() - started, 6)
+        return result
+
+    # state == present
+    stale = []
+    for addr in existing:
+        diff = differences(addr, want)
+        if diff:
+            stale.append((addr, diff))
+    keep = [a for a in existing if a not in [s[0] for s in stale]]
+    if keep and not stale:
+        result['diff'] = {'before': describe(current), 'after': describe(current)}
+        timings['total'] = round(time.monotonic() - started, 6)
+        return result
+    for addr, diff in stale:
+        dropped = dropped_with(addr, addresses, promote)
+        if dropped:
+            raise ServiceIpError(f'{address}/{addr["prefix"]} on {addr["interface"]} differs ({"; ".join(diff)}) but '
+                                 f'correcting it would delete {", ".join(dropped)} too (it is their primary and '
+                                 'promote_secondaries is off): refused, nothing was changed', **result)
+        result['corrected'].append(f'{addr["local"]}/{addr["prefix"]} on {addr["interface"]}: {"; ".join(diff)}')
+    result['changed'] = True
+    after = {'address': str(iface.with_prefixlen), 'interface': interface,
+             'label': want['label'] if family == 4 else None,
+             'broadcast': want['broadcast'] if family == 4 else None,
+             'noprefixroute': want['noprefixroute'], 'preferred_lft': want['preferred_lft'] or 'forever'}
+    if family == 4 and not want['label']:
+        after['label'] = interface
+    result['diff'] = {'before': describe(current), 'after': after}
+    if check_mode:
+        result['conflict_probe'] = {'skipped': 'check mode sends nothing'}
+        timings['total'] = round(time.monotonic() - started, 6)
+        return result
+
+    if not existing:
+        if loopback:
+            result['conflict_probe'] = {'skipped': f'{interface} is a loopback interface'}
+        elif not params.get('conflict_probe', True):
+            result['conflict_probe'] = {'skipped': 'conflict_probe=false'}
+        else:
+            found = ann.probe(interface, mac, address, params.get('probe_count', 2), params.get('probe_timeout', 0.2),
+                              sock_factory)
+            result['conflict_probe'] = found
+            timings['probe'] = found['seconds']
+            if found['conflict']:
+                if not params.get('force'):
+                    raise ServiceIpError(f'{address} is already in use on the link of {interface}{where}: '
+                                         f'{found["mac"]} answered the conflict probe. Nothing was changed. Release '
+                                         'the address on that host first, or, only if that host is fenced or down, '
+                                         'set force=true with peer_state', **dict(result, changed=False))
+                result['forced'] = {'peer_state': params['peer_state'], 'answered_by': found['mac']}
+
+    mark = time.monotonic()
+    for addr, dummy in stale:
+        ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+    skip_dad = family == 6 and not params.get('ipv6_dad', True)
+    ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
+                   want['noprefixroute'], nodad=skip_dad)
+    timings['address_add'] = round(time.monotonic() - mark, 6)
+    if family == 6 and not skip_dad:
+        mark = time.monotonic()
+        outcome = ip.wait_dad(address, interface, params.get('dad_timeout', 10))
+        timings['dad_wait'] = round(time.monotonic() - mark, 6)
+        if outcome != 'done':
+            ip.del_address(address, iface.network.prefixlen, interface)
+            why = ('duplicate address detection failed: another node on the link answered for it'
+                   if outcome == 'dadfailed' else
+                   f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
+                   if outcome == 'timeout' else 'the address vanished while waiting for DAD')
+            raise ServiceIpError(f'{address} on {interface}{where}: {why}; the address was removed again',
+                                 **dict(result, changed=bool(stale)))
+    timings['usable'] = round(time.monotonic() - started, 6)
+    if not loopback and params.get('announce_count', 3) > 0:
+        result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
+    timings['total'] = round(time.monotonic() - started, 6)
+    return result
+
+
+def _announce(params, interface, mac, address, sock_factory, started, timings) -> dict:
+    sent = ann.announce(interface, mac, address, params.get('announce_count', 3), params.get('announce_interval', 0.2),
+                        params.get('announce_mode', 'request'), sock_factory, clock_zero=started)
+    timings['first_announcement'] = sent['first']
+    return {'sent': sent['sent'], 'count': params.get('announce_count', 3),
+            'interval': params.get('announce_interval', 0.2), 'mode': params.get('announce_mode', 'request')
+            if ipaddress.ip_address(address).version == 4 else 'unsolicited-na'}
+
+
+def held_addresses(namespace: str | None = None, within: list | None = None, runner=None, ip_bin: str = 'ip',
+                   setns=enter_netns) -> dict:
+    """Which service addresses this node holds now, and its boot addresses, for facts."""
+    nets = []
+    for net in within or []:
+        try:
+            nets.append(ipaddress.ip_network(net, strict=False))
+        except ValueError:
+            raise ServiceIpError(f'within: {net!r} is not an IPv4 or IPv6 network') from None
+    try:
+        if namespace:
+            check_name('namespace', namespace, NETNS_RE)
+            setns(namespace)
+        addresses = IpRoute(ip_bin, runner).addresses()
+    except IpError as exc:
+        raise ServiceIpError(str(exc)) from None
+    boot = boot_addresses(addresses)
+    held, own = [], []
+    for addr in addresses:
+        if addr['scope'] != 'global':
+            continue
+        ip = ipaddress.ip_address(addr['local'])
+        entry = {'address': addr['local'], 'prefix': addr['prefix'], 'family': f'ipv{addr["family"]}',
+                 'interface': addr['interface'], 'label': addr['label'] if addr['family'] == 4 else None,
+                 'tentative': 'tentative' in addr['flags'], 'dadfailed': 'dadfailed' in addr['flags']}
+        if (addr['interface'], addr['local']) in boot:
+            own.append(entry)
+        elif not nets or any(ip in net for net in nets if net.version == ip.version):
+            held.append(entry)
+    return {'service_ips': held, 'boot_ips': own}
