@@ -1,0 +1,209 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Start, stop and inspect one Cyrus instance's master without a service manager.
+
+    python3 cyrus_instance_ctl.py ACTION --imapd-conf F --cyrus-conf F --pidfile F --master BIN
+                                  [--address IP ...] [--check] [--timeout SECONDS]
+
+ACTION is status, prepare, start, stop or restart. The answer is one JSON object on stdout
+(changed, state, pid, msg); the exit status is 0 unless the action failed. The instance is
+identified by its pidfile and by its imapd.conf path, which every process of the instance
+carries after -C: processes of other instances on the same machine are never touched.
+Python 3.9+, standard library only (it runs on the managed node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pwd
+import grp
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+RUN_KEYS = ('proc_path', 'mboxname_lockpath')
+SOCKET_KEYS = ('lmtpsocket', 'idlesocket', 'notifysocket', 'ptloader_sock')
+
+
+def read_imapd_conf(path: str) -> dict[str, str]:
+    options = {}
+    with open(path, encoding='utf-8') as handle:
+        for line in handle:
+            line = line.strip()
+            if not line or line.startswith('#') or ':' not in line:
+                continue
+            key, dummy, value = line.partition(':')
+            options[key.strip()] = value.strip()
+    return options
+
+
+def proc_state(pid: int) -> str | None:
+    """The one-letter state of a process, or None when it no longer exists."""
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
+            data = handle.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return data.rpartition(')')[2].split()[0]
+
+
+def alive(pid: int) -> bool:
+    state = proc_state(pid)
+    return state is not None and state not in ('Z', 'X')
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+            return [arg.decode('utf-8', 'replace') for arg in handle.read().split(b'\0') if arg]
+    except OSError:
+        return []
+
+
+def carries_conf(argv: list[str], conf: str) -> bool:
+    return any(a == '-C' and i + 1 < len(argv) and argv[i + 1] == conf for i, a in enumerate(argv))
+
+
+def master_pid(args) -> int | None:
+    """The PID of this instance's running master, from its pidfile, checked against /proc."""
+    try:
+        with open(args.pidfile, encoding='utf-8') as handle:
+            pid = int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    if alive(pid) and carries_conf(cmdline(pid), args.imapd_conf):
+        return pid
+    return None
+
+
+def instance_pids(conf: str) -> list[int]:
+    """Every live process started for this instance (its master and the services it forked)."""
+    pids = []
+    for entry in os.listdir('/proc'):
+        if entry.isdigit() and int(entry) != os.getpid() and carries_conf(cmdline(int(entry)), conf):
+            if alive(int(entry)):
+                pids.append(int(entry))
+    return pids
+
+
+def address_is_local(address: str) -> bool:
+    family = socket.AF_INET6 if ':' in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address, 0))
+        except OSError:
+            return False
+    return True
+
+
+def prepare(args) -> list[str]:
+    """Create the run-time directories (under /run, gone after a reboot) the instance needs."""
+    options = read_imapd_conf(args.imapd_conf)
+    user = pwd.getpwnam(args.user)
+    group = grp.getgrnam(args.group)
+    wanted = [os.path.dirname(args.pidfile)]
+    wanted += [options[k] for k in RUN_KEYS if k in options]
+    wanted += [os.path.dirname(options[k]) for k in SOCKET_KEYS if k in options]
+    made = []
+    for path in dict.fromkeys(wanted):
+        if not os.path.isdir(path):
+            os.makedirs(path, mode=0o750)
+            made.append(path)
+        stat = os.stat(path)
+        if (stat.st_uid, stat.st_gid) != (user.pw_uid, group.gr_gid):
+            os.chown(path, user.pw_uid, group.gr_gid)
+    return made
+
+
+def start(args) -> dict:
+    pid = master_pid(args)
+    if pid:
+        return {'changed': False, 'state': 'started', 'pid': pid, 'msg': 'master is running'}
+    missing = [a for a in args.address if not address_is_local(a)]
+    if missing:
+        raise RuntimeError(f'service address {", ".join(missing)} is not configured on this host: '
+                           'take the address up before starting the instance')
+    if args.check:
+        return {'changed': True, 'state': 'started', 'pid': None, 'msg': 'master would be started'}
+    prepare(args)
+    argv = [args.master, '-C', args.imapd_conf, '-M', args.cyrus_conf, '-p', args.pidfile, '-d']
+    with open(os.devnull, 'r+b') as null:
+        # A new session: master outlives the SSH session that started it.
+        proc = subprocess.run(argv, stdin=null, stdout=null, stderr=null, start_new_session=True,
+                              timeout=args.timeout, check=False)
+    deadline = time.monotonic() + args.timeout
+    pid = master_pid(args)
+    while not pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+        pid = master_pid(args)
+    if proc.returncode != 0 or not pid:
+        raise RuntimeError(f'master for {args.imapd_conf} did not start (exit status {proc.returncode}): '
+                           f'see the syslog lines of {read_imapd_conf(args.imapd_conf).get("syslog_prefix", "cyrus")}')
+    return {'changed': True, 'state': 'started', 'pid': pid, 'msg': 'master started'}
+
+
+def stop(args) -> dict:
+    pid = master_pid(args)
+    others = instance_pids(args.imapd_conf)
+    if not pid and not others:
+        return {'changed': False, 'state': 'stopped', 'pid': None, 'msg': 'master is not running'}
+    if args.check:
+        return {'changed': True, 'state': 'stopped', 'pid': pid, 'msg': 'master would be stopped'}
+    if pid:
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while instance_pids(args.imapd_conf) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for left in instance_pids(args.imapd_conf):
+        os.kill(left, signal.SIGKILL)
+    while instance_pids(args.imapd_conf):
+        time.sleep(0.05)
+    try:
+        os.unlink(args.pidfile)
+    except FileNotFoundError:
+        pass
+    return {'changed': True, 'state': 'stopped', 'pid': pid, 'msg': 'master stopped'}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('action', choices=('status', 'prepare', 'start', 'stop', 'restart'))
+    parser.add_argument('--imapd-conf', required=True)
+    parser.add_argument('--cyrus-conf', required=True)
+    parser.add_argument('--pidfile', required=True)
+    parser.add_argument('--master', required=True)
+    parser.add_argument('--address', action='append', default=[])
+    parser.add_argument('--user', default='cyrus')
+    parser.add_argument('--group', default='mail')
+    parser.add_argument('--timeout', type=float, default=30.0)
+    parser.add_argument('--check', action='store_true', help='report what would change, change nothing')
+    args = parser.parse_args(argv)
+    try:
+        if args.action == 'status':
+            pid = master_pid(args)
+            result = {'changed': False, 'state': 'started' if pid else 'stopped', 'pid': pid,
+                      'msg': 'master is running' if pid else 'master is not running'}
+        elif args.action == 'prepare':
+            made = [] if args.check else prepare(args)
+            result = {'changed': bool(made), 'state': 'prepared', 'pid': None, 'msg': ' '.join(made)}
+        elif args.action == 'start':
+            result = start(args)
+        elif args.action == 'stop':
+            result = stop(args)
+        else:
+            stopped = stop(args)
+            result = start(args) if not args.check else dict(stopped, state='started', msg='master would be restarted')
+            result['changed'] = True
+    except (OSError, RuntimeError, KeyError, subprocess.TimeoutExpired) as exc:
+        print(json.dumps({'changed': False, 'failed': True, 'msg': str(exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
