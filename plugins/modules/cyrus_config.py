@@ -1,0 +1,204 @@
+#!/usr/bin/python
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: cyrus_config
+short_description: Validate and edit Cyrus IMAP configuration files of one instance
+version_added: 0.1.0
+description:
+  - Checks an C(imapd.conf) or a C(cyrus.conf) the way Cyrus reads it, and fails naming the file,
+    the line and the cause of every error.
+  - For a C(cyrus.conf) it also checks what an instance sharing a host needs, every C(listen=)
+    bound to an explicit address and port (no wildcard), and every C(cmd=) passing the
+    instance's C(-C) O(imapd_conf), since master's C(-C) is not inherited by its children.
+  - With O(settings) it sets options of an C(imapd.conf) in place, keeping every comment and
+    every other line byte for byte, and writes the file only when the result is valid.
+  - With O(check_host) it also checks the file against every other instance of the host
+    (C(<config_root>/*/imapd.conf) and C(cyrus.conf), and the distribution's default pair), and
+    fails when two instances would claim the same address and port, unix socket or lock,
+    proc, configuration or partition directory.
+  - For templates, the same checks run without Ansible on the managed node as
+    C(python3 cyrusconf.py lint --kind imapd|cyrus [--imapd-conf PATH] FILE), the
+    C(plugins/module_utils/cyrusconf.py) file of this collection; use that as C(validate:).
+author:
+  - cyrus.ha contributors
+options:
+  path:
+    description: The C(imapd.conf) or C(cyrus.conf) to check (and, with O(settings), to edit).
+    type: path
+    required: true
+  kind:
+    description:
+      - Which file O(path) is.
+      - By default taken from its name (C(imapd*) or C(cyrus*)).
+    type: str
+    choices: [imapd, cyrus]
+  imapd_conf:
+    description:
+      - For a C(cyrus.conf), the C(imapd.conf) path every C(cmd=) must pass with C(-C).
+      - Defaults to C(imapd.conf) next to O(path).
+    type: path
+  settings:
+    description:
+      - C(imapd.conf) options to set, option name to value; V(null) removes the option.
+      - Booleans are written as C(yes)/C(no), lists space-separated.
+    type: dict
+  secret_settings:
+    description:
+      - Like O(settings), for secrets (such as C(mupdate_password)); never logged, and masked in the diff.
+    type: dict
+  check_host:
+    description: Also check the file against the other instances of the host.
+    type: bool
+    default: false
+  config_root:
+    description: Directory holding one sub-directory per instance (for O(check_host)).
+    type: path
+    default: /etc/cyrus-ha
+  bindir:
+    description:
+      - Where C(cmd=) programs without a slash are looked up; a missing program is an error.
+      - By default C(/usr/lib/cyrus/bin) (Debian) or C(/usr/libexec/cyrus-imapd) (RHEL family) when
+        present; V("") skips the check.
+    type: path
+  backup:
+    description: Keep a timestamped copy of O(path) before changing it.
+    type: bool
+    default: false
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+notes:
+  - The file keeps its owner, group and mode when edited.
+'''
+
+EXAMPLES = r'''
+- name: Check a backend's cyrus.conf
+  cyrus.ha.cyrus_config:
+    path: /etc/cyrus-ha/be1/cyrus.conf
+    imapd_conf: /etc/cyrus-ha/be1/imapd.conf
+    check_host: true
+
+- name: Point a frontend at the mupdate master
+  cyrus.ha.cyrus_config:
+    path: /etc/cyrus-ha/fe1/imapd.conf
+    settings:
+      mupdate_server: mupdate-svc.cyha.test:3905
+      mupdate_authname: fe1
+    secret_settings:
+      mupdate_password: "{{ vault_fe1_mupdate_password }}"
+'''
+
+RETURN = r'''
+path:
+  description: The file checked.
+  returned: always
+  type: str
+  sample: /etc/cyrus-ha/be1/cyrus.conf
+kind:
+  description: C(imapd) or C(cyrus).
+  returned: always
+  type: str
+  sample: cyrus
+imapd_conf:
+  description: The C(imapd.conf) of the instance (the C(-C) every C(cmd=) passes).
+  returned: always
+  type: str
+  sample: /etc/cyrus-ha/be1/imapd.conf
+murder_role:
+  description: C(mupdate), C(backend), C(frontend) or C(standalone), as Cyrus derives it from the pair.
+  returned: always
+  type: str
+  sample: backend
+problems:
+  description: Warnings, each as C(FILE:LINE) followed by C(warning) and the message (errors fail the task).
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/cyrus-ha/fe1/imapd.conf:4: warning: mupdate_server m has no port: mupdate_port is read by
+    nothing, write m:3905"]
+conflicts:
+  description: Conflicts with other instances of the host (empty on success; listed in the failure otherwise).
+  returned: always
+  type: list
+  elements: str
+  sample: []
+backup_file:
+  description: The copy made before the change.
+  returned: when O(backup) is set and the file changed
+  type: str
+  sample: /etc/cyrus-ha/be1/imapd.conf.12345.2026-01-01@00:00:00~
+'''
+
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import PlanError, plan_config
+
+MASK = '********'
+
+
+def _masked(text: str, secret_keys) -> str:
+    lines = []
+    for line in text.splitlines(True):
+        key = line.split(':', 1)[0].strip().lower()
+        if ':' in line and key in secret_keys:
+            lines.append('%s: %s%s' % (key, MASK, '\n' if line.endswith('\n') else ''))
+        else:
+            lines.append(line)
+    return ''.join(lines)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            kind=dict(type='str', choices=['imapd', 'cyrus']),
+            imapd_conf=dict(type='path'),
+            settings=dict(type='dict'),
+            secret_settings=dict(type='dict', no_log=True),
+            check_host=dict(type='bool', default=False),
+            config_root=dict(type='path', default='/etc/cyrus-ha'),
+            bindir=dict(type='path'),
+            backup=dict(type='bool', default=False),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    settings = dict(params['settings'] or {})
+    secrets = dict(params['secret_settings'] or {})
+    settings.update(secrets)
+    try:
+        plan = plan_config(params['path'], params['kind'], params['imapd_conf'], settings, params['check_host'],
+                           params['config_root'], bindir=params['bindir'])
+    except PlanError as exc:
+        module.fail_json(msg=str(exc), problems=exc.problems, path=params['path'])
+    result = dict(changed=plan['before'] != plan['after'], path=params['path'], kind=plan['kind'],
+                  imapd_conf=plan['imapd_conf'], murder_role=plan['murder_role'], problems=plan['problems'],
+                  conflicts=plan['conflicts'])
+    if result['changed'] and module._diff:
+        secret_keys = {k.lower() for k in secrets}
+        result['diff'] = {'before': _masked(plan['before'], secret_keys), 'after': _masked(plan['after'], secret_keys),
+                          'before_header': params['path'], 'after_header': params['path']}
+    if result['changed'] and not module.check_mode:
+        if params['backup']:
+            result['backup_file'] = module.backup_local(params['path'])
+        fd, tmp = tempfile.mkstemp(prefix='cyrus_config.', dir=module.tmpdir)
+        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as handle:
+            handle.write(plan['after'])
+        module.atomic_move(tmp, params['path'], unsafe_writes=False)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
