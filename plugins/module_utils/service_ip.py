@@ -10,6 +10,7 @@ message for the user and the partial result (nothing has been changed unless it 
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import time
 
@@ -147,6 +148,18 @@ def dropped_with(addr: dict, addresses: list[dict], promote) -> list[str]:
             and a['local'] != addr['local'] and ipaddress.ip_address(a['local']) in net]
 
 
+def reached_at(addresses: list[dict], environ=None) -> list[tuple]:
+    """The address this run reached the node at (sshd's SSH_CONNECTION), as (interface, address)."""
+    parts = (environ if environ is not None else os.environ).get('SSH_CONNECTION', '').split()
+    if len(parts) != 4:
+        return []
+    try:
+        local = str(ipaddress.ip_address(parts[2].split('%')[0]))
+    except ValueError:
+        return []
+    return [(a['interface'], a['local']) for a in addresses if a['local'] == local]
+
+
 def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'ip', sock_factory=socket.socket,
            promote=read_promote_secondaries, setns=enter_netns) -> dict:
     started = time.monotonic()
@@ -188,7 +201,7 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             check_label(params['label'], interface)
         except IpError as exc:
             raise ServiceIpError(str(exc)) from None
-    boot = boot_addresses(addresses)
+    boot = boot_addresses(addresses) | {(dev, local) for dev, local in reached_at(addresses)}
     for dev, local in sorted(boot):
         if local == address:
             raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '

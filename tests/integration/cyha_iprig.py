@@ -145,6 +145,8 @@ class Server:
     def __init__(self, netns: str, family: int):
         self.sock = socket_in(netns, family, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            self.sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         self.sock.bind(('::' if family == socket.AF_INET6 else '0.0.0.0', PORT))
         self.sock.listen(64)
         self.name = netns.encode()
