@@ -263,7 +263,7 @@ def guess_kind(path: str):
 
 
 def plan_config(path: str, kind: str = None, imapd_conf: str = None, settings: dict = None,
-                check_host: bool = False, config_root: str = CONFIG_ROOT, include_default: bool = True,
+                check_host: bool = False, config_root: str = CONFIG_ROOT, include_default: bool = False,
                 bindir: str = None, resolve=None) -> dict:
     """Validate ``path`` (after applying ``settings`` to an imapd.conf) and, with ``check_host``,
     check it against every other instance of the host.

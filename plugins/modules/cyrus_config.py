@@ -59,6 +59,13 @@ options:
     description: Directory holding one sub-directory per instance (for O(check_host)).
     type: path
     default: /etc/cyrus-ha
+  include_default:
+    description:
+      - With O(check_host), also check against the distribution's C(/etc/imapd.conf) + C(/etc/cyrus.conf).
+      - Debian's binds every address (C(listen="imap")), so it conflicts with every instance on port 143;
+        a host that runs single-address instances must not run it.
+    type: bool
+    default: false
   bindir:
     description:
       - Where C(cmd=) programs without a slash are looked up; a missing program is an error.
@@ -169,6 +176,7 @@ def main():
             secret_settings=dict(type='dict', no_log=True),
             check_host=dict(type='bool', default=False),
             config_root=dict(type='path', default='/etc/cyrus-ha'),
+            include_default=dict(type='bool', default=False),
             bindir=dict(type='path'),
             backup=dict(type='bool', default=False),
         ),
@@ -180,7 +188,7 @@ def main():
     settings.update(secrets)
     try:
         plan = plan_config(params['path'], params['kind'], params['imapd_conf'], settings, params['check_host'],
-                           params['config_root'], bindir=params['bindir'])
+                           params['config_root'], params['include_default'], params['bindir'])
     except PlanError as exc:
         module.fail_json(msg=str(exc), problems=exc.problems, path=params['path'])
     result = dict(changed=plan['before'] != plan['after'], path=params['path'], kind=plan['kind'],

@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 
 import pytest
 
@@ -28,8 +30,10 @@ def cyhatest(lab):
 
 
 def facts(host: str = ct.HOST, args: str = '', *extra: str) -> tuple[dict, dict]:
-    out = labutil.ansible(host, 'cyrus.ha.cyrus_facts', args, '-o', *extra)
-    payload = json.loads(out.stdout.split(' => ', 1)[1])
+    with tempfile.TemporaryDirectory(prefix='cyha-tree-') as tree:
+        labutil.ansible(host, 'cyrus.ha.cyrus_facts', args, '--tree', tree, *extra)
+        with open(os.path.join(tree, host), encoding='utf-8') as handle:
+            payload = json.load(handle)
     return payload, payload['ansible_facts']['cyrus']
 
 
