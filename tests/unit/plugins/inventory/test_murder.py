@@ -1,0 +1,78 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cyrus.ha.murder inventory plugin, run by ansible-inventory on topology files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+LAB_TOPOLOGY = os.path.join(REPO, 'tests', 'integration', 'files', 'lab-topology.yml')
+BIN = os.path.dirname(sys.executable)
+
+
+def inventory(path: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(REPO, 'ansible.cfg'), ANSIBLE_NOCOLOR='1',
+               ANSIBLE_INVENTORY_UNPARSED_FAILED='1')
+    return subprocess.run([os.path.join(BIN, 'ansible-inventory'), '-i', path, *args], capture_output=True,
+                          text=True, cwd=REPO, env=env, check=False)
+
+
+def plain(value):
+    """ansible-inventory marks strings that are not templates as {'__ansible_unsafe': ...}."""
+    if isinstance(value, dict):
+        if set(value) == {'__ansible_unsafe'}:
+            return value['__ansible_unsafe']
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def test_the_lab_topology_builds_the_lab_groups_and_variables():
+    out = inventory(LAB_TOPOLOGY, '--list')
+    assert out.returncode == 0, out.stderr
+    data = plain(json.loads(out.stdout))
+    assert data['all']['children'] == ['ungrouped', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares']
+    assert data['mupdate_master']['hosts'] == ['mupdate']
+    assert data['backends']['hosts'] == ['be1', 'be2']
+    assert data['frontends']['hosts'] == ['fe1', 'fe2']
+    assert data['spares']['hosts'] == ['spare']
+    hostvars = data['_meta']['hostvars']
+    expected = {'mupdate': ('mupdate', '198.51.100.110', 'mupdate-svc.cyha.test'),
+                'fe1': ('frontend', '198.51.100.111', 'fe1-svc.cyha.test'),
+                'fe2': ('frontend', '198.51.100.112', 'fe2-svc.cyha.test'),
+                'be1': ('backend', '198.51.100.121', 'be1-svc.cyha.test'),
+                'be2': ('backend', '198.51.100.122', 'be2-svc.cyha.test')}
+    for host, (role, address, servername) in expected.items():
+        got = hostvars[host]
+        assert (got['murder_role'], got['murder_address'], got['murder_servername'], got['murder_instance']) == \
+            (role, address, servername, host)
+        assert got['murder_mupdate_servername'] == 'mupdate-svc.cyha.test'
+    assert [i['name'] for i in hostvars['spare']['murder_standby_instances']] == ['be1', 'be2']
+    assert 'murder_role' not in hostvars['spare']
+    assert 'WARNING' not in out.stderr, out.stderr
+
+
+def test_compose_and_keyed_groups(tmp_path):
+    path = tmp_path / 'murder.yml'
+    with open(LAB_TOPOLOGY, encoding='utf-8') as handle:
+        text = handle.read()
+    path.write_text(text + 'compose:\n  service_ip_address: murder_address ~ "/" ~ murder_address_prefix\n'
+                           'keyed_groups:\n  - key: murder_role\n    prefix: role\n')
+    data = plain(json.loads(inventory(str(path), '--list').stdout))
+    assert data['_meta']['hostvars']['be1']['service_ip_address'] == '198.51.100.121/24'
+    assert data['role_backend']['hosts'] == ['be1', 'be2']
+
+
+def test_a_bad_topology_fails_naming_the_entry(tmp_path):
+    path = tmp_path / 'murder.yml'
+    with open(LAB_TOPOLOGY, encoding='utf-8') as handle:
+        path.write_text(handle.read().replace('address: 198.51.100.122,', 'address: 198.51.100.21,'))
+    out = inventory(str(path), '--list')
+    assert out.returncode != 0
+    assert ('murder.yml: instances.be2.address: 198.51.100.21 is the boot address of be1: a service address must '
+            'be its own') in out.stderr, out.stderr
