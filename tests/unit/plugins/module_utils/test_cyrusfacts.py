@@ -1,0 +1,104 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""cyrusfacts: instance discovery, master liveness from a (fake) /proc, mounts, the config plan."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.cyrus.ha.plugins.module_utils import cyrusfacts
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import (
+    PlanError, filesystem_of, gather, instance_pairs, master_process, mounts, plan_config)
+
+CONF = '/etc/cyrus-ha/be1/imapd.conf'
+
+
+def fake_proc(root, pid: int, state: str, argv: list[str]) -> None:
+    directory = root / str(pid)
+    directory.mkdir(parents=True)
+    (directory / 'stat').write_text(f'{pid} (master) {state} 1 {pid} {pid} 0 -1\n')
+    (directory / 'cmdline').write_bytes(b'\0'.join(a.encode() for a in argv) + b'\0')
+
+
+@pytest.mark.parametrize('state, argv, conf, running', [
+    ('S', ['/usr/lib/cyrus/bin/master', '-C', CONF, '-M', 'x', '-p', 'p', '-d'], CONF, True),
+    ('S', ['/usr/lib/cyrus/bin/master', '-C', '/etc/cyrus-ha/be2/imapd.conf'], CONF, False),
+    ('S', ['/usr/sbin/cyrmaster', '-l', '32'], None, True),
+    ('Z', ['/usr/lib/cyrus/bin/master', '-C', CONF], CONF, False),
+    ('S', ['/usr/sbin/sshd', '-D'], None, False),
+])
+def test_master_process(tmp_path, state, argv, conf, running):
+    fake_proc(tmp_path / 'proc', 4242, state, argv)
+    pidfile = tmp_path / 'master.pid'
+    pidfile.write_text('4242\n')
+    assert master_process(str(pidfile), conf, str(tmp_path / 'proc')) == {'pid': 4242, 'running': running}
+
+
+def test_master_process_without_pidfile_or_process(tmp_path):
+    assert master_process(str(tmp_path / 'none.pid')) == {'pid': None, 'running': False}
+    (tmp_path / 'junk.pid').write_text('not a pid\n')
+    assert master_process(str(tmp_path / 'junk.pid')) == {'pid': None, 'running': False}
+    (tmp_path / 'gone.pid').write_text('999999\n')
+    assert master_process(str(tmp_path / 'gone.pid'), None, str(tmp_path)) == {'pid': 999999, 'running': False}
+
+
+def test_mounts_and_filesystem_of(tmp_path):
+    info = tmp_path / 'mountinfo'
+    info.write_text('22 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n'
+                    '40 22 0:33 / /srv/cyrus\\040ha rw - xfs /dev/loop3 rw\n'
+                    'garbage line\n')
+    table = mounts(str(info))
+    assert table == [('/', 'ext4', '/dev/vda'), ('/srv/cyrus ha', 'xfs', '/dev/loop3')]
+    found = filesystem_of('/srv/cyrus ha/be1/mail', table)
+    assert (found['mount'], found['fstype'], found['source']) == ('/srv/cyrus ha', 'xfs', '/dev/loop3')
+    assert filesystem_of('/srv/cyrus hax', table)['mount'] == '/'
+
+
+def test_instance_pairs_takes_valid_names_and_the_default_pair(tmp_path):
+    for name in ('be1', 'Bad', 'x' * 40, 'fe_2'):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / 'imapd.conf').write_text('configdirectory: /c\n')
+    default = (str(tmp_path / 'imapd.conf'), str(tmp_path / 'cyrus.conf'))
+    assert sorted(instance_pairs(str(tmp_path), True, default)) == ['be1', 'fe_2']
+    for path in default:
+        open(path, 'w', encoding='utf-8').close()
+    assert sorted(instance_pairs(str(tmp_path), True, default)) == ['be1', 'default', 'fe_2']
+    assert sorted(instance_pairs(str(tmp_path), False, default)) == ['be1', 'fe_2']
+
+
+def test_gather_without_cyrus_installed(tmp_path):
+    facts = gather(config_root=str(tmp_path), run_root=str(tmp_path), include_default=False,
+                   bindirs=(str(tmp_path / 'nobin'),), proc_root=str(tmp_path))
+    assert facts == {'version': None, 'version_full': None, 'instances': {}, 'conflicts': [],
+                     'paths': {'bindir': None, 'master': None, 'config_root': str(tmp_path),
+                               'run_root': str(tmp_path), 'default_imapd_conf': facts['paths']['default_imapd_conf'],
+                               'default_cyrus_conf': facts['paths']['default_cyrus_conf']}}
+
+
+def test_version_comes_from_cyr_info(tmp_path):
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return 0, 'cyrus-imapd 3.6.1-Debian-3.6.1-4+deb12u5\n', ''
+    assert cyrusfacts.cyrus_version('/bin', '/etc/imapd.conf', run) == {
+        'version': '3.6.1', 'version_full': 'cyrus-imapd 3.6.1-Debian-3.6.1-4+deb12u5'}
+    assert calls == [['/bin/cyr_info', '-C', '/etc/imapd.conf', 'version']]
+    assert cyrusfacts.cyrus_version('/bin', '/x', lambda argv: (75, '', 'no config')) == {
+        'version': None, 'version_full': None}
+
+
+def test_plan_config_edits_and_refuses(tmp_path):
+    path = tmp_path / 'imapd.conf'
+    path.write_text('# keep me\nconfigdirectory: /var/lib/cyrus-ha/t\n')
+    plan = plan_config(str(path), settings={'servername': 't.cyha.test'})
+    assert plan['after'] == '# keep me\nconfigdirectory: /var/lib/cyrus-ha/t\nservername: t.cyha.test\n'
+    assert plan['before'] == path.read_text()
+    path.write_text('configdirectory /x\n')
+    with pytest.raises(PlanError) as info:
+        plan_config(str(path), settings={'a': 1})
+    assert str(info.value) == (f'{path} does not parse, so it cannot be edited: {path}:1: invalid option name: '
+                               'expected "key: value"')
+    assert os.path.exists(path)
