@@ -30,7 +30,7 @@ description:
     on another host, each with its own volume and mount point. Errors name the offending entry, such as
     C(instances.be1.address)."
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 requirements:
   - netaddr (Python library, on the controller)
 extends_documentation_fragment:
@@ -134,4 +134,3 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._set_composite_vars(self.get_option('compose'), hostvars, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), hostvars, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), hostvars, host, strict=strict)
-

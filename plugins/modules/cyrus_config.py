@@ -25,7 +25,7 @@ description:
     C(python3 cyrusconf.py lint --kind imapd|cyrus [--imapd-conf PATH] FILE), the
     C(plugins/module_utils/cyrusconf.py) file of this collection; use that as C(validate:).
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   path:
     description: The C(imapd.conf) or C(cyrus.conf) to check (and, with O(settings), to edit).
@@ -78,10 +78,14 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - The file keeps its owner, group and mode when edited.

@@ -22,7 +22,7 @@ description:
   - Configuration files that do not parse are reported in each instance's RV(ansible_facts.cyrus.instances)
     C(problems), not as a failure.
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   config_root:
     description: Directory holding one sub-directory per instance.
@@ -44,12 +44,17 @@ options:
     default: true
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
   platform:
+    description: Target OS/families that can be operated against.
+    support: full
     platforms: posix
 notes:
   - Reads files under O(config_root), C(/proc) and the partitions; changes nothing.

@@ -237,12 +237,12 @@ def build(data: dict) -> dict:
             raise TopologyError('%s.volume.device: an absolute path is required' % where)
         for key, value in identity:
             if (key, value) in devices:
-                raise TopologyError('%s.volume.%s: %s is already the volume of %s' % (where, key, value,
-                                                                                   devices[(key, value)]))
+                raise TopologyError('%s.volume.%s: %s is already the volume of %s'
+                                    % (where, key, value, devices[(key, value)]))
             devices[(key, value)] = name
         if volume['mount'] in mounts:
-            raise TopologyError('%s.volume.mount: %s is already the mount point of %s' % (where, volume['mount'],
-                                                                                       mounts[volume['mount']]))
+            raise TopologyError('%s.volume.mount: %s is already the mount point of %s'
+                                % (where, volume['mount'], mounts[volume['mount']]))
         mounts[volume['mount']] = name
         item['spare'] = spare
         item['volume'] = {'uuid': volume.get('uuid'), 'label': volume.get('label'), 'device': volume.get('device'),

@@ -129,7 +129,7 @@ def start() -> int:
     on_host(f'{MASTER} -C {IMAPD} -M {CYRUS} -p {PIDFILE} -d')
     pid = labutil.poll(master_pid, 10)
     assert pid, 'master wrote no pidfile'
-    assert labutil.poll(lambda: _listening(), 10), 'master does not listen on 198.51.100.245:143'
+    assert labutil.poll(_listening, 10), 'master does not listen on 198.51.100.245:143'
     return pid
 
 

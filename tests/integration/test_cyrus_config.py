@@ -36,13 +36,16 @@ def cyhatest(lab):
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def config(args: dict, *extra: str, check: bool = True) -> tuple[int, dict]:
-    """Run the module on be2; its result as the tree callback saves it (with the diff at -vvv)."""
+def module(name: str, args: dict, *extra: str, check: bool = True) -> tuple[int, dict]:
+    """Run a module on be2; its result as the tree callback saves it (with the diff at -vvv)."""
     with tempfile.TemporaryDirectory(prefix='cyha-tree-') as tree:
-        out = labutil.ansible(ct.HOST, 'cyrus.ha.cyrus_config', json.dumps(args), '--tree', tree, *extra,
-                              check=check)
+        out = labutil.ansible(ct.HOST, name, json.dumps(args), '--tree', tree, *extra, check=check)
         with open(os.path.join(tree, ct.HOST), encoding='utf-8') as handle:
             return out.returncode, json.load(handle)
+
+
+def config(args: dict, *extra: str, check: bool = True) -> tuple[int, dict]:
+    return module('cyrus.ha.cyrus_config', args, *extra, check=check)
 
 
 def digest(path: str) -> str:
@@ -85,18 +88,19 @@ def test_settings_change_then_do_not_then_check_mode_predicts(cyhatest):
 
 def test_the_validate_cli_on_the_node_accepts_and_refuses(cyhatest):
     dest = os.path.join(cyhatest['scratch'], 'cyrus.conf')
-    good = {'content': ct.CYRUS_TEXT, 'dest': dest,
-            'validate': f'/usr/bin/python3 {CLI} lint --kind cyrus --imapd-conf {ct.IMAPD} %s'}
-    out = labutil.ansible(ct.HOST, 'ansible.builtin.copy', json.dumps(good), '-o')
-    assert '"changed": true' in out.stdout
-    bad = dict(good, content=ct.CYRUS_TEXT.replace(f'{ct.ADDRESS}:143', '143').replace(f' -C {ct.IMAPD}" listen="{ct.RUN}',
-                                                                                          f'" listen="{ct.RUN}'))
-    out = labutil.ansible(ct.HOST, 'ansible.builtin.copy', json.dumps(bad), check=False)
-    assert out.returncode != 0
-    assert 'SERVICES entry imap: listen=143 has no address: master would bind every address; write ADDRESS:143' \
-        in out.stdout, out.stdout
-    assert (f'SERVICES entry lmtpunix: cmd=\\"lmtpd\\" lacks -C {ct.IMAPD} (master\'s -C is not inherited by its '
-            'children)') in out.stdout, out.stdout
+    validate = f'/usr/bin/python3 {CLI} lint --kind cyrus --imapd-conf {ct.IMAPD} %s'
+    rc, good = module('ansible.builtin.copy', {'content': ct.CYRUS_TEXT, 'dest': dest, 'validate': validate})
+    assert (rc, good['changed']) == (0, True)
+    bad_text = ct.CYRUS_TEXT.replace(f'{ct.ADDRESS}:143', '143')
+    bad_text = bad_text.replace(f'lmtpd -C {ct.IMAPD}"', 'lmtpd"')
+    rc, bad = module('ansible.builtin.copy', {'content': bad_text, 'dest': dest, 'validate': validate}, check=False)
+    assert rc != 0 and bad['msg'] == 'failed to validate'
+    source = bad['stderr_lines'][0].split(':', 1)[0]
+    assert bad['stderr_lines'] == [
+        f'{source}:7: SERVICES entry imap: listen=143 has no address: master would bind every address; '
+        'write ADDRESS:143',
+        f'{source}:8: SERVICES entry lmtpunix: cmd="lmtpd" lacks -C {ct.IMAPD} (master\'s -C is not inherited by '
+        'its children)']
     with open(dest, encoding='utf-8') as handle:
         assert handle.read() == ct.CYRUS_TEXT
 

@@ -14,8 +14,8 @@ from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import (
     render_imapd)
 
 # Lines made of the characters that matter to both grammars, plus anything else.
-SPECIAL = st.sampled_from(list(' \t\r\f\v#:="{}[]/-_@\\') + ['START {', 'SERVICES {', '}', 'key: ', 'cmd="x" ',
-                                                                'listen=1:2', '\u2028', '\x0b'])
+SPECIAL = st.sampled_from(list(' \t\r\f\v#:="{}[]/-_@\\')
+                          + ['START {', 'SERVICES {', '}', 'key: ', 'cmd="x" ', 'listen=1:2', '\u2028', '\x0b'])
 LINE = st.lists(st.one_of(SPECIAL, st.text(max_size=6)), max_size=8).map(''.join)
 TEXT = st.builds(lambda lines, end: '\n'.join(lines) + end, st.lists(LINE, max_size=15), st.sampled_from(['', '\n']))
 
