@@ -1,0 +1,237 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""IMAP and LMTP evidence for failover drills: canary messages in, canary messages verified.
+
+A canary is a small RFC 5322 message with a unique Message-ID and an X-Cyha-Canary header. It
+goes in by IMAP APPEND or by LMTP delivery; it is found again by searching its Message-ID and
+compared byte for byte by SHA-256 of what the server returns. Everything here uses only
+imaplib, smtplib and hashlib, so it runs on any managed node's Python.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import imaplib
+import os
+import smtplib
+import socket
+import time
+
+DEFAULT_DOMAIN = 'canary.invalid'
+
+
+class CheckError(Exception):
+    """A check could not be done; the message names the server, user and step."""
+
+    def __init__(self, msg: str, **details):
+        super().__init__(msg)
+        self.msg = msg
+        self.details = details
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def make_canary(tag: str, index: int, size: int = 512, domain: str = DEFAULT_DOMAIN) -> tuple[str, bytes]:
+    """A canary message with CRLF line ends (what IMAP stores), its Message-ID and random body."""
+    token = os.urandom(8).hex()
+    message_id = f'<cyha-{tag}-{index}-{token}@{domain}>'
+    lines = [f'From: cyrus.ha drill <drill@{domain}>', f'To: canary@{domain}',
+             f'Subject: cyrus.ha canary {tag} #{index}', f'Message-ID: {message_id}',
+             f'X-Cyha-Canary: {tag} {index}', f'Date: {time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}',
+             'MIME-Version: 1.0', 'Content-Type: text/plain; charset=us-ascii', '']
+    body = os.urandom(max(16, size // 2)).hex()
+    lines += [body[i:i + 76] for i in range(0, len(body), 76)]
+    return message_id, ('\r\n'.join(lines) + '\r\n').encode('ascii')
+
+
+class Imap:
+    """An IMAP session: connect (retrying until a deadline), LOGIN, and the few commands drills need."""
+
+    def __init__(self, host: str, port: int, user: str, password: str, ssl: bool = False, starttls: bool = False,
+                 timeout: float = 10.0):
+        self.host, self.port, self.user, self.password = host, port, user, password
+        self.ssl, self.starttls, self.timeout = ssl, starttls, timeout
+        self.conn = None
+        self.greeting = ''
+        self.attempts = 0
+        self.login_seconds = None
+        self.last_error = ''
+
+    def where(self) -> str:
+        return f'{self.user}@{self.host}:{self.port}'
+
+    def connect(self, wait: float = 0.0, interval: float = 0.2) -> None:
+        """Log in; when wait > 0 keep trying until it succeeds or wait seconds have passed."""
+        start = time.monotonic()
+        deadline = start + wait
+        while True:
+            self.attempts += 1
+            try:
+                self._login_once()
+                self.login_seconds = round(time.monotonic() - start, 3)
+                return
+            except (OSError, imaplib.IMAP4.error, EOFError) as exc:
+                self.last_error = str(exc) or type(exc).__name__
+                self.close()
+                if time.monotonic() + interval > deadline:
+                    raise CheckError(f'IMAP login as {self.where()} failed after {self.attempts} attempt(s) in '
+                                     f'{time.monotonic() - start:.1f} s: {self.last_error}',
+                                     attempts=self.attempts) from exc
+                time.sleep(interval)
+
+    def _login_once(self) -> None:
+        if self.ssl:
+            self.conn = imaplib.IMAP4_SSL(self.host, self.port, timeout=self.timeout)
+        else:
+            self.conn = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+        self.greeting = self.conn.welcome.decode('utf-8', 'replace') if self.conn.welcome else ''
+        if self.starttls:
+            self.conn.starttls()
+        self.conn.login(self.user, self.password)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.logout()
+            except (OSError, imaplib.IMAP4.error, EOFError):
+                pass
+            self.conn = None
+
+    def _ok(self, step: str, response) -> list:
+        status, data = response
+        if status != 'OK':
+            raise CheckError(f'IMAP {step} as {self.where()} failed: {status} {data!r}')
+        return data
+
+    def select(self, mailbox: str, readonly: bool = True) -> int:
+        data = self._ok(f'SELECT {mailbox}', self.conn.select(_quote(mailbox), readonly=readonly))
+        return int(data[0]) if data and data[0] else 0
+
+    def append(self, mailbox: str, message: bytes) -> None:
+        self._ok(f'APPEND to {mailbox}', self.conn.append(_quote(mailbox), None, None, message))
+
+    def find(self, message_id: str) -> list[bytes]:
+        """Every stored copy of the message with this Message-ID (full RFC 822 bytes)."""
+        data = self._ok('SEARCH', self.conn.uid('SEARCH', None, 'HEADER', 'Message-ID', _quote(message_id)))
+        uids = data[0].split() if data and data[0] else []
+        copies = []
+        for uid in uids:
+            fetched = self._ok('FETCH', self.conn.uid('FETCH', uid, '(BODY.PEEK[])'))
+            for item in fetched:
+                if isinstance(item, tuple) and len(item) == 2:
+                    copies.append(item[1])
+        return copies
+
+
+def _quote(text: str) -> str:
+    return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+def lmtp_deliver(host: str, port: int, sender: str, recipients: list[str], message: bytes,
+                 timeout: float = 10.0, lhlo: str = 'cyrus-ha-drill') -> dict:
+    """Deliver by LMTP; returns per-recipient status. A unix socket path is given as host with port 0."""
+    try:
+        if port == 0:
+            client = smtplib.LMTP(host, timeout=timeout, local_hostname=lhlo)
+        else:
+            client = smtplib.LMTP(host, port, timeout=timeout, local_hostname=lhlo)
+    except (OSError, smtplib.SMTPException) as exc:
+        raise CheckError(f'LMTP connection to {host}:{port} failed: {exc}') from exc
+    try:
+        refused = client.sendmail(sender, recipients, message)
+    except smtplib.SMTPRecipientsRefused as exc:
+        raise CheckError(f'LMTP at {host}:{port} refused every recipient: {exc.recipients}',
+                         refused={k: list(v) for k, v in exc.recipients.items()}) from exc
+    except (OSError, smtplib.SMTPException) as exc:
+        raise CheckError(f'LMTP delivery to {host}:{port} failed: {exc}') from exc
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            pass
+    if refused:
+        raise CheckError(f'LMTP at {host}:{port} refused {sorted(refused)}',
+                         refused={k: [v[0], v[1].decode('utf-8', 'replace')] for k, v in refused.items()})
+    return {'accepted': list(recipients)}
+
+
+def run_check(p: dict, check_mode: bool = False) -> dict:
+    """Do what p['action'] asks; return the module's result (without exit/fail)."""
+    action = p['action']
+    started = time.monotonic()
+    result = {'action': action, 'changed': action in ('append', 'deliver'), 'canaries': []}
+    if action == 'deliver':
+        canaries = []
+        for index in range(p['count']):
+            message_id, message = make_canary(p['tag'], index, p['size'])
+            canaries.append({'message_id': message_id, 'sha256': sha256(message), 'size': len(message),
+                             'recipients': p['recipients']})
+            if not check_mode:
+                lmtp_deliver(p['lmtp_host'] or p['host'], p['lmtp_port'], p['sender'], p['recipients'], message,
+                             p['timeout'])
+        result['canaries'] = [] if check_mode else canaries
+        result['elapsed'] = round(time.monotonic() - started, 3)
+        return result
+
+    imap = Imap(p['host'], p['port'], p['user'], p['password'], p['ssl'], p['starttls'], p['timeout'])
+    try:
+        imap.connect(wait=p['wait'])
+        result.update(greeting=imap.greeting, login_seconds=imap.login_seconds, attempts=imap.attempts)
+        if action == 'login':
+            result['messages'] = imap.select(p['mailbox'])
+        elif action == 'append':
+            canaries = []
+            for index in range(p['count']):
+                message_id, message = make_canary(p['tag'], index, p['size'])
+                canaries.append({'message_id': message_id, 'sha256': sha256(message), 'size': len(message),
+                                 'mailbox': p['mailbox']})
+                if not check_mode:
+                    imap.append(p['mailbox'], message)
+            result['canaries'] = [] if check_mode else canaries
+        elif action == 'verify':
+            imap.select(p['mailbox'])
+            found, missing, mismatched, duplicated = [], [], [], []
+            for canary in p['canaries']:
+                copies = imap.find(canary['message_id'])
+                hashes = [sha256(c) for c in copies]
+                # LMTP delivery prepends Return-Path and Received: the stored copy must then end
+                # with the canary's exact bytes.
+                size = int(canary.get('size') or 0)
+                hashes += [sha256(c[-size:]) for c in copies if size and len(c) > size]
+                if not copies:
+                    missing.append(canary['message_id'])
+                elif canary.get('sha256') not in hashes:
+                    mismatched.append({'message_id': canary['message_id'], 'expected': canary.get('sha256'),
+                                       'found': hashes})
+                else:
+                    found.append(canary['message_id'])
+                    if len(copies) > 1:
+                        duplicated.append(canary['message_id'])
+            result.update(found=len(found), missing=missing, mismatched=mismatched, duplicated=duplicated,
+                          expected=len(p['canaries']))
+            if (missing or mismatched) and p['fail_on_loss']:
+                raise CheckError(f"{len(missing)} of {len(p['canaries'])} canaries missing and {len(mismatched)} "
+                                 f"changed in {p['mailbox']} of {imap.where()}", **result)
+    finally:
+        imap.close()
+    result['elapsed'] = round(time.monotonic() - started, 3)
+    return result
+
+
+def canaries_valid(canaries) -> str:
+    """'' when every canary has a message_id and a sha256, else what is wrong."""
+    for index, canary in enumerate(canaries or []):
+        if not isinstance(canary, dict) or not canary.get('message_id') or not canary.get('sha256'):
+            return f'canaries[{index}] needs message_id and sha256 (as returned by action=append or deliver)'
+    return ''
+
+
+def resolve(host: str) -> str:
+    """Fail early and clearly on a host name that does not resolve."""
+    try:
+        socket.getaddrinfo(host, None)
+    except socket.gaierror as exc:
+        raise CheckError(f'host {host} does not resolve: {exc}') from exc
+    return host

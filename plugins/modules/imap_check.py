@@ -1,0 +1,264 @@
+#!/usr/bin/python
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: imap_check
+short_description: IMAP and LMTP evidence for failover drills (canaries in, canaries verified)
+version_added: 0.1.0
+description:
+  - Logs in to an IMAP server (retrying up to O(wait) seconds, which measures how long a failover
+    keeps users out), appends or delivers canary messages, and finds them again by Message-ID,
+    comparing each byte for byte by SHA-256.
+  - V(append) stores O(count) canaries in O(mailbox) by IMAP APPEND; V(deliver) sends them by LMTP
+    to O(recipients) (through a Murder frontend, LMTP reaches the backend that holds the mailbox);
+    both return the canaries (Message-ID, SHA-256, size) for a later V(verify).
+  - V(verify) searches every canary and reports how many were found, which are missing, which came
+    back changed and which are stored twice; it fails when any is missing or changed unless
+    O(fail_on_loss=false). A delivered canary matches when the stored copy ends with its exact bytes
+    (LMTP adds Return-Path and Received headers in front).
+  - V(login) only logs in and selects O(mailbox), reporting the time to the first successful login.
+author: cyrus.ha contributors
+options:
+  action:
+    description: What to do.
+    type: str
+    choices: [login, append, deliver, verify]
+    default: login
+  host:
+    description: The IMAP server (a Murder frontend's service address for drills).
+    type: str
+    required: true
+  port:
+    description: The IMAP port.
+    type: int
+    default: 143
+  ssl:
+    description: Use IMAP over TLS (port 993 usually).
+    type: bool
+    default: false
+  starttls:
+    description: Issue STARTTLS before LOGIN.
+    type: bool
+    default: false
+  user:
+    description: The IMAP user. Needed for every action but V(deliver).
+    type: str
+  password:
+    description: The IMAP user's password.
+    type: str
+  mailbox:
+    description: The mailbox to select, append to or verify in.
+    type: str
+    default: INBOX
+  count:
+    description: How many canaries V(append) or V(deliver) makes.
+    type: int
+    default: 3
+  size:
+    description: Approximate size in bytes of each canary's body.
+    type: int
+    default: 512
+  tag:
+    description: A word put in each canary's Message-ID and X-Cyha-Canary header (the drill's name).
+    type: str
+    default: drill
+  canaries:
+    description: The canaries to look for, as returned by V(append) or V(deliver). Required by V(verify).
+    type: list
+    elements: dict
+  fail_on_loss:
+    description: Fail V(verify) when a canary is missing or changed.
+    type: bool
+    default: true
+  wait:
+    description:
+      - Keep retrying the login for up to this many seconds (a failover in progress). V(0) tries once.
+    type: float
+    default: 0
+  timeout:
+    description: Socket timeout in seconds for each connection.
+    type: float
+    default: 10
+  lmtp_host:
+    description: The LMTP server for V(deliver) (a frontend's service address); defaults to O(host).
+      An absolute path is a unix socket.
+    type: str
+  lmtp_port:
+    description: The LMTP port for V(deliver); ignored for a unix socket.
+    type: int
+    default: 24
+  recipients:
+    description: The recipients of V(deliver), for example V(alice@be1-svc.cyha.test) or V(alice). Required by V(deliver).
+    type: list
+    elements: str
+  sender:
+    description: The envelope sender of V(deliver).
+    type: str
+    default: drill@canary.invalid
+attributes:
+  check_mode:
+    support: full
+    description: V(login) and V(verify) run as usual; V(append) logs in but stores nothing; V(deliver) sends nothing.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+notes:
+  - Uses only the Python standard library (imaplib, smtplib).
+'''
+
+EXAMPLES = r'''
+- name: Put three canaries in alice's INBOX through a frontend
+  cyrus.ha.imap_check:
+    host: fe1-svc.cyha.test
+    user: alice
+    password: "{{ alice_password }}"
+    action: append
+    count: 3
+    tag: drill-1
+  register: canaries
+
+- name: Deliver canaries by LMTP through the frontend (queued when the backend is away)
+  cyrus.ha.imap_check:
+    host: fe1-svc.cyha.test
+    action: deliver
+    recipients: [alice]
+
+- name: Time the first successful login after a failover, waiting up to a minute
+  cyrus.ha.imap_check:
+    host: fe2-svc.cyha.test
+    user: alice
+    password: "{{ alice_password }}"
+    wait: 60
+  register: first_login
+
+- name: Every canary must be there, byte for byte
+  cyrus.ha.imap_check:
+    host: fe2-svc.cyha.test
+    user: alice
+    password: "{{ alice_password }}"
+    action: verify
+    canaries: "{{ canaries.canaries }}"
+'''
+
+RETURN = r'''
+action:
+  description: The action done.
+  returned: always
+  type: str
+canaries:
+  description: The canaries stored or delivered (Message-ID, SHA-256 of the exact bytes, size, mailbox or recipients).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{message_id: "<cyha-drill-0-1a2b3c4d5e6f7a8b@canary.invalid>", sha256: 9f86d08..., size: 742, mailbox: INBOX}]
+greeting:
+  description: The server's IMAP greeting.
+  returned: when the action logs in
+  type: str
+login_seconds:
+  description: Seconds from the first attempt to a successful LOGIN.
+  returned: when the action logs in
+  type: float
+attempts:
+  description: Login attempts made.
+  returned: when the action logs in
+  type: int
+messages:
+  description: Messages in O(mailbox).
+  returned: when action is login
+  type: int
+expected:
+  description: Canaries looked for.
+  returned: when action is verify
+  type: int
+found:
+  description: Canaries found intact.
+  returned: when action is verify
+  type: int
+missing:
+  description: Message-IDs not found.
+  returned: when action is verify
+  type: list
+  elements: str
+mismatched:
+  description: Canaries found whose bytes differ (expected and found hashes).
+  returned: when action is verify
+  type: list
+  elements: dict
+duplicated:
+  description: Message-IDs stored more than once (a delivery replayed).
+  returned: when action is verify
+  type: list
+  elements: str
+elapsed:
+  description: Seconds the whole action took.
+  returned: always
+  type: float
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CheckError, canaries_valid, resolve, run_check
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            action=dict(type='str', default='login', choices=['login', 'append', 'deliver', 'verify']),
+            host=dict(type='str', required=True),
+            port=dict(type='int', default=143),
+            ssl=dict(type='bool', default=False),
+            starttls=dict(type='bool', default=False),
+            user=dict(type='str'),
+            password=dict(type='str', no_log=True),
+            mailbox=dict(type='str', default='INBOX'),
+            count=dict(type='int', default=3),
+            size=dict(type='int', default=512),
+            tag=dict(type='str', default='drill'),
+            canaries=dict(type='list', elements='dict'),
+            fail_on_loss=dict(type='bool', default=True),
+            wait=dict(type='float', default=0),
+            timeout=dict(type='float', default=10),
+            lmtp_host=dict(type='str'),
+            lmtp_port=dict(type='int', default=24),
+            recipients=dict(type='list', elements='str'),
+            sender=dict(type='str', default='drill@canary.invalid'),
+        ),
+        required_if=[('action', 'login', ('user', 'password')), ('action', 'append', ('user', 'password')),
+                     ('action', 'verify', ('user', 'password', 'canaries')), ('action', 'deliver', ('recipients',))],
+        mutually_exclusive=[('ssl', 'starttls')],
+        supports_check_mode=True,
+    )
+    p = dict(module.params)
+    if not 1 <= p['count'] <= 1000:
+        module.fail_json(msg=f"count must be between 1 and 1000, not {p['count']}")
+    if not 16 <= p['size'] <= 10 * 1024 * 1024:
+        module.fail_json(msg=f"size must be between 16 bytes and 10 MiB, not {p['size']}")
+    if not p['tag'].replace('-', '').replace('_', '').isalnum():
+        module.fail_json(msg=f"tag '{p['tag']}' may hold only letters, digits, - and _")
+    if p['wait'] < 0 or p['timeout'] <= 0:
+        module.fail_json(msg='wait must be >= 0 and timeout > 0')
+    for option in ('canaries', 'recipients'):
+        if p[option] is not None and not p[option]:
+            module.fail_json(msg=f'{option} must not be empty')
+        p[option] = p[option] or []
+    problem = canaries_valid(p['canaries'])
+    if problem:
+        module.fail_json(msg=problem)
+    if p['action'] == 'deliver' and p['lmtp_host'] and p['lmtp_host'].startswith('/'):
+        p['lmtp_port'] = 0
+    try:
+        if p['action'] != 'deliver' or not p['lmtp_host'] or p['lmtp_port']:
+            resolve(p['lmtp_host'] if p['action'] == 'deliver' and p['lmtp_host'] else p['host'])
+        result = run_check(p, check_mode=module.check_mode)
+    except CheckError as exc:
+        module.fail_json(msg=exc.msg, **exc.details)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,229 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""cyrus.ha.imap_check against a real Cyrus instance (`cyhaimap` on lab host be2, bound to
+198.51.100.246), run by Ansible on another lab host (fe1) over the lab's bridge."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import imaplib
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+
+import pytest
+
+import labutil
+
+pytestmark = pytest.mark.lab
+
+HOST, NETNS, ADDRESS, NAME = 'be2', 'cyha-be2', '198.51.100.246', 'cyhaimap'
+SERVERNAME = 'cyhaimap.cyha.test'
+ETC, CONFIGDIR, SPOOL, RUN = f'/etc/cyrus-ha/{NAME}', f'/var/lib/cyrus-ha/{NAME}', f'/var/spool/cyrus-ha/{NAME}', \
+    f'/run/cyrus-ha/{NAME}'
+BIN = '/usr/lib/cyrus/bin'
+PASSWORDS = {'cyrus': 'cyha-admin-secret', 'alice': 'cyha-alice-secret'}
+
+IMAPD = f'''configdirectory: {CONFIGDIR}
+partition-default: {SPOOL}
+servername: {SERVERNAME}
+syslog_prefix: cyrus-{NAME}
+proc_path: {RUN}/proc
+mboxname_lockpath: {RUN}/lock
+lmtpsocket: {RUN}/lmtp
+idlesocket: {RUN}/idle
+notifysocket: {RUN}/notify
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: {CONFIGDIR}/sasldb2
+sasl_mech_list: PLAIN LOGIN
+allowplaintext: yes
+master_bind_errors_fatal: yes
+admins: cyrus
+altnamespace: no
+unixhierarchysep: no
+'''
+
+CYRUS = f'''START {{
+  recover cmd="{BIN}/ctl_cyrusdb -C {ETC}/imapd.conf -r"
+}}
+SERVICES {{
+  imap cmd="imapd -C {ETC}/imapd.conf" listen="{ADDRESS}:143" prefork=0 maxchild=10
+  lmtp cmd="lmtpd -a -C {ETC}/imapd.conf" listen="{ADDRESS}:24" prefork=0 maxchild=5
+}}
+EVENTS {{
+}}
+'''
+
+
+def on_be2(command: str, check: bool = True):
+    return labutil.ansible(HOST, 'ansible.builtin.command', command, check=check)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+def listening() -> bool:
+    try:
+        with socket.create_connection((ADDRESS, 143), timeout=2) as conn:
+            return conn.recv(100).startswith(b'* OK')
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope='module')
+def server(lab):
+    cyrus, mail = pwd.getpwnam('cyrus').pw_uid, grp.getgrnam('mail').gr_gid
+    for path in (ETC, CONFIGDIR, SPOOL):
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(ETC)
+    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS)):
+        with open(os.path.join(ETC, name), 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.chmod(os.path.join(ETC, name), 0o640)
+        os.chown(os.path.join(ETC, name), 0, mail)
+    for sub in ('', 'db', 'log', 'msg', 'proc', 'quota', 'user', 'lock', 'socket', 'sieve'):
+        os.makedirs(os.path.join(CONFIGDIR, sub), exist_ok=True)
+    os.makedirs(SPOOL)
+    for user, password in PASSWORDS.items():
+        subprocess.run(['saslpasswd2', '-p', '-c', '-f', f'{CONFIGDIR}/sasldb2', '-u', SERVERNAME, user],
+                       input=password, text=True, check=True)
+    for root in (CONFIGDIR, SPOOL):
+        for directory, dirs, files in os.walk(root):
+            for entry in [directory] + [os.path.join(directory, f) for f in files]:
+                os.chown(entry, cyrus, mail)
+    subprocess.run(['ip', '-n', NETNS, 'addr', 'add', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
+    on_be2(f'install -d -o cyrus -g mail -m 0750 {RUN}')
+    on_be2(f'{BIN}/master -C {ETC}/imapd.conf -M {ETC}/cyrus.conf -p {RUN}/master.pid -d')
+    assert labutil.poll(listening, 15), 'the test instance does not answer IMAP'
+    pid = int(on_be2(f'cat {RUN}/master.pid').stdout.split('>>', 1)[-1])
+    admin = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+    admin.login('cyrus', PASSWORDS['cyrus'])
+    assert admin.create('user.alice')[0] == 'OK'
+    assert admin.create('user.alice.Drill')[0] == 'OK'
+    admin.logout()
+    yield pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not labutil.poll(lambda: not alive(pid), 15):
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(['ip', '-n', NETNS, 'addr', 'del', f'{ADDRESS}/24', 'dev', 'eth0'], check=False)
+    for path in (ETC, CONFIGDIR, SPOOL):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def check(tmp_path, *, check_mode: bool = False, **args) -> dict:
+    """Run cyrus.ha.imap_check on fe1 over SSH; return its result (failed from the exit code)."""
+    tree = tmp_path / f'tree-{len(os.listdir(tmp_path))}'
+    argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'fe1', '-m', 'cyrus.ha.imap_check',
+            '-a', json.dumps(args), '--tree', str(tree)] + (['--check'] if check_mode else [])
+    proc = labutil.run(argv)
+    with open(tree / 'fe1', encoding='utf-8') as handle:
+        result = json.load(handle)
+    result['failed'] = proc.returncode != 0
+    result['_output'] = proc.stdout + proc.stderr
+    return result
+
+
+ALICE = {'host': ADDRESS, 'user': 'alice', 'password': PASSWORDS['alice']}
+
+
+def count_in(mailbox: str) -> int:
+    conn = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+    conn.login('alice', PASSWORDS['alice'])
+    status, data = conn.select(mailbox, readonly=True)
+    conn.logout()
+    assert status == 'OK'
+    return int(data[0])
+
+
+def test_login_reports_the_greeting_and_hides_the_password(server, tmp_path):
+    result = check(tmp_path, **ALICE)
+    assert not result['failed'] and not result['changed']
+    assert result['greeting'].startswith('* OK') and result['attempts'] == 1 and result['messages'] == 0
+    assert PASSWORDS['alice'] not in result['_output']
+    refused = check(tmp_path, host=ADDRESS, user='alice', password='wrong')
+    assert refused['failed'] and 'IMAP login as alice@198.51.100.246:143 failed after 1 attempt(s)' in refused['msg']
+
+
+def test_append_then_verify_byte_for_byte(server, tmp_path):
+    predicted = check(tmp_path, check_mode=True, action='append', count=2, mailbox='user.alice.Drill', **ALICE)
+    assert predicted['changed'] and predicted['canaries'] == [] and count_in('user.alice.Drill') == 0
+    stored = check(tmp_path, action='append', count=3, tag='t1', mailbox='user.alice.Drill', **ALICE)
+    assert stored['changed'] and len(stored['canaries']) == 3 and count_in('user.alice.Drill') == 3
+    verified = check(tmp_path, action='verify', canaries=stored['canaries'], mailbox='user.alice.Drill', **ALICE)
+    assert not verified['failed'] and not verified['changed']
+    assert verified['found'] == 3 and verified['missing'] == [] and verified['mismatched'] == []
+    again = check(tmp_path, check_mode=True, action='verify', canaries=stored['canaries'],
+                  mailbox='user.alice.Drill', **ALICE)
+    assert again['found'] == 3
+
+
+def test_verify_fails_on_a_lost_or_changed_canary(server, tmp_path):
+    stored = check(tmp_path, action='append', count=2, tag='t2', **ALICE)['canaries']
+    lost = dict(stored[0], message_id='<cyha-never-stored@canary.invalid>')
+    changed = dict(stored[1], sha256='0' * 64)
+    result = check(tmp_path, action='verify', canaries=[lost, changed], **ALICE)
+    assert result['failed'] and result['msg'] == '1 of 2 canaries missing and 1 changed in INBOX of alice@198.51.100.246:143'
+    assert result['missing'] == ['<cyha-never-stored@canary.invalid>']
+    assert result['mismatched'][0]['message_id'] == stored[1]['message_id']
+    report = check(tmp_path, action='verify', canaries=[lost], fail_on_loss=False, **ALICE)
+    assert not report['failed'] and report['found'] == 0
+
+
+def test_lmtp_delivery_lands_and_verifies(server, tmp_path):
+    before = count_in('INBOX')
+    predicted = check(tmp_path, check_mode=True, action='deliver', host=ADDRESS, recipients=['alice'])
+    assert predicted['changed'] and count_in('INBOX') == before
+    delivered = check(tmp_path, action='deliver', host=ADDRESS, recipients=['alice'], count=2, tag='lmtp')
+    assert delivered['changed'] and len(delivered['canaries']) == 2
+    assert labutil.poll(lambda: count_in('INBOX') == before + 2, 10)
+    verified = check(tmp_path, action='verify', canaries=delivered['canaries'], **ALICE)
+    assert verified['found'] == 2 and not verified['failed']
+    refused = check(tmp_path, action='deliver', host=ADDRESS, recipients=['nobody-here'])
+    assert refused['failed'] and "refused every recipient" in refused['msg']
+
+
+def test_login_waits_for_a_server_that_comes_back(server, tmp_path):
+    address = ['ip', '-n', NETNS, 'addr']
+    subprocess.run(address + ['del', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
+    timer = threading.Timer(3.0, subprocess.run, [address + ['add', f'{ADDRESS}/24', 'dev', 'eth0']],
+                            {'check': True})
+    try:
+        gone = check(tmp_path, wait=1.5, timeout=0.5, **ALICE)
+        assert gone['failed'] and 'failed after' in gone['msg'] and gone['attempts'] >= 2
+        timer.start()
+        back = check(tmp_path, wait=30, timeout=1, **ALICE)
+        assert not back['failed'] and back['attempts'] >= 2 and back['greeting'].startswith('* OK')
+    finally:
+        timer.join()
+        subprocess.run(address + ['replace', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
+
+
+def test_bad_input_is_refused_with_a_clear_message(server, tmp_path):
+    cases = [
+        ({'host': ADDRESS, 'user': 'alice'}, 'action is login but all of the following are missing: password'),
+        ({'host': ADDRESS, 'action': 'deliver'}, 'action is deliver but all of the following are missing: recipients'),
+        (dict(ALICE, count=0, action='append'), 'count must be between 1 and 1000, not 0'),
+        (dict(ALICE, tag='a b;c', action='append'), "tag 'a b;c' may hold only letters, digits, - and _"),
+        (dict(ALICE, action='verify', canaries=[{'message_id': 'x'}]), 'canaries[0] needs message_id and sha256'),
+        (dict(ALICE, action='verify', canaries=[]), 'canaries must not be empty'),
+        (dict(ALICE, action='verify'), 'action is verify but all of the following are missing: canaries'),
+        (dict(ALICE, host='no-such-host.cyha.invalid'), 'host no-such-host.cyha.invalid does not resolve'),
+        (dict(ALICE, ssl=True, starttls=True), 'parameters are mutually exclusive: ssl|starttls'),
+    ]
+    for args, message in cases:
+        result = check(tmp_path, **args)
+        assert result['failed'] and message in result['msg'], (args, result.get('msg'))
+        assert 'Traceback' not in result['_output'] and PASSWORDS['alice'] not in result['_output']
