@@ -33,8 +33,9 @@ description:
   - C(fsx) runs seeded random C(pread)/C(pwrite)/mapped read/mapped write/C(ftruncate) operations
     against an in-memory model; the seed is reported so a failure can be replayed with O(fsx_seed).
   - C(metadata_scale) grows a Cyrus-like tree in doubling batches and reports create, stat, open and
-    unlink rates and latency percentiles per batch; a cliff (a batch, and every later one, under half
-    the first batch's rate, or with p99 latency over 10x its median and over 5 ms) makes a warning.
+    unlink rates and latency percentiles per batch. A batch is flagged when its rate (at the median
+    latency) falls under half the first batch's, or its p99 latency exceeds 10x its median (and 5 ms);
+    a cliff, and a warning, is a flagged batch whose rate halved, when every later batch is one too.
   - Checks about another process run in child processes, each with a hard deadline; every call that
     could hang on the probed filesystem runs in a child, so a hung filesystem fails the module within
     O(timeout) instead of hanging it.

@@ -42,7 +42,7 @@ CHECKS = {
 CHECK_NAMES = ('identity',) + tuple(CHECKS)
 DEFAULTS = {'timeout': 120.0, 'stat_timeout': 10.0, 'fsx_ops': 1000, 'fsx_seed': None, 'scale_files': 2048,
             'scale_rounds': 4}
-MIN_FREE = 64 * 1024 * 1024
+MIN_FREE = 16 * 1024 * 1024
 MIN_INODES = 1000
 
 
@@ -79,8 +79,10 @@ def preflight(path: str, opts: dict) -> dict:
     try:
         facts = procs.run_in_child(identity.path_facts, (path,), timeout=opts['stat_timeout'])
     except procs.ChildError as exc:
-        raise ProbeError('%s did not answer stat()/statfs() within %g s (%s): the filesystem hangs' % (
-            path, opts['stat_timeout'], exc))
+        if 'no answer' in str(exc):
+            raise ProbeError('%s did not answer stat()/statfs() within %g s: the filesystem hangs' % (
+                path, opts['stat_timeout']))
+        raise ProbeError('%s could not be examined: %s' % (path, exc))
     except OSError as exc:
         if exc.errno == errno.ENOENT:
             raise ProbeError('%s does not exist' % path)

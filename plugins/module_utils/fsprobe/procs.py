@@ -14,7 +14,6 @@ import os
 import select
 import signal
 import time
-import traceback
 
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import sysapi
 
@@ -77,17 +76,19 @@ class Child:
             try:
                 for sig in HANDLED_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                # a child stuck on a hung filesystem must not keep the module's output pipes open
+                null = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(null, fd)
+                os.close(null)
                 sysapi.set_parent_death_signal()
                 signal.alarm(max(1, int(math.ceil(deadline))))
                 os.close(to_child_w)
                 os.close(to_parent_r)
                 target(Channel(to_child_r, to_parent_w), *args)
                 code = 0
-            except BaseException:  # noqa: B036 - the child reports everything and leaves
-                try:
-                    os.write(2, traceback.format_exc().encode()[-2000:])
-                except OSError:
-                    pass
+            except BaseException:  # noqa: B036 - the child reports what it can to its channel and leaves
+                pass
             finally:
                 os._exit(code)
         os.close(to_child_r)
@@ -137,7 +138,9 @@ class Child:
         return True
 
     def kill(self, reap_timeout: float = 2.0) -> bool:
-        """SIGKILL by PID and reap; True once reaped."""
+        """SIGKILL by PID and reap; True once reaped. Waits for the reap once only."""
+        if self.chan.rfd is None:
+            return self.status is not None
         if self.status is None:
             try:
                 os.kill(self.pid, signal.SIGKILL)
@@ -145,6 +148,7 @@ class Child:
                 pass
         reaped = self.wait(reap_timeout)
         self.chan.close()
+        self.chan.rfd = self.chan.wfd = None
         return reaped
 
     def __enter__(self):

@@ -40,8 +40,10 @@ def _timed(paths: list, func) -> dict:
         func(path)
         latencies.append(time.monotonic() - one)
     wall = time.monotonic() - started
+    median = percentile(latencies, 0.5)
     return {'ops': len(paths), 'rate': round(len(paths) / wall, 1) if wall > 0 else None,
-            'median_ms': round(percentile(latencies, 0.5) * 1000, 4),
+            'median_rate': round(1 / median, 1) if median > 0 else None,
+            'median_ms': round(median * 1000, 4),
             'p99_ms': round(percentile(latencies, 0.99) * 1000, 4)}
 
 
@@ -58,19 +60,35 @@ def _open(path: str) -> None:
         handle.read(64)
 
 
-def flagged(batch: dict, first: dict, floor_ms: float) -> list:
-    """Which rule a batch's phase breaks: under half the first batch's rate, or p99 over 10x its median."""
-    why = []
-    if first.get('rate') and batch.get('rate') is not None and batch['rate'] < first['rate'] / 2:
-        why.append('rate %.0f/s under half of the first batch\'s %.0f/s' % (batch['rate'], first['rate']))
+def flagged(batch: dict, first: dict, floor_ms: float) -> dict:
+    """The rules a batch's phase breaks: {'rate': why, 'p99': why} (either may be absent).
+
+    'rate': the rate at the median latency is under half the first batch's (a few operations delayed
+    by a busy machine do not move it; a cache that stops holding the tree does).
+    'p99': p99 latency over 10x the median (and over floor_ms).
+    """
+    why = {}
+    if first.get('median_rate') and batch.get('median_rate') is not None and \
+            batch['median_rate'] < first['median_rate'] / 2:
+        why['rate'] = 'rate %.0f/s under half of the first batch\'s %.0f/s' % (batch['median_rate'],
+                                                                               first['median_rate'])
     if batch['p99_ms'] > 10 * batch['median_ms'] and batch['p99_ms'] > floor_ms:
-        why.append('p99 %.3f ms over 10x the median %.3f ms' % (batch['p99_ms'], batch['median_ms']))
+        why['p99'] = 'p99 %.3f ms over 10x the median %.3f ms' % (batch['p99_ms'], batch['median_ms'])
     return why
 
 
-def find_cliffs(batches: list, floor_ms: float) -> dict:
-    """{phase: reason} for phases where a batch and every later batch are flagged (a transient blip is not)."""
+def is_cliff(why: dict, batch: dict, first: dict) -> bool:
+    """A cliff: the median rate halved, or latency spikes that halve the batch's overall rate."""
+    if 'rate' in why:
+        return True
+    return 'p99' in why and bool(first.get('rate')) and batch.get('rate') is not None and \
+        batch['rate'] < first['rate'] / 2
+
+
+def find_cliffs(batches: list, floor_ms: float) -> tuple:
+    """({phase: reason} where a batch and every later one is a cliff, [flagged batches for the record])."""
     cliffs = {}
+    spikes = []
     for phase in PHASES:
         rows = [batch[phase] for batch in batches if phase in batch]
         if len(rows) < 2:
@@ -78,14 +96,17 @@ def find_cliffs(batches: list, floor_ms: float) -> dict:
         marks = [flagged(row, rows[0], floor_ms) for row in rows]
         start = None
         for index in range(1, len(rows)):
-            if marks[index] and start is None:
-                start = index
-            elif not marks[index]:
+            if marks[index]:
+                spikes.append('%s batch %d: %s' % (phase, index + 1, '; '.join(marks[index].values())))
+            if is_cliff(marks[index], rows[index], rows[0]):
+                if start is None:
+                    start = index
+            else:
                 start = None
         if start is not None:
             cliffs[phase] = 'from batch %d (%d files): %s' % (start + 1, batches[start]['files'],
-                                                                '; '.join(marks[start]))
-    return cliffs
+                                                                '; '.join(marks[start].values()))
+    return cliffs, spikes
 
 
 def metadata_scale(workdir: str, largest: int = 2048, rounds: int = 4, floor_ms: float = 5.0) -> dict:
@@ -112,8 +133,9 @@ def metadata_scale(workdir: str, largest: int = 2048, rounds: int = 4, floor_ms:
         row['unlink'] = _timed(paths[done:done + row['batch_files']], os.unlink)
         done += row['batch_files']
     steps.evidence['batches'] = batches
-    cliffs = find_cliffs(batches, floor_ms)
+    cliffs, spikes = find_cliffs(batches, floor_ms)
     steps.evidence['cliffs'] = cliffs
+    steps.evidence['flagged'] = spikes
     for phase, why in sorted(cliffs.items()):
         steps.warn('%s rate cliff %s' % (phase, why))
     first, last = batches[0], batches[-1]

@@ -4,11 +4,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
 import socket
 import tempfile
+import time
 
 PREFIX = '.cyha-fs-probe-'
 OWNER = 'owner.json'
@@ -36,9 +38,21 @@ def create(path: str) -> str:
     return workdir
 
 
-def remove(workdir: str) -> None:
-    if os.path.basename(workdir).startswith(PREFIX):
-        shutil.rmtree(workdir)
+def remove(workdir: str, patience: float = 5.0) -> None:
+    """rmtree, retried while files of closed-but-busy names (.nfsXXXX, .fuse_hiddenXXXX) linger."""
+    if not os.path.basename(workdir).startswith(PREFIX):
+        raise ValueError('%s is not a probe work directory' % workdir)
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            shutil.rmtree(workdir)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EBUSY) or time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
 
 
 def find_leftovers(path: str, own: str | None = None) -> list:
