@@ -101,3 +101,23 @@ def test_hosts_report_playbook_prints_every_host(lab, tmp_path):
         assert rows[name][1] == name and rows[name][2] == addr
         assert rows[name][3] == os.uname().release
         assert float(rows[name][5]) > 0
+
+
+def test_each_backend_has_a_san_disk_reached_by_two_devices(lab):
+    with open(labutil.inventory(), encoding='utf-8') as handle:
+        text = handle.read()
+    inventory = json.loads(text[text.index('{'):])
+    san = inventory['all']['vars']['cyha_lab_san']
+    groups = inventory['all']['children']['cyha_lab']['children']
+    assert sorted(san) == ['be1', 'be2']
+    for volume, ident in san.items():
+        home = groups['backends']['hosts'][volume]['cyha_lab_san_devices'][volume]
+        spare = groups['spares']['hosts']['spare']['cyha_lab_san_devices'][volume]
+        assert home != spare, 'two block devices for one disk'
+        for device in (home, spare):
+            probe = subprocess.run(['blkid', '-p', '-o', 'export', device], capture_output=True, text=True, check=True)
+            assert f"UUID={ident['uuid']}" in probe.stdout and f"LABEL={ident['label']}" in probe.stdout
+            assert 'TYPE=ext4' in probe.stdout
+        mmp = subprocess.run(['dumpe2fs', '-h', home], capture_output=True, text=True, check=True).stdout
+        assert 'mmp' in mmp.split('Filesystem features:')[1].split('\n')[0]
+    assert 'be1' not in groups['backends']['hosts']['be2']['cyha_lab_san_devices']

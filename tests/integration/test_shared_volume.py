@@ -56,7 +56,7 @@ class San:
     """One image file, one loop device per host."""
 
     def __init__(self, lab_dir: str):
-        self.dir = os.path.join(lab_dir, 'san')
+        self.dir = os.path.join(lab_dir, 'san-test')
         os.makedirs(self.dir, exist_ok=True)
         self.image = os.path.join(self.dir, 'cyha-sv-test.img')
         self.uuid = str(uuidlib.uuid4())

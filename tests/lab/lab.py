@@ -32,6 +32,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 
 PREFIX = 'cyha-'
 BRIDGE = PREFIX + 'br0'
@@ -41,6 +42,7 @@ CONTROLLER4 = '198.51.100.1'
 CONTROLLER6 = '2001:db8::1'
 DOMAIN = 'cyha.test'
 DEFAULT_DIR = '/var/lib/cyha-lab'
+SAN_SIZE = 128 * 1024 * 1024
 LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?)$')
 
 # The boot address plan: one block of host numbers per kind of host. Service addresses
@@ -182,7 +184,7 @@ class Lab:
 
     # -- up ------------------------------------------------------------------------------------
     def up(self, frontends: int, backends: int, spares: int) -> dict:
-        for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd'):
+        for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd', 'mkfs.ext4', 'losetup'):
             if not shutil.which(tool):
                 raise LabError(f'{tool} is not installed: run `make deps` (apt packages in bindep.txt)')
         if os.geteuid() != 0:
@@ -195,7 +197,7 @@ class Lab:
             state = {}
         if state:
             log('lab already up: nothing to do')
-            self.write_inventory(hosts)
+            self.write_inventory(hosts, state)
             return state
 
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -214,17 +216,44 @@ class Lab:
             self.save(state)
             if fail_after == host['name']:
                 raise LabError(f'injected failure after host {host["name"]} (CYHA_LAB_FAIL_AFTER)')
+        self.make_san(state, hosts)
         self.wait_sshd(hosts)
         self.write_known_hosts(hosts)
-        self.write_inventory(hosts)
+        self.write_inventory(hosts, state)
         state['up'] = True
         self.save(state)
         log(f'lab up: {len(hosts)} hosts; inventory {self.inventory}')
         return state
 
+    def make_san(self, state: dict, hosts: list[dict]) -> None:
+        """One "SAN" disk per backend: an ext4 image with multiple-mount protection (update
+        interval 1 s), reached by one loop device for the backend and one for each spare: several
+        block devices for one disk, each host using its own."""
+        san_dir = os.path.join(self.dir, 'san')
+        os.makedirs(san_dir, mode=0o700, exist_ok=True)
+        spares = [h['name'] for h in hosts if h['kind'] == 'spare']
+        state['san'] = {}
+        for host in (h for h in hosts if h['kind'] == 'backend'):
+            name = host['name']
+            image = os.path.join(san_dir, f'{name}.img')
+            volume = {'image': image, 'uuid': str(uuid.uuid4()), 'label': f'cyha-{name}', 'devices': {}}
+            state['san'][name] = volume
+            self.save(state)
+            with open(image, 'wb') as handle:
+                handle.truncate(SAN_SIZE)
+            run(['mkfs.ext4', '-q', '-F', '-O', 'mmp', '-E', 'mmp_update_interval=1', '-L', volume['label'],
+                 '-U', volume['uuid'], image])
+            for user in [name] + spares:
+                volume['devices'][user] = run(['losetup', '-f', '--show', image]).stdout.strip()
+                self.save(state)
+
     def healthy(self, state: dict) -> bool:
         if not state.get('up'):
             return False
+        attached = {d['name']: d.get('back-file') for d in loop_devices()}
+        for volume in state.get('san', {}).values():
+            if any(attached.get(dev) != volume['image'] for dev in volume['devices'].values()):
+                return False
         if not pid_alive(state.get('pids', {}).get('rsyslogd'), 'rsyslogd'):
             return False
         namespaces = set(list_netns())
@@ -341,10 +370,14 @@ class Lab:
             lines.append(f'{names} {keytype} {key}')
         write_atomic(self.known_hosts, '\n'.join(lines) + '\n', 0o644)
 
-    def write_inventory(self, hosts: list[dict]) -> None:
+    def write_inventory(self, hosts: list[dict], state: dict) -> None:
         groups: dict[str, dict] = {}
+        san = state.get('san', {})
         for host in hosts:
             groups.setdefault(host['group'], {'hosts': {}})['hosts'][host['name']] = {
+                # The SAN volumes this host reaches, each through its own block device.
+                'cyha_lab_san_devices': {vol: v['devices'][host['name']] for vol, v in san.items()
+                                         if host['name'] in v['devices']},
                 'ansible_host': host['addr4'],
                 'cyha_lab_addr6': host['addr6'],
                 'cyha_lab_netns': host['netns'],
@@ -361,6 +394,7 @@ class Lab:
             'ansible_control_path_dir': self.cp_dir,
             'ansible_python_interpreter': '/usr/bin/python3',
             'cyha_lab_dir': self.dir,
+            'cyha_lab_san': {vol: {'uuid': v['uuid'], 'label': v['label']} for vol, v in san.items()},
             'cyha_lab_log_dir': self.log_dir,
         }}}
         # JSON is YAML: no YAML library is needed to write it.
@@ -397,6 +431,8 @@ class Lab:
             run(['umount', '-l', mountpoint], check=False)
         for dev in loops_under(self.dir):
             run(['losetup', '-d', dev], check=False)
+        if os.path.isdir(os.path.join(self.dir, 'san')):
+            shutil.rmtree(os.path.join(self.dir, 'san'))
         # 6. The /dev/log socket, when the lab made it.
         if state.get('created_dev_log') and os.path.exists('/dev/log'):
             os.unlink('/dev/log')
@@ -582,10 +618,13 @@ def mounts_under(directory: str) -> list[str]:
     return [m for m in all_mounts() if m == directory or m.startswith(directory + '/')]
 
 
-def loops_under(fragment: str) -> list[str]:
+def loop_devices() -> list[dict]:
     out = run(['losetup', '-J', '-l'], check=False).stdout.strip()
-    devices = json.loads(out).get('loopdevices', []) if out else []
-    return [d['name'] for d in devices if fragment in (d.get('back-file') or '')]
+    return json.loads(out).get('loopdevices', []) if out else []
+
+
+def loops_under(fragment: str) -> list[str]:
+    return [d['name'] for d in loop_devices() if fragment in (d.get('back-file') or '')]
 
 
 def main(argv: list[str] | None = None) -> int:
