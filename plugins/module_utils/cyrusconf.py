@@ -37,6 +37,10 @@ WILDCARD_HOSTS = ('', '*', '0.0.0.0', '::', '0:0:0:0:0:0:0:0')
 # Keys naming unix sockets and directories that must never be shared by two instances.
 SOCKET_KEYS = ('lmtpsocket', 'idlesocket', 'notifysocket', 'ptloader_sock')
 DIRECTORY_KEYS = ('configdirectory', 'proc_path', 'mboxname_lockpath')
+# Ports of Cyrus's service names, for comparing listen= values when /etc/services lacks them
+# (Debian 12's has no lmtp, mupdate or csync).
+KNOWN_PORTS = {'imap': 143, 'imaps': 993, 'pop3': 110, 'pop3s': 995, 'lmtp': 24, 'sieve': 4190, 'mupdate': 3905,
+               'nntp': 119, 'nntps': 563, 'http': 80, 'https': 443, 'csync': 2005}
 
 
 class Problem:
@@ -632,7 +636,7 @@ def _resolve(host, port) -> list:
         try:
             number = socket.getservbyname(port, 'tcp')
         except OSError:
-            number = port
+            number = KNOWN_PORTS.get(port, port)
     else:
         number = int(port) if port is not None else None
     if is_wildcard(host):

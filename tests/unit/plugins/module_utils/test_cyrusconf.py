@@ -277,3 +277,13 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert missing.returncode == 1 and missing.stderr.startswith(f'{tmp_path / "nope"}:0: cannot read:')
     no_conf = run_cli('lint', '--kind', 'cyrus', str(good))
     assert (no_conf.returncode, no_conf.stderr) == (1, f'{good}:0: --imapd-conf is required with --kind cyrus\n')
+
+
+def test_service_names_compare_as_ports_even_without_etc_services_entries():
+    assert cyrusconf._resolve('198.51.100.121', 'lmtp') == [('198.51.100.121', 24)]
+    assert cyrusconf._resolve('198.51.100.121', 'mupdate') == [('198.51.100.121', 3905)]
+    assert cyrusconf._resolve(None, '143') == [('*', 143)]
+    a = (parse_imapd('configdirectory: /a\n'), parse_cyrus('SERVICES {\n  lmtp cmd="lmtpd" listen="1.2.3.4:lmtp"\n}\n'))
+    b = (parse_imapd('configdirectory: /b\n'), parse_cyrus('SERVICES {\n  lmtp cmd="lmtpd" listen="[1.2.3.4]:24"\n}\n'))
+    assert cross_check({'a': a, 'b': b}) == [
+        'a: lmtp listen=1.2.3.4:lmtp and b: lmtp listen=[1.2.3.4]:24 claim the same tcp 1.2.3.4:24']
