@@ -218,10 +218,12 @@ def gather(config_root: str = CONFIG_ROOT, run_root: str = RUN_ROOT, include_def
         else:
             pidfile = os.path.join(run_root, name, 'master.pid')
             instances[name] = describe_instance(name, imapd_path, cyrus_path, pidfile, table, with_usage, proc_root)
-    version_conf = next((p[0] for p in pairs.values() if os.path.isfile(p[0])), None)
-    if version_conf is None and os.path.isfile(default_pair[0]):
-        version_conf = default_pair[0]
-    facts = cyrus_version(bindir, version_conf, run)
+    candidates = [default_pair[0]] + [p[0] for p in pairs.values()]
+    facts = {'version': None, 'version_full': None}
+    for candidate in dict.fromkeys(c for c in candidates if os.path.isfile(c)):
+        facts = cyrus_version(bindir, candidate, run)
+        if facts['version']:
+            break
     facts['paths'] = {
         'bindir': bindir,
         'master': os.path.join(bindir, 'master') if bindir else None,

@@ -23,11 +23,11 @@ CLI = os.path.join(labutil.REPO, 'plugins', 'module_utils', 'cyrusconf.py')
 
 @pytest.fixture(scope='module')
 def cyhatest(lab):
-    ct.address('add')
-    ct.make_instance()
     scratch = tempfile.mkdtemp(prefix='cyha-cyrusconfig-', dir='/var/tmp')
     state = {'pid': None, 'scratch': scratch}
     try:
+        ct.address('add')
+        ct.make_instance()
         yield state
     finally:
         ct.stop(state['pid'] or ct.master_pid())

@@ -18,10 +18,10 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope='module')
 def cyhatest(lab):
-    ct.address('add')
-    ct.make_instance()
     state = {'pid': None}
     try:
+        ct.address('add')
+        ct.make_instance()
         yield state
     finally:
         ct.stop(state['pid'] or ct.master_pid())

@@ -102,3 +102,22 @@ def test_plan_config_edits_and_refuses(tmp_path):
     assert str(info.value) == (f'{path} does not parse, so it cannot be edited: {path}:1: invalid option name: '
                                'expected "key: value"')
     assert os.path.exists(path)
+
+
+def test_version_falls_back_to_the_next_config_that_cyr_info_reads(tmp_path):
+    bindir = tmp_path / 'bin'
+    bindir.mkdir()
+    (bindir / 'master').write_text('')
+    for name in ('a', 'b'):
+        (tmp_path / 'etc' / name).mkdir(parents=True)
+        (tmp_path / 'etc' / name / 'imapd.conf').write_text('configdirectory: /c\n')
+    tried = []
+
+    def run(argv):
+        tried.append(argv[2])
+        return (0, 'cyrus-imapd 3.6.1\n', '') if argv[2].endswith('/b/imapd.conf') else (75, '', 'bad config')
+    facts = gather(config_root=str(tmp_path / 'etc'), run_root=str(tmp_path), include_default=False,
+                   default_pair=(str(tmp_path / 'none'), str(tmp_path / 'none2')), bindirs=(str(bindir),), run=run)
+    assert facts['version'] == '3.6.1'
+    assert tried == [str(tmp_path / 'etc' / 'a' / 'imapd.conf'), str(tmp_path / 'etc' / 'b' / 'imapd.conf')]
+    assert facts['paths']['master'] == str(bindir / 'master')
