@@ -201,11 +201,15 @@ def ping_pong_locked(path: str) -> str:
 
 
 def ping_pong_increment(path: str, flags: str, seconds: float = 2.0, procs: int = 2):
-    """Run `procs` ping_pong processes with `flags` for a while; their last data increments and output."""
-    runners = [subprocess.Popen(['timeout', str(seconds), 'ping_pong', flags, path, str(procs + 1)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`procs` ping_pong processes with `flags` on one file, stopped together: each one's last data
+    increment (None if it printed none) and the outputs."""
+    runners = [subprocess.Popen(['timeout', '-s', 'KILL', str(seconds + 20), 'stdbuf', '-oL', 'ping_pong', flags,
+                                 path, str(procs + 1)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for dummy in range(procs)]
-    outputs = [runner.communicate(timeout=seconds + 10)[0] for runner in runners]
+    time.sleep(seconds)
+    for runner in runners:  # timeout passes SIGTERM on to ping_pong
+        runner.send_signal(signal.SIGTERM)
+    outputs = [runner.communicate(timeout=30)[0] for runner in runners]
     increments = []
     for out in outputs:
         found = re.findall(r'data increment = (-?\d+)', out)
