@@ -8,6 +8,7 @@ A child never returns into the parent's stack: it always leaves through os._exit
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import math
 import os
@@ -76,6 +77,7 @@ class Child:
             try:
                 for sig in HANDLED_SIGNALS:
                     signal.signal(sig, signal.SIG_DFL)
+                faulthandler.disable()  # a fault in a child is a result (e.g. SIGBUS), not a crash report
                 # a child stuck on a hung filesystem must not keep the module's output pipes open
                 null = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
