@@ -1,0 +1,86 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""cyrus.ha.fs_probe with the lab: one sshfs mount of a lab host's export is safe (and ping_pong
+agrees); the module runs on a lab host over SSH; playbooks/probe_storage.yml reports and gates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import pytest
+
+import cyha_fsrig
+import labutil
+
+pytestmark = pytest.mark.lab
+
+QUICK = {'fsx_ops': 500, 'scale_files': 256, 'scale_rounds': 3, 'timeout': 120}
+KEY = os.path.join(labutil.LAB_DIR, 'id_ed25519')
+KNOWN_HOSTS = os.path.join(labutil.LAB_DIR, 'known_hosts')
+
+
+@pytest.fixture(scope='module')
+def export(lab):
+    """A directory exported over SSH by be1 (the lab hosts share the root filesystem)."""
+    path = tempfile.mkdtemp(prefix='sshfs-export-', dir=labutil.LAB_DIR)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def sshfs_mount(export):
+    rig = cyha_fsrig.Rig()
+    try:
+        be1 = next(host for host in labutil.lab_hosts() if host['name'] == 'be1')
+        yield rig.sshfs('sshfs', 'root@%s:%s' % (be1['addr4'], export), KEY, KNOWN_HOSTS)
+    finally:
+        rig.close()
+    assert not os.path.exists(rig.base)
+
+
+def test_one_sshfs_mount_is_coherent_and_ping_pong_agrees(sshfs_mount, export):
+    """Locks, mmap, rename, O_EXCL, fsync and fsx hold on one sshfs mount; only link counts do not:
+    SFTP attributes carry no link count, so sshfs reports nlink 1 for every file (degraded, not unsafe)."""
+    out = cyha_fsrig.run_module(sshfs_mount, **QUICK)
+    assert out['rc'] == 0 and out['changed'] is False, out
+    rep = out['ansible_facts']['fs_probe'][sshfs_mount]
+    assert rep['verdict'] == 'degraded', rep['reasons']
+    assert rep['reasons'] == ['hard_links: nlink went [1, 1, 1] instead of [2, 2, 1]']
+    expected = dict.fromkeys(rep['checks'], 'pass')
+    expected['hard_links'] = 'fail'
+    assert {name: check['status'] for name, check in rep['checks'].items()} == expected
+    assert rep['checks']['hard_links']['evidence']['same_file'] is True
+    assert rep['identity']['fuse_subtype'] == 'sshfs' and rep['identity']['shared'] is True
+    assert rep['identity']['source'].endswith(':' + export)
+    assert os.listdir(export) == []
+    work = os.path.join(sshfs_mount, 'cyha-pingpong')
+    os.mkdir(work)
+    try:
+        locked = cyha_fsrig.ping_pong_locked(os.path.join(work, 'l'))
+        rw, dummy = cyha_fsrig.ping_pong_increment(os.path.join(work, 'rw'), '-rw')
+        rwm, dummy = cyha_fsrig.ping_pong_increment(os.path.join(work, 'rwm'), '-rwm')
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert 'Working POSIX byte range locks' in locked and rw == [2, 2] and rwm == [2, 2], (locked, rw, rwm)
+
+
+def _lab_result(proc) -> dict:
+    return json.loads(proc.stdout.partition('=>')[2])
+
+
+def test_module_runs_on_a_lab_host_over_ssh(export):
+    args = json.dumps(dict(QUICK, path=[export], checks=['identity', 'mmap_sees_write', 'fcntl_locks',
+                                                          'rename_reopen', 'excl_race']))
+    proc = labutil.ansible('be1', 'cyrus.ha.fs_probe', args)
+    out = _lab_result(proc)
+    rep = out['ansible_facts']['fs_probe'][export]
+    assert out['changed'] is False and rep['verdict'] == 'safe', rep['reasons']
+    assert rep['checks']['fcntl_locks']['status'] == 'pass' and rep['checks']['fsx']['status'] == 'skip'
+    bad = labutil.ansible('be1', 'cyrus.ha.fs_probe', json.dumps({'path': [export + '/missing']}), check=False)
+    assert bad.returncode != 0 and _lab_result(bad)['msg'] == '%s/missing does not exist' % export
+    assert os.listdir(export) == []
