@@ -5,7 +5,8 @@
     python3 cyrus_instance_ctl.py ACTION --imapd-conf F --cyrus-conf F --pidfile F --master BIN
                                   [--address IP ...] [--check] [--timeout SECONDS]
 
-ACTION is status, prepare, start, stop or restart. The answer is one JSON object on stdout
+ACTION is status, layout, prepare, start, stop or restart (layout creates the --directory
+paths, owned by --user/--group, mode 0750; prepare creates the run-time directories). The answer is one JSON object on stdout
 (changed, state, pid, msg); the exit status is 0 unless the action failed. The instance is
 identified by its pidfile and by its imapd.conf path, which every process of the instance
 carries after -C: processes of other instances on the same machine are never touched.
@@ -100,23 +101,37 @@ def address_is_local(address: str) -> bool:
     return True
 
 
+def make_dirs(paths: list[str], user: str, group: str, check: bool = False) -> list[str]:
+    """Create each directory (and its parents) owned by user:group with mode 0750; return
+    the ones created or corrected."""
+    uid, gid = pwd.getpwnam(user).pw_uid, grp.getgrnam(group).gr_gid
+    changed = []
+    for path in dict.fromkeys(paths):
+        if not os.path.isabs(path):
+            raise RuntimeError(f'directory {path!r} is not an absolute path')
+        if not os.path.isdir(path):
+            changed.append(path)
+            if not check:
+                os.makedirs(path, mode=0o750)
+                os.chown(path, uid, gid)
+                os.chmod(path, 0o750)
+            continue
+        stat = os.stat(path)
+        if (stat.st_uid, stat.st_gid, stat.st_mode & 0o7777) != (uid, gid, 0o750):
+            changed.append(path)
+            if not check:
+                os.chown(path, uid, gid)
+                os.chmod(path, 0o750)
+    return changed
+
+
 def prepare(args) -> list[str]:
     """Create the run-time directories (under /run, gone after a reboot) the instance needs."""
     options = read_imapd_conf(args.imapd_conf)
-    user = pwd.getpwnam(args.user)
-    group = grp.getgrnam(args.group)
     wanted = [os.path.dirname(args.pidfile)]
     wanted += [options[k] for k in RUN_KEYS if k in options]
     wanted += [os.path.dirname(options[k]) for k in SOCKET_KEYS if k in options]
-    made = []
-    for path in dict.fromkeys(wanted):
-        if not os.path.isdir(path):
-            os.makedirs(path, mode=0o750)
-            made.append(path)
-        stat = os.stat(path)
-        if (stat.st_uid, stat.st_gid) != (user.pw_uid, group.gr_gid):
-            os.chown(path, user.pw_uid, group.gr_gid)
-    return made
+    return make_dirs(wanted, args.user, args.group, args.check)
 
 
 def start(args) -> dict:
@@ -171,11 +186,12 @@ def stop(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('action', choices=('status', 'prepare', 'start', 'stop', 'restart'))
+    parser.add_argument('action', choices=('status', 'layout', 'prepare', 'start', 'stop', 'restart'))
     parser.add_argument('--imapd-conf', required=True)
     parser.add_argument('--cyrus-conf', required=True)
     parser.add_argument('--pidfile', required=True)
     parser.add_argument('--master', required=True)
+    parser.add_argument('--directory', action='append', default=[])
     parser.add_argument('--address', action='append', default=[])
     parser.add_argument('--user', default='cyrus')
     parser.add_argument('--group', default='mail')
@@ -187,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
             pid = master_pid(args)
             result = {'changed': False, 'state': 'started' if pid else 'stopped', 'pid': pid,
                       'msg': 'master is running' if pid else 'master is not running'}
+        elif args.action == 'layout':
+            made = make_dirs(args.directory, args.user, args.group, args.check)
+            result = {'changed': bool(made), 'state': 'laid out', 'pid': None, 'msg': ' '.join(made)}
         elif args.action == 'prepare':
-            made = [] if args.check else prepare(args)
+            made = prepare(args)
             result = {'changed': bool(made), 'state': 'prepared', 'pid': None, 'msg': ' '.join(made)}
         elif args.action == 'start':
             result = start(args)
@@ -198,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop(args)
             result = start(args) if not args.check else dict(stopped, state='started', msg='master would be restarted')
             result['changed'] = True
-    except (OSError, RuntimeError, KeyError, subprocess.TimeoutExpired) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, subprocess.TimeoutExpired) as exc:
         print(json.dumps({'changed': False, 'failed': True, 'msg': str(exc)}))
         return 1
     print(json.dumps(result))
