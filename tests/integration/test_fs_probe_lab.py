@@ -84,3 +84,47 @@ def test_module_runs_on_a_lab_host_over_ssh(export):
     bad = labutil.ansible('be1', 'cyrus.ha.fs_probe', json.dumps({'path': [export + '/missing']}), check=False)
     assert bad.returncode != 0 and _lab_result(bad)['msg'] == '%s/missing does not exist' % export
     assert os.listdir(export) == []
+
+
+def _report_rows(stdout: str) -> list:
+    return [line.strip().strip('",') for line in stdout.splitlines() if '    pass    ' in line or '    fail    ' in line]
+
+
+def test_playbook_reports_each_host_and_writes_json(export, tmp_path):
+    report_file = tmp_path / 'probe_storage.json'
+    proc = labutil.playbook('playbooks/probe_storage.yml', '-e', 'probe_storage_hosts=be1:be2', '-e',
+                            json.dumps({'probe_storage_paths': [export], 'probe_storage_fsx_ops': 300,
+                                        'probe_storage_scale_files': 256, 'probe_storage_checks':
+                                        ['identity', 'fcntl_locks', 'mmap_sees_write', 'fsx']}),
+                            '-e', 'probe_storage_report_file=%s' % report_file)
+    recap = labutil.recap(proc.stdout)
+    assert recap['be1']['failed'] == 0 and recap['be2']['failed'] == 0 and recap['localhost']['failed'] == 0
+    assert '"%s: SAFE",' % export in proc.stdout
+    assert sum('fcntl_locks       pass    fcntl locks exclude' in row for row in _report_rows(proc.stdout)) == 2
+    written = json.loads(report_file.read_text())
+    assert sorted(written) == ['be1', 'be2']
+    assert {host: item['verdict'] for host, item in written.items()} == {'be1': 'safe', 'be2': 'safe'}
+    assert written['be1']['paths'][export]['checks']['fsx']['status'] == 'pass'
+    assert os.listdir(export) == []
+
+
+def test_playbook_fails_on_unsafe_unless_report_only(tmp_path):
+    rig = cyha_fsrig.Rig()
+    try:
+        broken = rig.faultfs('locks')
+        base = ['-c', 'local', '-e', 'ansible_python_interpreter=%s' % cyha_fsrig.sys.executable,
+                '-e', 'probe_storage_hosts=localhost', '-e',
+                json.dumps({'probe_storage_paths': [broken], 'probe_storage_checks': ['identity', 'fcntl_locks']}),
+                '-e', 'probe_storage_report_file=%s' % (tmp_path / 'r.json')]
+        gated = labutil.playbook('playbooks/probe_storage.yml', *base, check=False)
+        assert gated.returncode != 0
+        assert 'unsafe storage on localhost; see %s' % (tmp_path / 'r.json') in gated.stdout
+        assert json.loads((tmp_path / 'r.json').read_text())['localhost']['verdict'] == 'unsafe'
+        reported = labutil.playbook('playbooks/probe_storage.yml', *base, '-e', 'probe_storage_report_only=true')
+        assert labutil.recap(reported.stdout)['localhost']['failed'] == 0
+        empty = labutil.playbook('playbooks/probe_storage.yml', '-c', 'local', '-e', 'probe_storage_hosts=localhost',
+                                 check=False)
+        assert empty.returncode != 0 and 'probe_storage_paths is empty: give the mail-store directories to probe' \
+            in empty.stdout
+    finally:
+        rig.close()
