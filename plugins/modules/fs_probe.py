@@ -43,7 +43,7 @@ description:
     O(path), and removes it whatever happens (success, failure, timeout, C(SIGTERM)). Work directories
     left by an earlier run that was killed are reported, and removed with O(clean_leftovers).
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   path:
     description:
@@ -94,15 +94,20 @@ options:
     default: false
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: The probe writes only in its own work directory, which it removes, so it runs in check
       mode too; only O(clean_leftovers) is predicted instead of done.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
   platform:
-    platforms: linux
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
 notes:
   - Linux only (C(/proc/self/mountinfo), C(statfs) through ctypes, C(fork)).
   - A single host cannot see what a second host sharing the filesystem sees; shared filesystems

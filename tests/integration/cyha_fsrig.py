@@ -99,8 +99,8 @@ class Rig:
         deadline = time.monotonic() + 15
         while not is_mounted(point):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError('fault fs %s did not mount: %s' % (fault, proc.stderr.read() if proc.poll()
-                                                                       is not None else 'timeout'))
+                why = proc.stderr.read() if proc.poll() is not None else 'timeout'
+                raise AssertionError('fault fs %s did not mount: %s' % (fault, why))
             time.sleep(0.05)
         return point
 
@@ -161,8 +161,8 @@ def run_module(paths, *extra: str, check_mode: bool = False, host: str = 'localh
             with open(os.path.join(tree, host), encoding='utf-8') as handle:
                 out = json.load(handle)
         except (OSError, ValueError):
-            raise AssertionError('no result from ansible (rc %d):\n%s\n%s' % (proc.returncode, proc.stdout[-3000:],
-                                                                             proc.stderr[-3000:]))
+            raise AssertionError('no result from ansible (rc %d):\n%s\n%s' % (
+                proc.returncode, proc.stdout[-3000:], proc.stderr[-3000:]))
     finally:
         shutil.rmtree(tree, ignore_errors=True)
     out['rc'] = proc.returncode

@@ -190,8 +190,8 @@ def test_bad_input_fails_with_a_clear_message(rig):
         out = run_module(paths, **args)
         assert out['rc'] != 0 and out['msg'] == message, (args, out)
     out = run_module(base, checks=['bogus'])
-    assert out['rc'] != 0 and out['msg'].startswith('value of checks must be one or more of: all, '
-                                                               'identity, mmap_sees_write'), out
+    expected = 'value of checks must be one or more of: all, identity, mmap_sees_write'
+    assert out['rc'] != 0 and out['msg'].startswith(expected), out
     assert os.listdir(base) == ['afile']
 
 

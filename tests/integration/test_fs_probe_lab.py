@@ -36,7 +36,7 @@ def export(lab):
 def sshfs_mount(export):
     rig = cyha_fsrig.Rig()
     try:
-        be1 = next(host for host in labutil.lab_hosts() if host['name'] == 'be1')
+        be1 = [host for host in labutil.lab_hosts() if host['name'] == 'be1'][0]
         yield rig.sshfs('sshfs', 'root@%s:%s' % (be1['addr4'], export), KEY, KNOWN_HOSTS)
     finally:
         rig.close()
@@ -74,8 +74,8 @@ def _lab_result(proc) -> dict:
 
 
 def test_module_runs_on_a_lab_host_over_ssh(export):
-    args = json.dumps(dict(QUICK, path=[export], checks=['identity', 'mmap_sees_write', 'fcntl_locks',
-                                                          'rename_reopen', 'excl_race']))
+    checks = ['identity', 'mmap_sees_write', 'fcntl_locks', 'rename_reopen', 'excl_race']
+    args = json.dumps(dict(QUICK, path=[export], checks=checks))
     proc = labutil.ansible('be1', 'cyrus.ha.fs_probe', args)
     out = _lab_result(proc)
     rep = out['ansible_facts']['fs_probe'][export]

@@ -104,8 +104,8 @@ def find_cliffs(batches: list, floor_ms: float) -> tuple:
             else:
                 start = None
         if start is not None:
-            cliffs[phase] = 'from batch %d (%d files): %s' % (start + 1, batches[start]['files'],
-                                                                '; '.join(marks[start].values()))
+            why = '; '.join(marks[start].values())
+            cliffs[phase] = 'from batch %d (%d files): %s' % (start + 1, batches[start]['files'], why)
     return cliffs, spikes
 
 
@@ -139,7 +139,7 @@ def metadata_scale(workdir: str, largest: int = 2048, rounds: int = 4, floor_ms:
     for phase, why in sorted(cliffs.items()):
         steps.warn('%s rate cliff %s' % (phase, why))
     first, last = batches[0], batches[-1]
+    numbers = (last['files'], last['create']['rate'], last['stat']['rate'], last['open']['rate'],
+               last['unlink']['rate'], first['create']['rate'])
     return steps.finish('no metadata cliff up to %d files: create %s/s, stat %s/s, open %s/s, unlink %s/s '
-                        '(last batch; first %s/s creates)' % (last['files'], last['create']['rate'],
-                                                             last['stat']['rate'], last['open']['rate'],
-                                                             last['unlink']['rate'], first['create']['rate']))
+                        '(last batch; first %s/s creates)' % numbers)
