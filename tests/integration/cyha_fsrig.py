@@ -201,14 +201,20 @@ def ping_pong_locked(path: str) -> str:
 
 
 def ping_pong_increment(path: str, flags: str, seconds: float = 2.0, procs: int = 2):
-    """`procs` ping_pong processes with `flags` on one file, stopped together: each one's last data
-    increment (None if it printed none) and the outputs."""
-    runners = [subprocess.Popen(['timeout', '-s', 'KILL', str(seconds + 20), 'stdbuf', '-oL', 'ping_pong', flags,
-                                 path, str(procs + 1)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    """`procs` ping_pong processes with `flags` on one file, frozen together (SIGSTOP, so none sees
+    another leave) and then killed: each one's last data increment (None if none printed) and outputs."""
+    runners = [subprocess.Popen(['stdbuf', '-oL', 'ping_pong', flags, path, str(procs + 1)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for dummy in range(procs)]
-    time.sleep(seconds)
-    for runner in runners:  # timeout passes SIGTERM on to ping_pong
-        runner.send_signal(signal.SIGTERM)
+    try:
+        time.sleep(seconds)
+        for runner in runners:
+            if runner.poll() is None:
+                runner.send_signal(signal.SIGSTOP)
+    finally:
+        for runner in runners:
+            if runner.poll() is None:
+                runner.kill()
     outputs = [runner.communicate(timeout=30)[0] for runner in runners]
     increments = []
     for out in outputs:

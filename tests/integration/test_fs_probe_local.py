@@ -151,7 +151,7 @@ def test_ping_pong_agrees_with_the_probe(local_paths, local_results, fault_paths
         probe_locks = rep['checks']['fcntl_locks']['status'] == 'pass'
         probe_mmap = probe_locks and rep['checks']['mmap_sees_write']['status'] == 'pass'
         rows.append((name, pp_locks, probe_locks, pp_mmap, probe_mmap, locked.strip().splitlines()[-1:], rw, rwm))
-    assert all(row[1] == row[2] and row[3] == row[4] for row in rows), rows
+    assert all(row[1] == row[2] and row[3] == row[4] for row in rows), json.dumps(rows)
     # and the rig did give both answers: agreement is not trivially all-pass
     assert {row[2] for row in rows} == {True, False} and {row[4] for row in rows} == {True, False}, rows
 
