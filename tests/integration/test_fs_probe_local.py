@@ -267,3 +267,36 @@ def test_sigterm_removes_the_work_directory(rig):
     result = json.loads(out)
     assert result['failed'] is True and result['msg'] == 'interrupted by SIGTERM', (out, err)
     assert os.listdir(base) == []
+
+
+def test_filesystem_hanging_mid_probe_costs_the_budget_not_a_hang(rig):
+    """The fs hangs after the preflight: the running check is killed at the budget, later checks are
+    skipped, the verdict is unsafe, and the work directory it could not remove is said so."""
+    point = rig.faultfs('hang')
+    backing = os.path.join(rig.base, 'fault-hang-backing')
+    try:
+        tree = os.path.join(rig.base, 'hang-tree')
+        argv = [os.path.join(cyha_fsrig.BIN, 'ansible'), 'localhost', '-c', 'local', '-m', 'cyrus.ha.fs_probe',
+                '-a', json.dumps({'path': [point], 'timeout': 6, 'stat_timeout': 2,
+                                  'checks': ['fcntl_locks', 'fsx', 'metadata_scale']}), '--tree', tree]
+        proc = subprocess.Popen(argv, cwd=cyha_fsrig.REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(cyha_fsrig.REPO, 'ansible.cfg')))
+        deadline = time.monotonic() + 60
+        while not glob.glob(os.path.join(backing, '.cyha-fs-probe-*', 'fcntl_locks')):
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        with open(os.path.join(backing, 'cyha-hang'), 'w', encoding='ascii'):
+            pass
+        proc.communicate(timeout=120)
+        with open(os.path.join(tree, 'localhost'), encoding='utf-8') as handle:
+            rep = json.load(handle)['ansible_facts']['fs_probe'][point]
+    finally:
+        rig.stop_fuse(point)
+    hung = [name for name, check in rep['checks'].items()
+            if check['status'] == 'fail' and check['reason'].startswith('did not finish within the time budget')]
+    assert len(hung) == 1 and hung[0] in ('fcntl_locks', 'fsx'), rep['checks']
+    later = ['fcntl_locks', 'fsx', 'metadata_scale']
+    later = later[later.index(hung[0]) + 1:]
+    assert all(rep['checks'][name]['reason'] == 'not run: the time budget of 6 s was used up' for name in later)
+    assert rep['verdict'] == 'unsafe'
+    assert rep['workdir_cleanup'].startswith('failed: ') and rep['workdir'].startswith(point)
