@@ -196,7 +196,11 @@ class Lab:
             self.down()
             state = {}
         if state:
-            log('lab already up: nothing to do')
+            if 'san' not in state:      # a lab made before SAN disks existed: add them in place
+                self.make_san(state, hosts)
+                self.save(state)
+            else:
+                log('lab already up: nothing to do')
             self.write_inventory(hosts, state)
             return state
 
