@@ -93,6 +93,8 @@ class Rig:
     def faultfs(self, fault: str) -> str:
         backing = self.path('fault-%s-backing' % fault)
         point = self.path('fault-' + fault)
+        if os.path.exists(os.path.join(backing, 'cyha-hang')):  # a hang armed by an earlier test
+            os.unlink(os.path.join(backing, 'cyha-hang'))
         proc = subprocess.Popen([sys.executable, FAULTFS, backing, point, '--fault', fault],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.fuse[point] = proc
