@@ -266,3 +266,26 @@ def test_an_instance_without_its_address_is_not_started(murder, tmp_path):
         assert cyha_imap.master_pid('cyha-noaddr') is None
     finally:
         cyha_imap.remove_instance({'name': 'cyha-noaddr', 'netns': 'cyha-spare', 'service_addr4': '198.51.100.199'})
+
+
+def test_a_backend_with_its_own_proxy_password(murder):
+    """Last (it changes the proxy passwords): each backend gets its own proxy password, the
+    frontends write <short>_password for it, and users still reach both backends through them."""
+    variables = {'murder_backend_proxy_password': "{{ 'cyha-lab-proxy-' ~ inventory_hostname }}",
+                 'cyrus_instance_sasl_update_passwords': True}
+    proc = site('-e', json.dumps(variables))
+    counts = labutil.recap(proc.stdout)
+    assert all(counts[name]['changed'] > 0 for name in ('be1', 'be2', 'fe1', 'fe2')), proc.stdout[-3000:]
+    for frontend in ('fe1', 'fe2'):
+        with open(f'/etc/cyrus-ha/{frontend}/imapd.conf', encoding='utf-8') as handle:
+            conf = handle.read().splitlines()
+        assert 'be1-svc_password: cyha-lab-proxy-be1' in conf and 'be2-svc_password: cyha-lab-proxy-be2' in conf
+        assert 'proxy_password: cyha-lab-proxy' in conf
+    with open('/etc/cyrus-ha/be2/imapd.conf', encoding='utf-8') as handle:
+        assert 'proxy_password: cyha-lab-proxy-be2' in handle.read().splitlines()
+    for frontend in ('fe1', 'fe2'):
+        for user in sorted(HOME):
+            assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(addr(murder, frontend), user, USERS[user]),
+                                SYNC_TIMEOUT, interval=0.5), (frontend, user)
+            with cyha_imap.imap(addr(murder, frontend), user, USERS[user]) as conn:
+                cyha_imap.append_and_fetch(conn)
