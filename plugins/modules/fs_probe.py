@@ -109,6 +109,9 @@ attributes:
     support: full
     platforms: posix
 notes:
+  - A path that does not exist, is not a directory, is not writable, is read-only, lacks the free
+    space or inodes the probe needs (or runs out of them during the probe), or does not answer
+    C(stat) within O(stat_timeout) fails the module with a message saying so; it is not a verdict.
   - Linux only (C(/proc/self/mountinfo), C(statfs) through ctypes, C(fork)).
   - A single host cannot see what a second host sharing the filesystem sees; shared filesystems
     (NFS, CephFS, GPFS, OCFS2, sshfs, ...) are marked C(shared) in the identity and need the

@@ -44,6 +44,7 @@ DEFAULTS = {'timeout': 120.0, 'stat_timeout': 10.0, 'fsx_ops': 1000, 'fsx_seed':
             'scale_rounds': 4}
 MIN_FREE = 16 * 1024 * 1024
 MIN_INODES = 1000
+FULL = ('ENOSPC', 'EDQUOT')
 
 
 class ProbeError(Exception):
@@ -133,6 +134,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
             raise ProbeError('%s: could not create the work directory: %s' % (path, os.strerror(exc.errno or 0)))
         results = {}
         cleanup = 'removed'
+        filled = None
         try:
             leftovers = procs.run_in_child(workdirs.find_leftovers, (path, workdir), timeout=call_timeout)
             if 'identity' in checks:
@@ -154,6 +156,9 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
                     if 'no answer' in why:
                         why = 'did not finish within the time budget (%.0f s left): the filesystem hangs?' % left
                     results[name] = result.result(name, 'fail', why, {}, time.monotonic() - one)
+                if results[name]['evidence'].get('error') in FULL:
+                    filled = name
+                    break
         finally:
             for sig in old_handlers:
                 signal.signal(sig, signal.SIG_IGN)
@@ -164,6 +169,10 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
     finally:
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+    if filled:
+        raise ProbeError('%s ran out of space or inodes during the %s check (%s): the filesystem is full; '
+                         'free some space and probe again (work directory %s)' % (
+                             path, filled, results[filled]['evidence']['error'], cleanup))
     for name in CHECK_NAMES:
         results.setdefault(name, result.result(name, 'skip', 'not selected'))
     decision = verdict.decide(results)

@@ -142,3 +142,20 @@ def test_fsx_reports_the_seed_on_a_mismatch(tmp_path, monkeypatch):
     got = fsx.run_fsx(str(tmp_path), ops=300, seed=7)
     assert got['status'] == 'fail' and got['reason'].endswith('(seed 7 replays it)')
     assert got['evidence']['seed'] == 7 and got['evidence']['last_ops']
+
+
+def _enospc(workdir):
+    with open(os.path.join(workdir, 'partial'), 'wb') as handle:
+        handle.write(b'x')
+    raise OSError(errno.ENOSPC, 'No space left on device')
+
+
+def test_disk_filling_up_mid_probe_is_bad_input_not_a_verdict(tmp_path, monkeypatch):
+    from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import probe
+    monkeypatch.setattr(namespace, 'hard_links', _enospc)
+    with pytest.raises(probe.ProbeError) as caught:
+        probe.probe_path(str(tmp_path), ['identity', 'hard_links', 'fsync'])
+    assert str(caught.value) == ('%s ran out of space or inodes during the hard_links check (ENOSPC): the '
+                                 'filesystem is full; free some space and probe again (work directory removed)'
+                                 % tmp_path)
+    assert os.listdir(tmp_path) == []
