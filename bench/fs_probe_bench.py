@@ -75,6 +75,7 @@ def measure(name: str, path: str) -> dict:
         'fs': name, 'verdict': report['verdict'], 'wall_s': run['wall_s'], 'probe_duration_s': report['duration'],
         'peak_rss_mib': run['peak_rss_mib'],
         'probe_locks_per_s': report['checks']['fcntl_locks']['evidence'].get('locks_per_s'),
+        'probe_2p_locks_per_s': report['checks']['fcntl_locks']['evidence'].get('pingpong', {}).get('locks_per_s'),
         'ping_pong_1p_locks_per_s': one, 'ping_pong_2p_locks_per_s': two,
         'files': last.get('files'),
         'create_per_s': last.get('create', {}).get('rate'), 'stat_per_s': last.get('stat', {}).get('rate'),
@@ -84,7 +85,7 @@ def measure(name: str, path: str) -> dict:
 
 
 COLUMNS = ['fs', 'verdict', 'wall_s', 'peak_rss_mib', 'probe_locks_per_s', 'ping_pong_1p_locks_per_s',
-           'ping_pong_2p_locks_per_s', 'files', 'create_per_s', 'stat_per_s', 'open_per_s', 'unlink_per_s',
+           'probe_2p_locks_per_s', 'ping_pong_2p_locks_per_s', 'files', 'create_per_s', 'stat_per_s', 'open_per_s', 'unlink_per_s',
            'slowest_check']
 
 
