@@ -121,3 +121,17 @@ def test_each_backend_has_a_san_disk_reached_by_two_devices(lab):
         mmp = subprocess.run(['dumpe2fs', '-h', home], capture_output=True, text=True, check=True).stdout
         assert 'mmp' in mmp.split('Filesystem features:')[1].split('\n')[0]
     assert 'be1' not in groups['backends']['hosts']['be2']['cyha_lab_san_devices']
+
+
+def test_generated_topology_feeds_the_murder_inventory_plugin(lab):
+    topology = os.path.join(labutil.LAB_DIR, 'topology.yml')
+    proc = labutil.run([os.path.join(labutil.BIN, 'ansible-inventory'), '-i', labutil.inventory(), '-i', topology,
+                        '--list'], check=True)
+    listing = json.loads(proc.stdout)
+    assert sorted(listing['backends']['hosts']) == ['be1', 'be2']
+    assert listing['mupdate_master']['hosts'] == ['mupdate']
+    hostvars = listing['_meta']['hostvars']
+    assert hostvars['be1']['murder_role'] == 'backend' and hostvars['be1']['murder_address'] == '198.51.100.121'
+    assert hostvars['fe2']['murder_servername'] == 'fe2-svc.cyha.test'
+    assert [s['name'] for s in hostvars['spare']['murder_standby_instances']] == ['be1', 'be2']
+    assert hostvars['spare']['cyha_lab_san_devices']['be1'] != hostvars['be1']['cyha_lab_san_devices']['be1']
