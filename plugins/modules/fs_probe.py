@@ -22,7 +22,8 @@ description:
     mapping + C(msync) against C(pread) in another process, the reverse, and C(ftruncate) growth + remap.
   - C(fcntl_locks) checks whole-file and sub-page byte-range locks, read versus write, that C(F_GETLK)
     names the holder, that closing any fd or a C(SIGKILL) releases a process's locks, that C(F_SETLKW)
-    wakes promptly, that locks are advisory, and measures the lock rate. C(flock) checks flock
+    wakes promptly, that locks are advisory, and runs a two-process ping-pong ring of byte locks
+    (as CTDB's C(ping_pong -rw)) whose increment must be 2; it reports both lock rates. C(flock) checks flock
     exclusion and sharing, C(SIGKILL) release, mandatory behaviour, and reports whether flock and
     fcntl locks interact.
   - C(rename_reopen) replaces an open, mapped file by C(.NEW) + C(fsync) + C(rename) + directory
