@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Move a service address from holder to spare, again and again: cyrus.ha.service_ip against

@@ -233,9 +233,12 @@ def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.
     version = ipaddress.ip_address(ip).version
     started = time.monotonic()
     if version == 4:
-        ethertype, frame, match = ETH_P_ARP, arp_probe(mac, ip), (lambda f: arp_conflict(f, ip, mac))
+        ethertype, frame, conflict = ETH_P_ARP, arp_probe(mac, ip), arp_conflict
     else:
-        ethertype, frame, match = ETH_P_IPV6, dad_probe(mac, ip), (lambda f: nd_conflict(f, ip, mac))
+        ethertype, frame, conflict = ETH_P_IPV6, dad_probe(mac, ip), nd_conflict
+
+    def match(received: bytes):
+        return conflict(received, ip, mac)
     count = max(1, count)
     step = timeout / count
     found = None

@@ -201,7 +201,7 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             check_label(params['label'], interface)
         except IpError as exc:
             raise ServiceIpError(str(exc)) from None
-    boot = boot_addresses(addresses) | {(dev, local) for dev, local in reached_at(addresses)}
+    boot = boot_addresses(addresses) | set(reached_at(addresses))
     for dev, local in sorted(boot):
         if local == address:
             raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '
@@ -295,10 +295,11 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             timings['probe'] = found['seconds']
             if found['conflict']:
                 if not params.get('force'):
+                    result['changed'] = False
                     raise ServiceIpError(f'{address} is already in use on the link of {interface}{where}: '
                                          f'{found["mac"]} answered the conflict probe. Nothing was changed. Release '
                                          'the address on that host first, or, only if that host is fenced or down, '
-                                         'set force=true with peer_state', **dict(result, changed=False))
+                                         'set force=true with peer_state', **result)
                 result['forced'] = {'peer_state': params['peer_state'], 'answered_by': found['mac']}
 
     mark = time.monotonic()
@@ -318,8 +319,8 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
                    if outcome == 'dadfailed' else
                    f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
                    if outcome == 'timeout' else 'the address vanished while waiting for DAD')
-            raise ServiceIpError(f'{address} on {interface}{where}: {why}; the address was removed again',
-                                 **dict(result, changed=bool(stale)))
+            result['changed'] = bool(stale)
+            raise ServiceIpError(f'{address} on {interface}{where}: {why}; the address was removed again', **result)
     timings['usable'] = round(time.monotonic() - started, 6)
     if not loopback and params.get('announce_count', 3) > 0:
         result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)

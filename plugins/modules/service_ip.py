@@ -13,7 +13,7 @@ description:
     spare takes over a failed backend's address, with C(ip -j) (iproute2) for the address and raw
     C(AF_PACKET) sockets for the link traffic, so no helper binary (C(arping), C(send_arp)) is needed.
   - Before adding, it probes the link (an ARP probe from 0.0.0.0 for IPv4, a duplicate address
-    detection neighbour solicitation from :: for IPv6). If another host answers, the module fails
+    detection neighbour solicitation from the unspecified address C(::) for IPv6). If another host answers, the module fails
     naming the MAC address that answered and changes nothing, unless O(force=true) and
     O(peer_state) say that the peer is fenced or down.
   - After adding, IPv6 waits for the kernel's duplicate address detection (unless O(ipv6_dad=false))
@@ -28,7 +28,7 @@ description:
   - The node's own (boot) address, the oldest global address of its family on an interface, is
     never managed. To list which service addresses a node holds, use M(cyrus.ha.service_ip_facts).
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   address:
     description:
@@ -40,7 +40,7 @@ options:
   interface:
     description:
       - The interface to hold the address.
-      - When omitted it is found as Pacemaker's IPaddr2 finds it, from C(ip route list match ADDRESS):
+      - When omitted it is found as Pacemaker's IPaddr2 finds it, from C(ip route list match ADDRESS),
         the matching route with the lowest metric, never a default, unreachable, blackhole,
         prohibit or throw route. Required for an IPv6 link-local address.
     type: str
@@ -111,7 +111,7 @@ options:
   ipv6_dad:
     description:
       - Wait for the kernel's duplicate address detection on a new IPv6 address. V(false) adds it
-        with C(nodad): the conflict probe is then the only duplicate check.
+        with C(nodad), and the conflict probe is then the only duplicate check.
     type: bool
     default: true
   dad_timeout:
@@ -133,18 +133,23 @@ options:
   peer_state:
     description:
       - The operator's statement, required with O(force=true), of why the answering peer does not
-        count: V(fenced) (powered off or isolated by a fence device) or V(down) (known to be down).
+        count, V(fenced) (powered off or isolated by a fence device) or V(down) (known to be down).
       - Returned in RV(forced) so that the run records who overrode the probe and why.
     type: str
     choices: [fenced, down]
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Sends nothing (no probe, no announcement), changes nothing, and predicts C(changed) exactly.
+    details:
+      - Sends nothing (no probe, no announcement), changes nothing, and predicts C(changed) exactly.
+      - Because the conflict probe is not sent, a conflict shows only in a real run.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
     details: Before and after are the address's settings (empty when absent).
   platform:
+    description: Target OS/families that can be operated against.
     platforms: [posix]
     support: full
     details: Linux with iproute2 C(ip) supporting C(-j) (iproute2 4.14 or later); runs as root.
@@ -257,8 +262,8 @@ timings:
   type: dict
   sample: {"probe": 0.2004, "address_add": 0.0021, "usable": 0.2051, "first_announcement": 0.2063, "total": 0.6071}
 diff:
-  description: Before and after settings of the address, in diff mode.
-  returned: when diff mode is on
+  description: Before and after settings of the address (shown in diff mode).
+  returned: always
   type: dict
   sample: {"before": {}, "after": {"address": "198.51.100.121/24", "interface": "eth0"}}
 '''
@@ -303,8 +308,6 @@ def main():
         result = manage(module.params, runner, module.check_mode, ip_bin)
     except ServiceIpError as exc:
         module.fail_json(msg=exc.msg, **exc.result)
-    if not module._diff:
-        result.pop('diff', None)
     module.exit_json(**result)
 
 

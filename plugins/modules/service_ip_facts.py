@@ -15,7 +15,7 @@ description:
   - A boot address is the oldest global address of its family on an interface, the same rule
     M(cyrus.ha.service_ip) uses to refuse managing it.
 author:
-  - cyrus.ha contributors
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   namespace:
     description:
@@ -29,13 +29,17 @@ options:
     default: []
 attributes:
   check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details: Reads only.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
     support: full
   platform:
+    description: Target OS/families that can be operated against.
     platforms: [posix]
     support: full
     details: Linux with iproute2 C(ip) supporting C(-j).

@@ -164,6 +164,21 @@ def test_corrects_a_different_prefix_and_reports_it(clean):
     assert ok(rig.module(args(rig.HOLDER, 4, label='eth0:imap')))['changed'] is False
 
 
+def test_noprefixroute_preferred_lft_and_broadcast_are_applied_and_compared(clean):
+    v6 = ok(rig.module(args(rig.HOLDER, 6, noprefixroute=True, preferred_lft='0', ipv6_dad=False)))
+    assert v6['changed'] is True
+    flags = [a[4] for a in rig.addresses(rig.HOLDER) if a[1] == rig.VIP6]
+    assert flags == [('deprecated', 'noprefixroute', 'nodad')] or flags == [('deprecated', 'nodad', 'noprefixroute')]
+    assert ok(rig.module(args(rig.HOLDER, 6, noprefixroute=True, preferred_lft='0')))['changed'] is False
+    back = ok(rig.module(args(rig.HOLDER, 6, ipv6_dad=False)))
+    assert back['corrected'] == [f'{rig.VIP6}/64 on eth0: noprefixroute True (wanted False)']
+    v4 = ok(rig.module(args(rig.HOLDER, 4, broadcast='203.0.113.127')))
+    assert v4['changed'] is True
+    assert ok(rig.module(args(rig.HOLDER, 4, broadcast='203.0.113.127')))['changed'] is False
+    fixed = ok(rig.module(args(rig.HOLDER, 4, broadcast='203.0.113.255')))
+    assert fixed['corrected'] == [f'{rig.VIP4}/24 on eth0: broadcast 203.0.113.127 (wanted 203.0.113.255)']
+
+
 def test_facts_list_the_service_addresses_held(clean):
     ok(rig.module(args(rig.SPARE, 4)))
     ok(rig.module(args(rig.SPARE, 6, ipv6_dad=False)))

@@ -231,7 +231,7 @@ def test_main_fails_cleanly_on_bad_input(capsys):
                              'e.g. 203.0.113.50/24 or 2001:db8::50/64')
 
 
-def test_main_passes_check_mode_and_drops_diff_unless_asked(capsys, monkeypatch):
+def test_main_passes_check_mode_and_returns_diff(capsys, monkeypatch):
     seen = {}
 
     def fake_manage(params, runner, check_mode, ip_bin):
@@ -240,6 +240,6 @@ def test_main_passes_check_mode_and_drops_diff_unless_asked(capsys, monkeypatch)
     monkeypatch.setattr(module, 'manage', fake_manage)
     result = run_main({'address': '203.0.113.50/24', '_ansible_check_mode': True}, capsys)
     assert seen['check_mode'] is True and seen['state'] == 'present' and seen['ip_bin'].endswith('/ip')
-    assert result['changed'] is True and 'diff' not in result
-    result = run_main({'address': '203.0.113.50/24', '_ansible_diff': True}, capsys)
-    assert result['diff'] == {'before': {}, 'after': {}}
+    assert result['changed'] is True and result['diff'] == {'before': {}, 'after': {}}
+    run_main({'address': '203.0.113.50/24'}, capsys)
+    assert seen['check_mode'] is False
