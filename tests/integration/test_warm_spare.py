@@ -216,3 +216,88 @@ def test_spare_refuses_the_address_and_the_volume_while_home_serves(pair):
     assert refused.returncode != 0
     assert 'refusing to take over from a node that may still be alive' in refused.stdout, refused.stdout[-2000:]
     assert placement() == HOME
+
+
+def test_interrupted_failover_is_completed_by_the_next_run(pair):
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        subject = cyha_imap.append_and_fetch(conn)
+    argv = [os.path.join(labutil.BIN, 'ansible-playbook'), '-i', labutil.inventory(), 'playbooks/failover.yml', *VARS,
+            '-e', 'warm_spare_instance=be1']
+    proc = subprocess.Popen(argv, cwd=labutil.REPO, env=labutil.env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        # Killed half-way: the home node has released the address, the spare has not taken it yet.
+        assert labutil.poll(lambda: not has_address('cyha-be1', BE1_ADDR), 120, interval=0.02)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    halfway = placement()
+    assert halfway['master'] is None and not halfway['address_on_spare'], halfway
+    done = play('failover.yml', '-e', 'warm_spare_instance=be1')
+    assert all(c['failed'] == 0 for c in labutil.recap(done.stdout).values())
+    assert placement() == SPARE and record('spare')['active'] == 'spare'
+    assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.2)
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        conn.select('INBOX', readonly=True)
+        assert len(conn.search(None, 'SUBJECT', subject)[1][0].split()) == 1
+    play('failback.yml', '-e', 'warm_spare_instance=be1')
+    assert placement() == HOME
+
+
+@pytest.mark.parametrize('run', ['1', '2'])
+def test_planned_drill_passes_twice_in_a_row_and_writes_its_report(pair, tmp_path, run):
+    proc = play('drill.yml', '-e', 'warm_spare_instance=be1', '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice',
+                '-e', 'drill_password=cyha-lab-alice', '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}',
+                check=False)
+    base = tmp_path / f'drill-be1-{run}'
+    assert os.path.exists(f'{base}.json'), proc.stdout[-4000:]
+    with open(f'{base}.json', encoding='utf-8') as handle:
+        report = json.load(handle)
+    assert proc.returncode == 0, proc.stdout[-4000:]
+    assert report['passed'] is True
+    assert report['canaries']['missing'] == 0 and report['canaries']['changed'] == 0
+    assert report['canaries']['found'] == report['canaries']['expected'] == 8   # 3 APPEND, 3 LMTP, 1 after, 1 outage
+    phases = [p['phase'] for p in report['phases']]
+    for phase in ('failure injected', 'instance stopped', 'address released', 'volume unmounted', 'volume mounted',
+                  'address taken', 'instance up', 'first IMAP login', 'LMTP delivery', 'canaries verified',
+                  'failed back, canaries verified'):
+        assert phase in phases, (phase, phases)
+    assert phases.index('volume unmounted') < phases.index('volume mounted') < phases.index('address taken') \
+        < phases.index('instance up') <= phases.index('first IMAP login')
+    with open(f'{base}.md', encoding='utf-8') as handle:
+        assert '- result: **PASSED**' in handle.read()
+    ET.parse(f'{base}.svg')
+    print(f'drill {run}: planned failover to first IMAP login {report["failover_seconds"]:.2f} s; '
+          f'outage delivery {report["outage_delivery"]}')
+    assert placement() == HOME
+
+
+@pytest.mark.parametrize('failure', ['instance killed', 'home link down'])
+def test_unplanned_failover_fences_the_home_node_first(pair, failure):
+    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+        subject = cyha_imap.append_and_fetch(conn)
+    fence = os.path.join(labutil.REPO, 'playbooks', 'tasks', 'warm_spare_lab_fence.yml')
+    try:
+        if failure == 'instance killed':
+            for pid in cyha_imap.instance_pids('be1'):
+                os.kill(pid, signal.SIGKILL)
+        else:
+            subprocess.run(['ip', '-n', 'cyha-be1', 'link', 'set', 'eth0', 'down'], check=True)
+        assert not login_works()
+        started = time.monotonic()
+        proc = play('failover.yml', '-e', 'warm_spare_instance=be1', '-e', 'warm_spare_failure=unplanned',
+                    '-e', f'warm_spare_fence_tasks={fence}')
+        print(f'unplanned failover ({failure}) with the lab fencing step: {time.monotonic() - started:.1f} s')
+        assert 'be1' not in labutil.recap(proc.stdout), 'the failed home node must not be asked'
+        assert placement()['master'] == 'cyha-spare' and has_address('cyha-spare', BE1_ADDR)
+        assert not has_address('cyha-be1', BE1_ADDR), 'fencing deletes the address on the home node'
+        assert record('spare')['fenced_peer'] == 'be1'
+        assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.2)
+        with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+            conn.select('INBOX', readonly=True)
+            assert len(conn.search(None, 'SUBJECT', subject)[1][0].split()) == 1
+    finally:
+        subprocess.run(['ip', '-n', 'cyha-be1', 'link', 'set', 'eth0', 'up'], check=False)
+    labutil.poll(lambda: on('be1', ['true']).returncode == 0, 30, interval=0.5)
+    play('failback.yml', '-e', 'warm_spare_instance=be1')
+    assert placement() == HOME
