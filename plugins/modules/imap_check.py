@@ -21,7 +21,8 @@ description:
     O(fail_on_loss=false). A delivered canary matches when the stored copy ends with its exact bytes
     (LMTP adds Return-Path and Received headers in front).
   - V(login) only logs in and selects O(mailbox), reporting the time to the first successful login.
-author: cyrus.ha contributors
+author:
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   action:
     description: What to do.
@@ -104,9 +105,12 @@ attributes:
     support: full
     description: V(login) and V(verify) run as usual; V(append) logs in but stores nothing; V(deliver) sends nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
   platform:
-    platforms: posix
+    description: Target OS/families that can be operated against.
+    platforms: [posix]
+    support: full
 notes:
   - Uses only the Python standard library (imaplib, smtplib).
 '''

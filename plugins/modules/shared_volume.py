@@ -25,7 +25,8 @@ description:
   - On unmount, when the mount is busy, stops only the process named in O(pidfile) (the instance
     that owns the volume, with SIGTERM and then SIGKILL after O(stop_timeout)), then tries again; if it is
     still busy it fails naming the processes that hold it, and kills nothing else.
-author: cyrus.ha contributors
+author:
+  - cyrus.ha contributors (@cyrus-ha)
 options:
   uuid:
     description: Filesystem UUID of the volume.
@@ -109,9 +110,12 @@ attributes:
     support: full
     description: Reads the disk and the mount table, watches the MMP heartbeat, and predicts; changes nothing.
   diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
   platform:
-    platforms: posix
+    description: Target OS/families that can be operated against.
+    platforms: [posix]
+    support: full
 notes:
   - Needs root, util-linux (C(blkid), C(findmnt), C(mount)) and, for ext4, e2fsprogs.
   - The kernel writes its own host name into the MMP block; in containers or namespaces every node
@@ -250,8 +254,10 @@ def main():
         module.fail_json(msg=f"mountpoint '{params['mountpoint']}' must be an absolute path other than /")
     if not 1 <= params['mmp_update_interval'] <= 300:
         module.fail_json(msg=f"mmp_update_interval must be between 1 and 300 seconds, not {params['mmp_update_interval']}")
-    for tool in ['blkid', 'findmnt', 'mount', 'umount'] + (['dumpe2fs', 'e2mmpstatus', 'tune2fs', 'e2fsck']
-                                                          if params['fstype'] in ('ext4', 'ext3', 'ext2') else []):
+    tools = ['blkid', 'findmnt', 'mount', 'umount']
+    if params['fstype'] in ('ext4', 'ext3', 'ext2'):
+        tools += ['dumpe2fs', 'e2mmpstatus', 'tune2fs', 'e2fsck']
+    for tool in tools:
         module.get_bin_path(tool, required=True)
 
     def run(argv):

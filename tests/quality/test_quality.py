@@ -147,3 +147,12 @@ def test_built_collection_installs_and_works(tmp_path):
     proc = run([os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(play)],
                cwd=str(work), **env)
     assert proc.returncode == 0 and 'failed=0' in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_test_file_basenames_are_unique():
+    """pytest's default import mode needs unique basenames across the whole tests tree."""
+    seen: dict[str, str] = {}
+    for path in sorted(glob.glob(os.path.join(REPO, 'tests', '**', 'test_*.py'), recursive=True)):
+        name = os.path.basename(path)
+        assert name not in seen, f'{path} and {seen[name]} share a basename'
+        seen[name] = path
