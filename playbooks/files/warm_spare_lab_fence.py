@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The built-in lab's fence device: "power off" one lab host as far as one backend instance goes.

@@ -66,11 +66,10 @@ def master_netns(instance: str) -> str | None:
     pid = cyha_imap.master_pid(instance)
     if not pid:
         return None
-    link = os.readlink(f'/proc/{pid}/ns/net')
     for name in os.listdir('/run/netns'):
         if os.stat(f'/run/netns/{name}').st_ino == os.stat(f'/proc/{pid}/ns/net').st_ino:
             return name
-    return link
+    return os.readlink(f'/proc/{pid}/ns/net')
 
 
 def record(host: str) -> dict:
@@ -119,8 +118,7 @@ def pair(lab):
     """The lab Murder with be1 and be2 on their SAN volumes, deployed by playbooks/warm_spare.yml."""
     hosts = {h['name']: h for h in lab if h['name'] in INSTANCES + ('spare',)}
     cleanup(hosts)
-    global SAN  # noqa: PLW0603 - read once the lab is up
-    SAN = san()
+    SAN.update(san())
     try:
         # Start from empty volumes (a previous run's mailboxes would not match the fresh mupdate master).
         for backend in ('be1', 'be2'):

@@ -29,8 +29,8 @@ DRILL = {
 
 def test_summary_sorts_phases_and_measures_from_the_first():
     report = summarize(DRILL)
-    assert [p['phase'] for p in report['phases']] == ['failure injected', 'volume mounted', 'first IMAP login',
-                                                       'failed back']
+    assert [p['phase'] for p in report['phases']] == [
+        'failure injected', 'volume mounted', 'first IMAP login', 'failed back']
     assert [p['offset'] for p in report['phases']] == [0.0, 3.0, 6.5, 20.0]
     assert [p['duration'] for p in report['phases']] == [3.0, 3.5, 13.5, 0.0]
     assert report['failover_seconds'] == 6.5 and report['total_seconds'] == 20.0
