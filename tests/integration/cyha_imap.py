@@ -82,14 +82,24 @@ def lmtp_deliver(address: str, recipient: str) -> str:
     return message_id
 
 
-def instance_pids(instance: str) -> list[int]:
-    """Live processes of one instance (any lab host: the lab shares the PID namespace)."""
+def netns_id(netns: str) -> str:
+    """How /proc/PID/ns/net names the lab host's network namespace."""
+    return f'net:[{os.stat(f"/run/netns/{netns}").st_ino}]'
+
+
+def instance_pids(instance: str, netns: str | None = None) -> list[int]:
+    """Live processes of one instance on the lab host whose network namespace is netns (default
+    cyha-<instance>). The lab's hosts share one PID namespace, and a warm spare may run its own
+    copy of the instance with the same config path: only the host's own processes count."""
     conf = f'/etc/cyrus-ha/{instance}/imapd.conf'.encode()
+    own = netns_id(netns or f'cyha-{instance}')
     pids = []
     for entry in os.listdir('/proc'):
         if not entry.isdigit():
             continue
         try:
+            if os.readlink(f'/proc/{entry}/ns/net') != own:
+                continue
             with open(f'/proc/{entry}/cmdline', 'rb') as handle:
                 argv = handle.read().split(b'\0')
             with open(f'/proc/{entry}/stat', encoding='utf-8') as handle:
@@ -101,8 +111,8 @@ def instance_pids(instance: str) -> list[int]:
     return pids
 
 
-def master_pid(instance: str) -> int | None:
-    for pid in instance_pids(instance):
+def master_pid(instance: str, netns: str | None = None) -> int | None:
+    for pid in instance_pids(instance, netns):
         with contextlib.suppress(OSError):
             with open(f'/proc/{pid}/cmdline', 'rb') as handle:
                 if os.path.basename(handle.read().split(b'\0')[0]) == b'master':
@@ -110,25 +120,25 @@ def master_pid(instance: str) -> int | None:
     return None
 
 
-def stop_instance(instance: str, timeout: float = 20) -> None:
+def stop_instance(instance: str, netns: str | None = None, timeout: float = 20) -> None:
     """End one instance's daemons by PID (never by name): TERM, then KILL what is left."""
-    for pid in instance_pids(instance):
+    for pid in instance_pids(instance, netns):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while instance_pids(instance) and time.monotonic() < deadline:
+    while instance_pids(instance, netns) and time.monotonic() < deadline:
         time.sleep(0.1)
-    for pid in instance_pids(instance):
+    for pid in instance_pids(instance, netns):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-    while instance_pids(instance):
+    while instance_pids(instance, netns):
         time.sleep(0.1)
 
 
 def remove_instance(host: dict) -> None:
     """Stop the lab host's instance and remove everything the Murder deployment made for it."""
     instance = host['name']
-    stop_instance(instance)
+    stop_instance(instance, host['netns'])
     for path in (f'/etc/cyrus-ha/{instance}', f'/var/lib/cyrus-ha/{instance}', f'/var/spool/cyrus-ha/{instance}'):
         shutil.rmtree(path, ignore_errors=True)
     subprocess.run(['ip', '-n', host['netns'], 'addr', 'del', f'{host["service_addr4"]}/24', 'dev', 'eth0'],

@@ -295,7 +295,7 @@ def test_an_instance_without_its_address_is_not_started(murder, tmp_path):
         assert proc.returncode != 0
         assert ('service address 198.51.100.199 of instance cyha-noaddr is not configured on spare: '
                 'take it up (cyrus.ha.service_ip) before starting the instance') in proc.stdout, proc.stdout[-3000:]
-        assert cyha_imap.master_pid('cyha-noaddr') is None
+        assert cyha_imap.master_pid('cyha-noaddr', 'cyha-spare') is None
     finally:
         cyha_imap.remove_instance({'name': 'cyha-noaddr', 'netns': 'cyha-spare', 'service_addr4': '198.51.100.199'})
 
