@@ -273,12 +273,16 @@ def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
     found = {m.group(1): json.loads(m.group(2)) for m in re.finditer(r'^(be\d) \| \w+ => (\{.*?^\})', out, re.M | re.S)}
     be1 = found['be1']['ansible_facts']['fs_probe_peer'][shared]
     be2 = found['be2']['ansible_facts']['fs_probe_peer'][shared]
-    assert be1['checks']['lock_exclusion']['status'] == 'fail'
-    assert be1['checks']['lock_exclusion']['reason'] == \
+    assert be1['checks']['lock_recovery']['status'] == 'fail'
+    assert be1['checks']['lock_recovery']['reason'] == \
         'be2 did not answer within 3 s: the host or its probe process is gone'
     assert be1['gone'] == ['be2'] and be1['run_dir_cleanup'] == 'removed'
     assert be2['error'] == 'the cross-host probe process on be2 died (killed by SIGKILL)'
-    assert {c['status'] for c in be2['checks'].values()} == {'fail'}
+    selected = ('lock_exclusion', 'pingpong_rw', 'lock_recovery')
+    assert {name: check['status'] for name, check in be2['checks'].items() if check['status'] != 'skip'} == \
+        dict.fromkeys(selected, 'fail')
+    statuses = [be1['checks'][name]['status'] for name in selected]  # from the check be2 died in on, all fail
+    assert 'fail' in statuses and set(statuses[statuses.index('fail'):]) == {'fail'}, statuses
     assert labutil.poll(lambda: not os.path.exists('/proc/%d' % victim), 5)
     assert open_fds_under(shared) == [] and os.listdir(shared) == []
 
