@@ -1,0 +1,86 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.cyrus.ha.plugins.plugin_utils.storage_report import (CONSEQUENCES, CROSS, ReportError, build,
+                                                                              pair_result)
+
+
+def check(name, status='pass', reason='ok', **evidence):
+    return {'name': name, 'status': status, 'reason': reason, 'evidence': evidence, 'duration': 0.1}
+
+
+def cross(me, leader='be1', peers=('be1', 'be2', 'be3'), **checks):
+    out = {name: check(name) for name in CROSS}
+    out.update(checks)
+    verdict = 'unsafe' if any(c['status'] == 'fail' for c in out.values()) else 'safe'
+    return {'path': '/srv/mail', 'me': me, 'leader': leader, 'peers': list(peers), 'verdict': verdict, 'checks': out}
+
+
+def single(verdict='safe', **checks):
+    return {'path': '/srv/mail', 'verdict': verdict, 'checks': {name: check(name) for name in ('fcntl_locks', 'fsx')}
+            | checks}
+
+
+def test_all_pass_is_safe_with_one_column_per_pair_and_markdown():
+    data = {h: {'single': single(), 'cross': cross(h)} for h in ('be1', 'be2', 'be3')}
+    data['be2']['cross']['checks']['lock_recovery']['evidence']['recovery_s'] = 0.02
+    rep = build(data)
+    assert rep['verdict'] == 'safe' and rep['failures'] == [] and rep['leader'] == 'be1'
+    assert rep['hosts'] == {'be1': 'safe', 'be2': 'safe', 'be3': 'safe'}
+    assert rep['pairs'][0] == {'check': 'lock_exclusion', 'be1 > be2': 'pass', 'be1 > be3': 'pass'}
+    assert rep['lock_recovery_s'] == {'be2': 0.02, 'be3': None}
+    assert '| lock_exclusion | pass | pass |' in rep['markdown'] and 'Verdict: **safe**' in rep['markdown']
+    assert '## Failures' not in rep['markdown']
+
+
+def test_a_peer_failure_marks_only_its_pair_and_says_what_it_means():
+    data = {h: {'single': single(), 'cross': cross(h)} for h in ('be1', 'be2', 'be3')}
+    data['be3']['cross'] = cross('be3', lock_exclusion=check('lock_exclusion', 'fail', 'granted here'))
+    data['be1']['cross'] = cross('be1', lock_exclusion=check('lock_exclusion', 'fail', 'failed on be3',
+                                                             failed_peers=['be3'], gone=[]))
+    rep = build(data)
+    assert rep['verdict'] == 'unsafe'
+    assert rep['pairs'][0] == {'check': 'lock_exclusion', 'be1 > be2': 'pass', 'be1 > be3': 'fail'}
+    assert rep['failures'] == [{'check': 'lock_exclusion', 'where': 'be1 > be3', 'status': 'fail',
+                                'reason': 'granted here', 'consequence': CONSEQUENCES['lock_exclusion']}]
+
+
+@pytest.mark.parametrize('leader_check, peer_check, status, reason', [
+    (check('excl_race', 'fail', 'be1, be2 each won', failed_peers=[], gone=[]), check('excl_race'), 'fail',
+     'be1, be2 each won'),
+    (check('excl_race', 'fail', 'be2 did not answer', failed_peers=[], gone=['be2']), check('excl_race'), 'fail',
+     'be2 did not answer'),
+    (check('excl_race', 'fail', 'be3 did not answer', failed_peers=[], gone=['be3']), check('excl_race'), 'pass',
+     'ok'),
+    (check('excl_race'), check('excl_race', 'warn', 'nlink 1'), 'warn', 'nlink 1'),
+])
+def test_pair_result_combines_leader_and_peer(leader_check, peer_check, status, reason):
+    got = pair_result({'checks': {'excl_race': leader_check}}, {'checks': {'excl_race': peer_check}}, 'be2',
+                      'excl_race')
+    assert got == {'status': status, 'reason': reason}
+
+
+def test_missing_peer_result_fails_its_pair_and_single_host_failures_are_listed():
+    data = {'be1': {'single': single('unsafe', fsx=check('fsx', 'fail', 'mismatch')),
+                    'cross': cross('be1', peers=('be1', 'be2'))},
+            'be2': {'single': None, 'cross': None}}
+    rep = build(data, '/srv/mail')
+    assert rep['verdict'] == 'unsafe' and rep['hosts'] == {'be1': 'unsafe', 'be2': 'safe'}
+    assert {f['where'] for f in rep['failures']} == {'be1', 'be1 > be2'}
+    assert rep['single'][1] == {'check': 'mmap_sees_write', 'be1': '-', 'be2': '-'}
+    assert [f for f in rep['failures'] if f['where'] == 'be1'][0]['consequence'] == CONSEQUENCES['fsx']
+
+
+@pytest.mark.parametrize('data, message', [
+    ({}, 'the input must be a non-empty mapping of host -> {single, cross}'),
+    ([], 'the input must be a non-empty mapping of host -> {single, cross}'),
+    ({'be1': 'x'}, "host be1: expected a mapping with \"single\" and \"cross\", got 'x'"),
+])
+def test_bad_input_names_the_problem(data, message):
+    with pytest.raises(ReportError) as err:
+        build(data)
+    assert str(err.value) == message
