@@ -131,13 +131,13 @@ def build(path_data: Mapping, title: str | None = None) -> dict:
     pair_keys = [f'{a} > {b}' for a, b in pairs]
     lines = [f'# Storage qualification of {path}', '', f'Verdict: **{verdict}**', '',
              f'Hosts: {", ".join(f"{h} ({v})" for h, v in host_verdicts.items())}', '', '## Single-host checks', '',
-             render(single_rows, ['check'] + hosts, 'markdown'), '']
+             render(single_rows, ['check'] + hosts, 'markdown').rstrip('\n'), '']
     if pair_keys:
-        lines += ['## Cross-host checks (leader > peer)', '', render(cross_rows, ['check'] + pair_keys, 'markdown'),
-                  '']
+        lines += ['## Cross-host checks (leader > peer)', '',
+                  render(cross_rows, ['check'] + pair_keys, 'markdown').rstrip('\n'), '']
     if failures:
         lines += ['## Failures and what they mean for Cyrus', '',
-                  render(failures, ['check', 'where', 'status', 'reason', 'consequence'], 'markdown'), '']
+                  render(failures, ['check', 'where', 'status', 'reason', 'consequence'], 'markdown').rstrip('\n'), '']
     recovery = {peer: (crosses.get(peer, {}).get('checks', {}).get('lock_recovery', {}).get('evidence') or {}).get(
         'recovery_s') for dummy, peer in pairs}
     return {'path': path, 'verdict': verdict, 'hosts': host_verdicts, 'leader': leader_name,
