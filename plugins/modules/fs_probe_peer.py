@@ -12,7 +12,7 @@ version_added: 0.1.0
 description:
   - Runs the cross-host storage checks among the hosts O(peers) that share O(path). Run it as one task
     over all of them at the same time (every host of O(peers) in the same play batch, C(forks) at least
-    the number of hosts, no C(serial)): the hosts cooperate through token files in a run directory
+    the number of hosts, no C(serial)). The hosts cooperate through token files in a run directory
     C(.cyha-fs-probe-xh-<run_id>) that the first host of O(peers) (the leader, "A") creates under O(path).
   - The leader sets each check up and plays A; every other host plays B at the same time, so N hosts
     cost about the wall time of two.
@@ -25,7 +25,7 @@ description:
     mapping made before the append must show it. C(rename_visibility) A renames a new C(cyrus.header) over
     the one B holds open; right after locking B must see the new inode. C(metadata_coherence) create,
     C(link) and C(unlink) on A seen by C(stat)/C(open) on B (a link count other than 2 only warns).
-    C(excl_race) every host races one C(O_EXCL) create: exactly one wins. C(lock_recovery) A's lock holder
+    C(excl_race) every host races one C(O_EXCL) create, exactly one must win. C(lock_recovery) A's lock holder
     is killed with C(SIGKILL); B must get the lock, the time is reported. C(neighbour_stat) B stats a
     Cyrus-like tree A created (rate and p99 reported, missing files fail).
   - A host that does not post its token within O(step_timeout) (it died, its probe process was killed, or

@@ -233,6 +233,9 @@ def test_per_host_sshfs_mounts_are_unsafe_and_ping_pong_agrees(sshfs_each, share
     assert 'a whole-file fcntl write lock was granted here while be1 held one' in failed['lock_exclusion']['reason']
     assert failed['lock_exclusion']['consequence'].startswith('two backends (or a backend and its spare) lock')
     assert results['be2']['cross'][point]['checks']['lock_exclusion']['evidence']['fcntl_refused'] is False
+    # the single-host checks pass on each mount: the hosts' facts are unsafe because of the cross-host ones
+    assert {host: item['paths'][point]['verdict'] for host, item in results.items()} == {'be1': 'safe', 'be2': 'safe'}
+    assert {host: item['verdict'] for host, item in results.items()} == {'be1': 'unsafe', 'be2': 'unsafe'}
     assert sshfs_each.export and os.listdir(sshfs_each.export) == []
     broken = ping_pong_across(['be1', 'be2'], os.path.join(point, 'pp'))
     good = ping_pong_across(['be1', 'be2'], os.path.join(shared, 'pp'))

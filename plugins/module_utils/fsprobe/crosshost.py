@@ -33,7 +33,7 @@ from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import workdir as
 
 PREFIX = workdirs.PREFIX + 'xh-'
 RUN_ID = re.compile(r'^[A-Za-z0-9_-]{6,64}$')
-FLAVOURS = ('rw', 'cyrus', 'mmap')
+PING_PONG_FLAGS = {'rw': '-rw', 'cyrus': '-rw with mmap reads', 'mmap': '-rwm'}
 CHECK_NAMES = ('lock_exclusion', 'pingpong_rw', 'pingpong_cyrus', 'pingpong_mmap', 'append_visibility',
                'rename_visibility', 'metadata_coherence', 'excl_race', 'lock_recovery', 'neighbour_stat')
 CRITICAL = CHECK_NAMES[:-1]
@@ -286,8 +286,7 @@ def pingpong(run: Run, opts: dict, flavour: str) -> dict:
                      'presence bytes each wrote were not seen by the others' % hosts)
         steps.expect('increment_ok', ring['bad'] == 0,
                      '%d hosts incrementing bytes under a ring of %d byte locks (ping_pong %s) saw increments '
-                     '%s, not %d' % (hosts, hosts + 1, {'rw': '-rw', 'cyrus': '-rw with mmap reads',
-                                                       'mmap': '-rwm'}[flavour], ring['values'], hosts))
+                     '%s, not %d' % (hosts, hosts + 1, PING_PONG_FLAGS[flavour], ring['values'], hosts))
     out = steps.finish('%d hosts incremented by %d under %d byte locks (%s locks/s)' % (
         hosts, hosts, hosts + 1, ring.get('locks_per_s')))
     if run.me == run.leader:
@@ -321,8 +320,9 @@ def append_visibility(run: Run, opts: dict) -> dict:
         finally:
             os.close(fd)
         run.post('append-done')
-        return _leader_summary(steps, run, run.gather('append-seen'), 'appended 4 KiB under a lock + fdatasync; '
-                                                                     'every peer saw it')
+        return _leader_summary(steps, run, run.gather('append-seen'),
+                               'appended 4 KiB under a lock + fdatasync; '
+                               'every peer saw it')
     try:
         run.wait('append-made', run.leader)
         fd = os.open(path, os.O_RDWR)
@@ -390,8 +390,9 @@ def rename_visibility(run: Run, opts: dict) -> dict:
         finally:
             os.close(fd)
         run.post('rename-done', {'ino': os.stat(path).st_ino})
-        return _leader_summary(steps, run, run.gather('rename-seen'), 'renamed a new cyrus.header over the open '
-                                                                     'one; every peer saw the new inode at once')
+        return _leader_summary(steps, run, run.gather('rename-seen'),
+                               'renamed a new cyrus.header over the open '
+                               'one; every peer saw the new inode at once')
     try:
         run.wait('rename-made', run.leader)
         fd = os.open(path, os.O_RDWR)
@@ -428,8 +429,9 @@ def metadata_coherence(run: Run, opts: dict) -> dict:
         run.gather('meta-seen')
         os.unlink(two)
         run.post('meta-unlinked')
-        return _leader_summary(steps, run, run.gather('meta-seen2'), 'create, link and unlink were seen by every '
-                                                                    'peer at once, link counts agree')
+        return _leader_summary(steps, run, run.gather('meta-seen2'),
+                               'create, link and unlink were seen by every '
+                               'peer at once, link counts agree')
     try:
         run.wait('meta-made', run.leader)
         try:
@@ -506,8 +508,9 @@ def lock_recovery(run: Run, opts: dict) -> dict:
             killed = time.time()
             holder.wait(5)
             run.post('recover-killed', {'at': killed})
-        return _leader_summary(steps, run, run.gather('recover-done', None), 'SIGKILLed the holder; every peer '
-                                                                            'got the lock')
+        return _leader_summary(steps, run, run.gather('recover-done'),
+                               'SIGKILLed the holder; every peer '
+                               'got the lock')
     try:
         run.wait('recover-held', run.leader)
         fd = os.open(path, os.O_RDWR)
@@ -622,7 +625,12 @@ def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - 
     rundir = os.path.join(path, PREFIX + run_id)
     leader = me == peers[0]
     if leader:
-        os.mkdir(rundir, 0o700)
+        try:
+            os.mkdir(rundir, 0o700)
+        except OSError as exc:
+            chan.send({'error': 'could not create the run directory %s: %s (a run_id used twice?)' % (
+                rundir, sysapi.errname(exc))})
+            return
         os.chmod(rundir, 0o700)
         owner = {'host': socket.gethostname(), 'pid': os.getpid(), 'start': workdirs.process_start(os.getpid())}
         with open(os.path.join(rundir, workdirs.OWNER), 'x', encoding='utf-8') as handle:
