@@ -101,7 +101,7 @@ attributes:
     platforms: posix
 notes:
   - Linux only (C(fork), C(prctl), C(fcntl) locks through ctypes).
-  - The role M(cyrus.ha.storage_probe) runs this module and M(cyrus.ha.fs_probe) and renders one report per
+  - The role C(cyrus.ha.storage_probe) runs this module and M(cyrus.ha.fs_probe) and renders one report per
     path on the controller.
 seealso:
   - module: cyrus.ha.fs_probe
