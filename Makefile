@@ -53,11 +53,21 @@ lab-down:
 lab-status:
 	@$(PYTHON) tests/lab/lab.py status
 
+LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml -i $(LAB_DIR)/topology.yml
+
 lab: lab-up
 	mkdir -p $(REPORTS)
-	$(VENV)/bin/ansible-playbook -i $(LAB_DIR)/inventory.yml playbooks/hosts_report.yml \
-	    -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
-	@echo "lab: host table in $(REPORTS)/hosts.txt; inventory $(LAB_DIR)/inventory.yml; 'make lab-down' to remove"
+	@echo '== 1/3 every host over SSH: facts and a table of hosts'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/hosts_report.yml \
+	    -e hosts_report_hosts=cyha_lab -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
+	@echo '== 2/3 deploy the Cyrus Murder (mupdate master, backends, frontends)'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) -e @playbooks/vars/murder_lab.yml playbooks/site.yml
+	@echo '== 3/3 qualify the backends mail-store storage'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
+	    -e probe_storage_hosts=backends -e '{"probe_storage_paths": ["/var/spool/cyrus-ha"]}' \
+	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage.json
+	@echo "lab: reports in $(REPORTS)/ (hosts.txt, probe_storage.json); inventory $(LAB_DIR)/inventory.yml"
+	@echo "lab: 'make lab-down' removes the lab"
 
 test: deps env
 	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit tests/integration $(PYTEST_ARGS)
