@@ -63,13 +63,8 @@ def has_address(netns: str, address: str) -> bool:
 
 def master_netns(instance: str) -> str | None:
     """The lab host (network namespace name) whose master runs the instance."""
-    pid = cyha_imap.master_pid(instance)
-    if not pid:
-        return None
-    for name in os.listdir('/run/netns'):
-        if os.stat(f'/run/netns/{name}').st_ino == os.stat(f'/proc/{pid}/ns/net').st_ino:
-            return name
-    return os.readlink(f'/proc/{pid}/ns/net')
+    found = [netns for netns in ('cyha-be1', 'cyha-spare') if cyha_imap.master_pid(instance, netns)]
+    return ','.join(found) or None
 
 
 def record(host: str) -> dict:
@@ -101,6 +96,8 @@ def login_works() -> bool:
 def cleanup(hosts: dict) -> None:
     for instance in INSTANCES:
         cyha_imap.stop_instance(instance)
+    for instance in ('be1', 'be2'):
+        cyha_imap.stop_instance(instance, 'cyha-spare')
     for name in ('be1', 'be2', 'spare'):
         for volume in ('be1', 'be2'):
             on(name, ['umount', f'/srv/cyrus-ha/{volume}'])
@@ -172,11 +169,11 @@ def test_planned_failover_moves_the_instance_and_keeps_the_mail(pair):
 
 
 def test_second_failover_changes_nothing(pair):
-    pid = cyha_imap.master_pid('be1')
+    pid = cyha_imap.master_pid('be1', 'cyha-spare')
     proc = play('failover.yml', '-e', 'warm_spare_instance=be1')
     counts = labutil.recap(proc.stdout)
     assert counts and all(c['changed'] == 0 and c['failed'] == 0 for c in counts.values()), proc.stdout[-3000:]
-    assert placement() == SPARE and cyha_imap.master_pid('be1') == pid
+    assert placement() == SPARE and cyha_imap.master_pid('be1', 'cyha-spare') == pid
 
 
 def test_spare_holding_the_instance_refuses_a_second_mount_at_home(pair):
@@ -277,7 +274,7 @@ def test_unplanned_failover_fences_the_home_node_first(pair, failure):
     fence = os.path.join(labutil.REPO, 'playbooks', 'tasks', 'warm_spare_lab_fence.yml')
     try:
         if failure == 'instance killed':
-            for pid in cyha_imap.instance_pids('be1'):
+            for pid in cyha_imap.instance_pids('be1', 'cyha-be1'):
                 os.kill(pid, signal.SIGKILL)
         else:
             subprocess.run(['ip', '-n', 'cyha-be1', 'link', 'set', 'eth0', 'down'], check=True)
