@@ -53,21 +53,27 @@ lab-down:
 lab-status:
 	@$(PYTHON) tests/lab/lab.py status
 
-LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml -i $(LAB_DIR)/topology.yml
+LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml
+LAB_VARS := -e @playbooks/vars/murder_lab.yml -e @playbooks/vars/murder_lab_hosts.yml \
+            -e @playbooks/vars/warm_spare_lab.yml
 
 lab: lab-up
-	mkdir -p $(REPORTS)
-	@echo '== 1/3 every host over SSH: facts and a table of hosts'
+	mkdir -p $(REPORTS)/drill
+	@echo '== 1/4 every host over SSH: facts and a table of hosts'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/hosts_report.yml \
 	    -e hosts_report_hosts=cyha_lab -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
-	@echo '== 2/3 deploy the Cyrus Murder (mupdate master, backends, frontends)'
-	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) -e @playbooks/vars/murder_lab.yml playbooks/site.yml
-	@echo '== 3/3 qualify the backends mail-store storage'
+	@echo '== 2/4 deploy the Cyrus Murder with warm-spare pairs (backends on their SAN volumes)'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/warm_spare.yml
+	@echo '== 3/4 qualify the storage the backends share (single-host and cross-host checks)'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
 	    -e probe_storage_hosts=backends -e '{"probe_storage_paths": ["/var/spool/cyrus-ha"]}' \
 	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage.json
-	@echo "lab: reports in $(REPORTS)/ (hosts.txt, probe_storage.json); inventory $(LAB_DIR)/inventory.yml"
-	@echo "lab: 'make lab-down' removes the lab"
+	@echo '== 4/4 failover drill: be1 to the spare and back, canaries verified'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/drill.yml \
+	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
+	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
+	@echo "lab: reports in $(REPORTS)/: hosts.txt, probe_storage.json, drill/ (JSON, Markdown, SVG timeline)"
+	@echo "lab: inventory $(LAB_DIR)/inventory.yml (+ topology.yml for cyrus.ha.murder); 'make lab-down' removes the lab"
 
 test: deps env
 	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit tests/integration $(PYTEST_ARGS)

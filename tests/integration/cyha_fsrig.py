@@ -202,9 +202,27 @@ def ping_pong_locked(path: str) -> str:
     return second.stdout
 
 
-def ping_pong_increment(path: str, flags: str, seconds: float = 2.0, procs: int = 2):
-    """`procs` ping_pong processes with `flags` on one file, frozen together (SIGSTOP, so none sees
-    another leave) and then killed: each one's last data increment (None if none printed) and outputs."""
+def ping_pong_steady(output: str):
+    """The data increment ping_pong settled on, from its output (None if it printed none).
+
+    ping_pong prints "data increment = N" only when the increment changes, and "N locks/sec" once a
+    second: the increment in force at each tick after the first (the others joining), most common wins.
+    Whatever comes after the last tick (the others being stopped) is not looked at."""
+    current = None
+    ticks = []
+    for token in re.split(r'[\r\n]+', output):
+        found = re.search(r'data increment = (-?\d+)', token)
+        if found:
+            current = int(found.group(1))
+        elif 'locks/sec' in token:
+            ticks.append(current)
+    steady = [value for value in (ticks[1:] or ticks) if value is not None]
+    return max(sorted(set(steady)), key=steady.count) if steady else None
+
+
+def ping_pong_increment(path: str, flags: str, seconds: float = 2.5, procs: int = 2):
+    """`procs` ping_pong processes with `flags` on one file for `seconds`, then stopped and killed: the
+    increment each one settled on (ping_pong_steady) and their outputs."""
     runners = [subprocess.Popen(['stdbuf', '-oL', 'ping_pong', flags, path, str(procs + 1)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                for dummy in range(procs)]
@@ -218,8 +236,4 @@ def ping_pong_increment(path: str, flags: str, seconds: float = 2.0, procs: int 
             if runner.poll() is None:
                 runner.kill()
     outputs = [runner.communicate(timeout=30)[0] for runner in runners]
-    increments = []
-    for out in outputs:
-        found = re.findall(r'data increment = (-?\d+)', out)
-        increments.append(int(found[-1]) if found else None)
-    return increments, outputs
+    return [ping_pong_steady(out) for out in outputs], outputs

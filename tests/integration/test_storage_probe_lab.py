@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+import cyha_fsrig
 import labutil
 
 pytestmark = pytest.mark.lab
@@ -213,12 +214,7 @@ def ping_pong_across(hosts: list, path: str) -> dict:
                                                 'stdbuf', '-oL', 'ping_pong', '-rw', path + '.rw',
                                                 str(len(hosts) + 1)]),
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for host in hosts]
-    increments = []
-    for runner in runners:
-        out = runner.communicate(timeout=30)[0]
-        found = [int(n) for n in re.findall(r'data increment = (-?\d+)', out)]
-        middle = found[1:-1] or found  # not the first second (the others joining) nor the last
-        increments.append(max(sorted(set(middle)), key=middle.count) if middle else None)
+    increments = [cyha_fsrig.ping_pong_steady(runner.communicate(timeout=30)[0]) for runner in runners]
     return {'second_lock': second, 'increments': increments}
 
 

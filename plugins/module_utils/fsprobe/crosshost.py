@@ -27,6 +27,7 @@ import time
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import helpers
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import procs
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import result
+from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import ring as ring_proc
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import sysapi
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import verdict
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import workdir as workdirs
@@ -191,71 +192,13 @@ def _leader_summary(steps, run: Run, answers: dict, passed: str) -> dict:
     return steps.finish(passed)
 
 
-def _pingpong_worker(chan, path, index, hosts, flavour, iterations):  # pragma: no cover - runs in a child
-    locks_total = hosts + 1
-    size = 4096
-    fd = os.open(path, os.O_RDWR)
-    mapping = None
-    if flavour != 'rw':
-        mapping = sysapi.Mapping(fd, size, writable=flavour == 'mmap')
-
-    def read(at):
-        return os.pread(fd, 1, at)[0] if mapping is None else mapping.read(at, 1)[0]
-
-    def write(at, value):
-        if flavour == 'mmap':
-            mapping.write(at, bytes([value]))
-            mapping.sync()
-        else:
-            os.pwrite(fd, bytes([value]), at)
-
-    os.pwrite(fd, b'\x01', 64 + index)  # present; wait (briefly) for the others
-    waited = time.monotonic()
-    deadline = waited + 3
-    while os.pread(fd, hosts, 64) != b'\x01' * hosts and time.monotonic() < deadline:
-        time.sleep(0.001)
-    waited = time.monotonic() - waited
-    last = [0] * locks_total
-    judged = 0
-    bad = 0
-    values = set()
-    sysapi.setlk(fd, 'w', 0, 1, wait=True)
-    # in the ring: from now on this process always holds a lock, so nobody can lap it any more
-    os.pwrite(fd, b'\x01', 192 + index)
-    started = time.monotonic()
-    at = 0
-    everyone = b'\x01' * hosts
-    nobody = bytes(hosts)
-    since = None
-    for step in range(iterations):
-        nxt = (at + 1) % locks_total
-        sysapi.setlk(fd, 'w', nxt, 1, wait=True)
-        value = read(at)
-        incr = (value - last[at]) % 256
-        last[at] = value
-        write(at, (value + 1) % 256)
-        # judge a step only when every host is in the ring (present, not left) and past its first lap
-        if since is None and os.pread(fd, hosts, 192) == everyone:
-            since = step
-        if since is not None and step >= since + locks_total and os.pread(fd, hosts, 128) == nobody:
-            judged += 1
-            values.add(incr)
-            bad += incr != hosts
-        sysapi.setlk(fd, 'u', at, 1)
-        at = nxt
-    elapsed = time.monotonic() - started
-    os.pwrite(fd, b'\x01', 128 + index)  # left: the others stop judging
-    chan.send({'locks_per_s': round(iterations / elapsed, 1) if elapsed > 0 else None, 'judged': judged,
-               'bad': bad, 'values': sorted(values)[:8], 'presence_wait_s': round(waited, 3)})
-
-
 def pingpong(run: Run, opts: dict, flavour: str) -> dict:
     name = 'pingpong_' + flavour
     steps = result.Steps(name)
     path = run.file('pingpong-' + flavour)
     hosts = len(run.peers)
     if run.me == run.leader:
-        _make(path, bytes(4096))
+        _make(path, bytes(ring_proc.SIZE))
         run.post(name + '-go')
     else:
         try:
@@ -266,8 +209,7 @@ def pingpong(run: Run, opts: dict, flavour: str) -> dict:
     # an msync per step makes the mapped flavour ~100x slower: a quarter of the steps
     iterations = max(100, opts['pingpong_iterations'] // 4) if flavour == 'mmap' else opts['pingpong_iterations']
     limit = run.step_timeout + iterations / 100.0
-    child = procs.Child(_pingpong_worker, path, index, hosts, flavour, iterations,
-                        deadline=limit + 2)
+    child = procs.Child(ring_proc.worker, path, index, hosts, flavour, iterations, deadline=limit + 2)
     try:
         ring = child.recv(limit)
     except procs.ChildError as exc:

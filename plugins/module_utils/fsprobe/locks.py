@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import select
 import signal
 import time
 
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import helpers
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import procs
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import result
+from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import ring
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import sysapi
 
 WAKE_LIMIT = 1.0  # seconds an F_SETLKW waiter may take to get a released lock
@@ -54,63 +54,22 @@ def lock_rate(fd: int, seconds: float = 0.2) -> float:
             return round(count / (now - started), 1)
 
 
-def _pingpong_worker(chan, path, index, procs_total, locks_total, iterations, gate_r, gate_w):  # pragma: no cover
-    """One ping_pong -rw process: chase the others round a ring of one-byte locks, incrementing bytes."""
-    os.close(gate_w)
-    fd = os.open(path, os.O_RDWR)
-    chan.send('ready')
-    select.select([gate_r], [], [], 10)
-    os.pwrite(fd, b'\x01', locks_total + index)  # present; wait (briefly) for the others
-    deadline = time.monotonic() + 2
-    while os.pread(fd, procs_total, locks_total) != b'\x01' * procs_total and time.monotonic() < deadline:
-        time.sleep(0.0005)
-    last = [0] * locks_total
-    seen = []
-    sysapi.setlk(fd, 'w', 0, 1, wait=True)
-    started = time.monotonic()
-    at = 0
-    for dummy in range(iterations):
-        nxt = (at + 1) % locks_total
-        sysapi.setlk(fd, 'w', nxt, 1, wait=True)
-        value = os.pread(fd, 1, at)[0]
-        seen.append((value - last[at]) % 256)
-        last[at] = value
-        os.pwrite(fd, bytes([(value + 1) % 256]), at)
-        sysapi.setlk(fd, 'u', at, 1)
-        at = nxt
-    elapsed = time.monotonic() - started
-    middle = seen[iterations // 4: 3 * iterations // 4]
-    chan.send({'rate': round(iterations / elapsed, 1) if elapsed > 0 else None,  # as ping_pong counts
-               'bad': sum(1 for incr in middle if incr != procs_total),
-               'values': sorted(set(middle))[:8]})
-
-
 def pingpong(workdir: str, procs_total: int = 2, iterations: int = 4000) -> dict:
-    """ping_pong -rw among local processes: {'increment_ok', 'locks_per_s', 'bad', 'values'}."""
+    """ping_pong -rw among local processes: {'increment_ok', 'locks_per_s', 'judged', 'bad', 'values'}."""
     path = os.path.join(workdir, 'pingpong')
-    locks_total = procs_total + 1
-    with open(path, 'xb') as handle:
-        handle.write(bytes(locks_total + procs_total))
-    gate_r, gate_w = os.pipe()
+    ring.make(path)
     workers = []
     try:
         for index in range(procs_total):
-            workers.append(procs.Child(_pingpong_worker, path, index, procs_total, locks_total, iterations,
-                                       gate_r, gate_w, deadline=30))
-        for worker in workers:
-            worker.recv(10)
-        os.close(gate_w)
-        gate_w = None
-        answers = [worker.recv(20) for worker in workers]
+            workers.append(procs.Child(ring.worker, path, index, procs_total, 'rw', iterations, deadline=30))
+        answers = [worker.recv(25) for worker in workers]
     finally:
-        if gate_w is not None:
-            os.close(gate_w)
-        os.close(gate_r)
         for worker in workers:
             worker.kill()
-    rates = sorted(answer['rate'] or 0 for answer in answers)
-    return {'increment_ok': all(answer['bad'] == 0 for answer in answers),
-            'locks_per_s': rates[len(rates) // 2], 'bad': sum(answer['bad'] for answer in answers),
+    rates = sorted(answer['locks_per_s'] or 0 for answer in answers)
+    judged = min(answer['judged'] for answer in answers)
+    return {'increment_ok': judged > 0 and all(answer['bad'] == 0 for answer in answers),
+            'locks_per_s': rates[len(rates) // 2], 'judged': judged, 'bad': sum(answer['bad'] for answer in answers),
             'values': sorted(set(v for answer in answers for v in answer['values']))}
 
 
@@ -188,13 +147,13 @@ def fcntl_locks(workdir: str) -> dict:
                          'the locks of a SIGKILLed holder were not released')
         steps.evidence['locks_per_s'] = lock_rate(fd)
         try:
-            ring = pingpong(workdir)
+            pong = pingpong(workdir)
         except procs.ChildError as exc:
-            ring = {'increment_ok': False, 'error': str(exc), 'values': [], 'locks_per_s': None}
-        steps.evidence['pingpong'] = ring
-        steps.expect('pingpong_increment', ring['increment_ok'],
-                     'two processes incrementing bytes under a ring of byte locks (ping_pong -rw) saw '
-                     'increments %s, not 2' % (ring['values'] or ring.get('error')))
+            pong = {'increment_ok': False, 'error': str(exc), 'values': [], 'locks_per_s': None}
+        steps.evidence['pingpong'] = pong
+        steps.expect('pingpong_increment', pong['increment_ok'],
+                     'two processes incrementing bytes under a ring of byte locks (ping_pong -rw) saw increments '
+                     '%s, not 2' % (pong['values'] or pong.get('error') or 'none: they never met in the ring'))
     finally:
         os.close(fd)
     return steps.finish('fcntl locks exclude, share, split by range, name the holder, are released by close '
