@@ -19,6 +19,42 @@ from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
     FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, link_state)
 
 
+# What this module added, one empty file per address and network namespace. It lives in /run, like the
+# runtime addresses themselves, so both are gone after a reboot. An address marked here is a service
+# address even when it is the only global address of its family on its interface (an IPv6 service
+# address beside an IPv4-only boot configuration), which the boot-address rule alone would take for
+# the node's own address.
+MARK_DIR = '/run/cyrus-ha/service_ip'
+
+
+def _mark_file(mark_dir: str, namespace: str | None, address: str) -> str:
+    return os.path.join(mark_dir, '%s@%s' % (address, namespace or '-'))
+
+
+def marked(namespace: str | None, mark_dir: str | None = None) -> set:
+    """The addresses this module added in `namespace` (None: the node's own network namespace)."""
+    mark_dir = mark_dir or MARK_DIR
+    suffix = '@%s' % (namespace or '-')
+    try:
+        names = os.listdir(mark_dir)
+    except OSError:
+        return set()
+    return {name[:-len(suffix)] for name in names if name.endswith(suffix)}
+
+
+def set_mark(namespace: str | None, address: str, on: bool, mark_dir: str | None = None) -> None:
+    """Best effort: a mark that cannot be written only leaves the boot-address rule unrefined."""
+    path = _mark_file(mark_dir or MARK_DIR, namespace, address)
+    try:
+        if on:
+            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644))
+        elif os.path.lexists(path):
+            os.unlink(path)
+    except OSError:
+        pass
+
+
 class ServiceIpError(Exception):
     def __init__(self, msg: str, **result):
         super().__init__(msg)
@@ -161,7 +197,7 @@ def reached_at(addresses: list[dict], environ=None) -> list[tuple]:
 
 
 def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'ip', sock_factory=socket.socket,
-           promote=read_promote_secondaries, setns=enter_netns) -> dict:
+           promote=read_promote_secondaries, setns=enter_netns, mark_dir: str | None = None) -> dict:
     started = time.monotonic()
     timings = {}
     iface = validate(params)
@@ -175,12 +211,19 @@ def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'i
             raise ServiceIpError(str(exc)) from None
     ip = IpRoute(ip_bin, runner)
     try:
-        return _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings)
+        return _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings,
+                       mark_dir)
     except (IpError, ann.AnnounceError) as exc:
         raise ServiceIpError(str(exc)) from None
 
 
-def _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings):
+def _is_ethernet(mac) -> bool:
+    parts = mac.split(':') if isinstance(mac, str) else []
+    return len(parts) == 6 and all(len(p) == 2 and all(c in '0123456789abcdefABCDEF' for c in p) for p in parts)
+
+
+def _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings,
+            mark_dir):
     where = f' in network namespace {params["namespace"]}' if params.get('namespace') else ''
     addresses = ip.addresses()
     existing = [a for a in addresses if a['local'] == address and a['family'] == family]
@@ -201,7 +244,8 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             check_label(params['label'], interface)
         except IpError as exc:
             raise ServiceIpError(str(exc)) from None
-    boot = boot_addresses(addresses) | set(reached_at(addresses))
+    ours = marked(params.get('namespace'), mark_dir)
+    boot = boot_addresses([a for a in addresses if a['local'] not in ours]) | set(reached_at(addresses))
     for dev, local in sorted(boot):
         if local == address:
             raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '
@@ -217,6 +261,12 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
               'announcements': {'sent': 0}, 'timings': timings, 'changed': False}
     loopback = 'LOOPBACK' in (link or {}).get('flags', [])
     mac = (link or {}).get('address')
+
+    if state in ('present', 'announced') and not loopback and not _is_ethernet(mac) and (
+            params.get('announce_count', 3) > 0 or (state == 'present' and params.get('conflict_probe', True))):
+        raise ServiceIpError(f'interface {interface}{where} has no Ethernet address ({mac or "none"}): gratuitous '
+                             'ARP, neighbour advertisements and the conflict probe need one; set announce_count=0 '
+                             'and conflict_probe=false to manage the address there without them', **result)
 
     if state in ('present', 'announced') and params.get('require_link_up', True):
         usable, why = link_state(link or {})
@@ -238,6 +288,8 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             for addr in existing:
                 ip.del_address(addr['local'], addr['prefix'], addr['interface'])
             timings['address_del'] = round(time.monotonic() - mark, 6)
+        if not check_mode:
+            set_mark(params.get('namespace'), address, False, mark_dir)
         timings['total'] = round(time.monotonic() - started, 6)
         return result
 
@@ -245,6 +297,9 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         if not on_target:
             raise ServiceIpError(f'{address} is not on {interface}{where}: nothing to announce; use state=present',
                                  **result)
+        if 'dadfailed' in on_target[0]['flags']:
+            raise ServiceIpError(f'{address} on {interface}{where} failed duplicate address detection: another node '
+                                 'answers for it; announcing it would steal its traffic. Nothing was sent', **result)
         result['changed'] = not loopback and params['announce_count'] > 0
         result['diff'] = {'before': describe(current), 'after': describe(current)}
         if result['changed'] and not check_mode:
@@ -305,9 +360,13 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
     mark = time.monotonic()
     for addr, dummy in stale:
         ip.del_address(addr['local'], addr['prefix'], addr['interface'])
-    skip_dad = family == 6 and not params.get('ipv6_dad', True)
-    ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
-                   want['noprefixroute'], nodad=skip_dad)
+    # a right copy on the target stays (only the wrong copies went): nothing to add, no DAD to wait for
+    in_place = any(a['interface'] == interface for a in keep)
+    skip_dad = in_place or (family == 6 and not params.get('ipv6_dad', True))
+    if not in_place:
+        ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
+                       want['noprefixroute'], nodad=skip_dad)
+    set_mark(params.get('namespace'), address, True, mark_dir)
     timings['address_add'] = round(time.monotonic() - mark, 6)
     if family == 6 and not skip_dad:
         mark = time.monotonic()
@@ -315,6 +374,7 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         timings['dad_wait'] = round(time.monotonic() - mark, 6)
         if outcome != 'done':
             ip.del_address(address, iface.network.prefixlen, interface)
+            set_mark(params.get('namespace'), address, False, mark_dir)
             why = ('duplicate address detection failed: another node on the link answered for it'
                    if outcome == 'dadfailed' else
                    f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
@@ -338,7 +398,7 @@ def _announce(params, interface, mac, address, sock_factory, started, timings) -
 
 
 def held_addresses(namespace: str | None = None, within: list | None = None, runner=None, ip_bin: str = 'ip',
-                   setns=enter_netns) -> dict:
+                   setns=enter_netns, mark_dir: str | None = None) -> dict:
     """Which service addresses this node holds now, and its boot addresses, for facts."""
     nets = []
     for net in within or []:
@@ -353,7 +413,8 @@ def held_addresses(namespace: str | None = None, within: list | None = None, run
         addresses = IpRoute(ip_bin, runner).addresses()
     except IpError as exc:
         raise ServiceIpError(str(exc)) from None
-    boot = boot_addresses(addresses)
+    ours = marked(namespace, mark_dir)
+    boot = boot_addresses([a for a in addresses if a['local'] not in ours])
     held, own = [], []
     for addr in addresses:
         if addr['scope'] != 'global':

@@ -191,6 +191,8 @@ ansible_facts:
       sample: safe
 '''
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import probe
@@ -203,6 +205,9 @@ def main():
         outcome = spec.run(module.params, module.check_mode)
     except (probe.ProbeError, probe.Interrupted) as exc:
         module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user: say where it stopped
+        module.fail_json(msg='the probe of %s stopped on an unexpected error: %s' % (
+            ', '.join(module.params['path']), exc), exception=traceback.format_exc())
     module.exit_json(**outcome)
 
 

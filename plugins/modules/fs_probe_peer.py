@@ -165,6 +165,8 @@ ansible_facts:
               duration: 0.2
 '''
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.fsprobe import crosshost
@@ -192,8 +194,11 @@ def main():
     params = module.params
     try:
         report = crosshost.run_checked(params, LIMITS)
-    except ValueError as exc:
+    except (ValueError, crosshost.Interrupted) as exc:
         module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user: say where it stopped
+        module.fail_json(msg='the cross-host checks of %s stopped on an unexpected error: %s' % (params['path'], exc),
+                         exception=traceback.format_exc())
     module.exit_json(changed=False, ansible_facts={'fs_probe_peer': {report['path']: report}})
 
 

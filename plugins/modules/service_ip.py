@@ -25,8 +25,15 @@ description:
     with another prefix, label, broadcast, flags or on another interface is reported in
     RV(corrected) and replaced; the module refuses instead (and says which addresses) when
     deleting it would make the kernel delete secondary addresses with it.
-  - The node's own (boot) address, the oldest global address of its family on an interface, is
-    never managed. To list which service addresses a node holds, use M(cyrus.ha.service_ip_facts).
+  - The node's own (boot) address, the oldest global address of its family on an interface that
+    this module did not add, and the address the Ansible connection came in on, are never managed.
+    The module remembers what it added with one empty file per address under C(/run/cyrus-ha/service_ip)
+    (gone after a reboot, like the runtime address itself), so an IPv6 service address on a host
+    without another global IPv6 address is still a service address.
+  - An interface without an Ethernet address (tun, GRE, WireGuard) gets no ARP, neighbour
+    advertisement or conflict probe; the module refuses it unless O(announce_count=0) and
+    O(conflict_probe=false).
+  - To list which service addresses a node holds, use M(cyrus.ha.service_ip_facts).
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:

@@ -12,8 +12,8 @@ description:
   - Lists the global IPv4 and IPv6 addresses of the node (or of a network namespace) that are not
     its own boot addresses, that is the service addresses it serves now, so that a fact-gathering
     play knows which node serves which instance.
-  - A boot address is the oldest global address of its family on an interface, the same rule
-    M(cyrus.ha.service_ip) uses to refuse managing it.
+  - A boot address is the oldest global address of its family on an interface that
+    M(cyrus.ha.service_ip) did not add, the same rule M(cyrus.ha.service_ip) uses to refuse managing it.
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:

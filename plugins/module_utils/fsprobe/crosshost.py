@@ -46,6 +46,15 @@ class Gone(Exception):
     """A peer did not post a token in time."""
 
 
+class Interrupted(Exception):
+    """The module was told to stop (SIGTERM, SIGINT, SIGHUP) in the middle of a run."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted('stopped by signal %d in the middle of the cross-host checks; the run directory was '
+                      'removed where this host owned it' % signum)
+
+
 class Run:
     """Tokens in the run directory; the set of peers that stopped answering."""
 
@@ -637,6 +646,9 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
                       duration=0.0)
         return report
     child = procs.Child(_worker, path, run_id, me, list(peers), checks, opts, deadline=opts['timeout'] + 1)
+    old_handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    interrupted = None
+    answer = {}
     try:
         answer = child.recv(opts['timeout'])
     except procs.ChildError as exc:
@@ -644,13 +656,27 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
         why = 'did not finish within %g s' % opts['timeout'] if 'no answer' in str(exc) else \
             'the cross-host probe process on %s died (%s)' % (me, child.describe_exit())
         answer = {'error': why}
+    except Interrupted as exc:
+        interrupted = exc
+        answer = {'error': str(exc)}
     finally:
         child.kill()
-    if leader:
-        try:
-            procs.run_in_child(_remove, (rundir,), timeout=max(5.0, opts['step_timeout']))
-        except (procs.ChildError, OSError) as exc:
-            report['run_dir_cleanup'] = 'failed: %s' % exc
+        for sig in old_handlers:
+            signal.signal(sig, signal.SIG_IGN)
+        # The leader removes the run directory; when the leader is gone, the first peer still here does.
+        gone = set(answer.get('gone', []))
+        survivors = [peer for peer in peers if peer not in gone]
+        if leader or (peers[0] in gone and survivors and survivors[0] == me):
+            if not leader:
+                report['run_dir_cleanup'] = 'removed (the leader %s was gone)' % peers[0]
+            try:
+                procs.run_in_child(_remove, (rundir,), timeout=max(5.0, opts['step_timeout']))
+            except (procs.ChildError, OSError) as exc:
+                report['run_dir_cleanup'] = 'failed: %s' % exc
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+    if interrupted is not None:
+        raise interrupted
     results = answer.get('results', {})
     for name in CHECK_NAMES:
         if name not in results:

@@ -76,6 +76,12 @@ def _run_check(name: str, workdir: str, opts: dict) -> dict:  # pragma: no cover
         return result.result(name, 'fail', reason, {'error': sysapi.errname(exc)}, time.monotonic() - started)
 
 
+def _why(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc)
+
+
 def preflight(path: str, opts: dict) -> dict:
     try:
         facts = procs.run_in_child(identity.path_facts, (path,), timeout=opts['stat_timeout'])
@@ -122,7 +128,12 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
         call_timeout = max(1.0, min(opts['stat_timeout'], deadline - time.monotonic()))
         removed = []
         if clean_leftovers:
-            removed = procs.run_in_child(workdirs.clean_leftovers, (path, check_mode), timeout=call_timeout)
+            try:
+                removed = procs.run_in_child(workdirs.clean_leftovers, (path, check_mode), timeout=call_timeout)
+            except (procs.ChildError, OSError) as exc:
+                raise ProbeError('%s: could not remove the work directories of killed runs within %g s (%s); '
+                                 'remove them by hand or run again without clean_leftovers' % (
+                                     path, call_timeout, _why(exc)))
         try:
             workdir = procs.run_in_child(workdirs.create, (path,), timeout=call_timeout)
         except procs.ChildError as exc:
@@ -136,7 +147,11 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
         cleanup = 'removed'
         filled = None
         try:
-            leftovers = procs.run_in_child(workdirs.find_leftovers, (path, workdir), timeout=call_timeout)
+            try:
+                leftovers = procs.run_in_child(workdirs.find_leftovers, (path, workdir), timeout=call_timeout)
+            except (procs.ChildError, OSError) as exc:
+                raise ProbeError('%s: could not list the directory within %g s (%s): the filesystem hangs or '
+                                 'refuses readdir()' % (path, call_timeout, _why(exc)))
             if 'identity' in checks:
                 results['identity'] = identity.identify(path, facts['magic'], facts['statvfs'],
                                                         identity.read_mountinfo())

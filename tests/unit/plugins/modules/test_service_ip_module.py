@@ -100,6 +100,13 @@ PARAMS = {'interface': None, 'label': None, 'broadcast': None, 'preferred_lft': 
           'ipv6_dad': False, 'dad_timeout': 10, 'require_link_up': True, 'force': False, 'peer_state': None}
 
 
+@pytest.fixture(autouse=True)
+def marks(tmp_path, monkeypatch):
+    """The module's marks of the addresses it added go to a directory of the test's own."""
+    monkeypatch.setattr(sip, 'MARK_DIR', str(tmp_path / 'marks'))
+    return tmp_path / 'marks'
+
+
 def run(fake, check=False, **params):
     return sip.manage(dict(PARAMS, **params), fake, check, promote=lambda dev: False, setns=None)
 
@@ -155,11 +162,58 @@ def test_boot_address_and_ssh_connection_address_are_never_managed(monkeypatch):
     assert caught.value.msg.startswith('203.0.113.60 is the own (boot) address of eth0')
 
 
+def test_an_ipv6_service_address_alone_in_its_family_is_not_taken_for_the_boot_address(marks):
+    fake = FakeIp()
+    fake.link('eth1')['addr_info'] = [a for a in fake.link('eth1')['addr_info'] if a['family'] == 'inet']
+    first = run(fake, address='2001:db8:1::50/64', interface='eth1')
+    assert first['changed'] is True and sorted(p.name for p in marks.iterdir()) == ['2001:db8:1::50@-']
+    assert run(fake, address='2001:db8:1::50/64', interface='eth1')['changed'] is False
+    facts = sip.held_addresses(runner=fake, setns=None)
+    assert [a['address'] for a in facts['service_ips']] == ['2001:db8:1::50']
+    assert run(fake, address='2001:db8:1::50/64', interface='eth1', state='absent')['changed'] is True
+    assert list(marks.iterdir()) == []
+    # added by someone else (no mark) and alone in its family: taken for the node's own address, refused
+    fake.add('2001:db8:1::51/64', 'eth1')
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='2001:db8:1::51/64', interface='eth1', state='absent')
+    assert caught.value.msg.startswith('2001:db8:1::51 is the own (boot) address of eth1')
+
+
+def test_a_right_copy_stays_and_only_the_wrong_copy_goes():
+    fake = FakeIp()
+    fake.add('198.51.100.50/24', 'eth1')
+    fake.add('198.51.100.50/24', 'eth0')
+    fixed = run(fake, address='198.51.100.50/24', interface='eth1')
+    assert fixed['changed'] is True and fixed['corrected'] == ['198.51.100.50/24 on eth0: interface eth0 (wanted eth1)']
+    assert [a for a in fake.held('eth1') if a[0] == '198.51.100.50'] == [('198.51.100.50', 24, 'eth1')]
+    assert all(a[0] != '198.51.100.50' for a in fake.held('eth0'))
+    assert run(fake, address='198.51.100.50/24', interface='eth1')['changed'] is False
+
+
+def test_an_interface_without_an_ethernet_address_is_a_clear_error():
+    fake = FakeIp()
+    fake.links.append({'ifindex': 4, 'ifname': 'tun0', 'flags': ['POINTOPOINT', 'UP', 'LOWER_UP'],
+                       'operstate': 'UNKNOWN', 'addr_info': []})
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='203.0.113.70/32', interface='tun0', announce_count=3)
+    assert caught.value.msg == ('interface tun0 has no Ethernet address (none): gratuitous ARP, neighbour '
+                                'advertisements and the conflict probe need one; set announce_count=0 and '
+                                'conflict_probe=false to manage the address there without them')
+    assert fake.held('tun0') == []
+    added = run(fake, address='203.0.113.70/32', interface='tun0', announce_count=0, conflict_probe=False)
+    assert added['changed'] is True and fake.held('tun0') == [('203.0.113.70', 32, 'tun0')]
+
+
 def test_announced_needs_the_address_and_loopback_sends_nothing():
     fake = FakeIp()
     with pytest.raises(sip.ServiceIpError) as caught:
         run(fake, address='203.0.113.50/24', state='announced')
     assert caught.value.msg == '203.0.113.50 is not on eth0: nothing to announce; use state=present'
+    fake.add('2001:db8::66/64', 'eth0', extra=('dadfailed', 'tentative'))
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='2001:db8::66/64', state='announced', announce_count=3)
+    assert caught.value.msg == ('2001:db8::66 on eth0 failed duplicate address detection: another node answers for '
+                                'it; announcing it would steal its traffic. Nothing was sent')
     fake.add('127.0.0.1/8', 'lo')
     added = run(fake, address='203.0.113.77/32', interface='lo', announce_count=5, conflict_probe=True)
     assert added['announcements'] == {'sent': 0}

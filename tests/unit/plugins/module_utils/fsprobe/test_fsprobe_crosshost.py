@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
+import time
 
 import pytest
 
@@ -55,6 +57,32 @@ def test_a_peer_without_the_leader_says_so(tmp_path):
     out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion'], present=['b'], step_timeout=0.5)
     assert out['b']['error'].startswith('the run directory %s/.cyha-fs-probe-xh-unit' % tmp_path)
     assert out['b']['checks']['lock_exclusion']['status'] == 'fail'
+
+
+def test_a_killed_leader_is_named_and_the_next_peer_removes_the_run_directory(tmp_path):
+    # The leader 'a' dies (SIGKILL, its module and worker with it) once the run has begun.
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    opts = {'step_timeout': 1.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'recovery_timeout': 1.0}
+    run_id = 'kill%06d' % os.getpid()
+    hosts = {me: ctx.Process(target=_host, args=(queue, str(tmp_path), run_id, me, ['a', 'b', 'c'],
+                                                 ['lock_exclusion', 'metadata_coherence'], opts))
+             for me in ('a', 'b', 'c')}
+    for proc in hosts.values():
+        proc.start()
+    rundir = tmp_path / ('.cyha-fs-probe-xh-' + run_id)
+    deadline = time.monotonic() + 20
+    while not (rundir / 't-pid-a').exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(hosts['a'].pid, signal.SIGKILL)
+    out = dict(queue.get(timeout=60) for dummy in range(2))
+    for proc in hosts.values():
+        proc.join(30)
+    assert sorted(out) == ['b', 'c']
+    assert 'a' in out['b']['gone'] and out['b']['verdict'] == 'unsafe'
+    assert out['b']['run_dir_cleanup'] == 'removed (the leader a was gone)'
+    assert out['c']['run_dir_cleanup'] == 'not mine'
+    assert os.listdir(tmp_path) == []
 
 
 def test_one_host_skips_everything(tmp_path):
