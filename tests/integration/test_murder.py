@@ -83,11 +83,13 @@ def murder(lab):
     first = site()
     first_seconds = time.monotonic() - started
     try:
-        # The backends own the users' mailboxes; an administrator creates them there.
+        # The backends own the users' mailboxes: site.yml created them there (murder_mailboxes).
         for user, backend in HOME.items():
             with cyha_imap.imap(hosts[backend]['service_addr4'], *ADMIN) as conn:
-                status, detail = conn.create(f'user.{user}')
-                assert status == 'OK', detail
+                assert f'user.{user}' in cyha_imap.mailboxes(conn), (user, backend)
+                status, data = conn.getquotaroot(f'user.{user}')
+                assert status == 'OK' and b'STORAGE 0 1048576' in b' '.join(
+                    part for part in data[1] if isinstance(part, bytes)), data
         yield {'hosts': hosts, 'first': first, 'first_seconds': first_seconds}
     finally:
         for host in hosts.values():

@@ -132,9 +132,8 @@ def pair(lab):
         started = time.monotonic()
         deployed = play('warm_spare.yml')
         seconds = time.monotonic() - started
-        with cyha_imap.imap(BE1_ADDR, *ADMIN) as conn:
-            status, detail = conn.create('user.alice')
-            assert status == 'OK', detail
+        with cyha_imap.imap(BE1_ADDR, *ADMIN) as conn:   # made by site.yml (murder_mailboxes), on the volume
+            assert 'user.alice' in cyha_imap.mailboxes(conn)
         assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.5), 'alice cannot log in through fe1'
         yield {'hosts': hosts, 'deployed': deployed, 'seconds': seconds}
     finally:

@@ -202,6 +202,7 @@ class Lab:
                 self.save(state)
             else:
                 log('lab already up: nothing to do')
+            self.repair_network(hosts)
             self.write_inventory(hosts, state)
             self.write_topology(hosts, state)
             return state
@@ -231,6 +232,16 @@ class Lab:
         self.save(state)
         log(f'lab up: {len(hosts)} hosts; inventory {self.inventory}')
         return state
+
+    def repair_network(self, hosts: list[dict]) -> None:
+        """A lab left behind by a run that cut links or deleted addresses gets them back: each host's
+        link up and its boot addresses present, as `up` made them."""
+        for host in hosts:
+            netns = host['netns']
+            run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
+            run(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+            run(['ip', '-n', netns, 'addr', 'replace', f"{host['addr4']}/24", 'dev', 'eth0'])
+            run(['ip', '-n', netns, 'addr', 'replace', f"{host['addr6']}/64", 'dev', 'eth0', 'nodad'])
 
     def make_san(self, state: dict, hosts: list[dict]) -> None:
         """One "SAN" disk per backend: an ext4 image with multiple-mount protection (update
@@ -341,6 +352,8 @@ class Lab:
         run(['ip', '-n', netns, 'addr', 'add', f"{host['addr4']}/24", 'dev', 'eth0'])
         run(['ip', '-n', netns, 'addr', 'add', f"{host['addr6']}/64", 'dev', 'eth0', 'nodad'])
         run(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+        # a link cut by a test (a fenced host) comes back with its IPv6 boot address
+        run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
         sock = os.path.join(self.sock_dir, name + '.sock')
         proc = spawn(['ip', 'netns', 'exec', netns, 'unshare', '--mount', '--uts', '--propagation', 'private',
                       'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock, sshd_conf],

@@ -9,8 +9,8 @@ process has been in the ring for a whole lap and none has left, so a process tha
 finishes early (a busy machine) is not mistaken for a broken filesystem.
 
 File layout (the file is made by the caller, at least 256 bytes long): bytes 0..K are the ring;
-64+i "process i is present", 192+i "process i holds a ring lock" (so nobody can lap it any more),
-128+i "process i has left" (the others stop judging).
+64+i "process i has opened the file", 192+i "process i holds a ring lock" (so nobody can lap it any
+more), 128+i "process i has left" (the others stop judging).
 """
 
 from __future__ import annotations
@@ -46,23 +46,25 @@ def worker(chan, path, index, procs_total, flavour, iterations, presence_wait=3.
         else:
             os.pwrite(fd, bytes([value]), at)
 
-    os.pwrite(fd, b'\x01', PRESENT + index)  # present; wait (briefly) for the others
+    os.pwrite(fd, b'\x01', PRESENT + index)
+    everyone = b'\x01' * procs_total
+    nobody = bytes(procs_total)
+    # Enter the ring at a lock of its own (process i at lock i, one lock stays free), then wait (briefly)
+    # until every process holds its lock: nobody starts running round the ring alone, however late
+    # the others were scheduled. From now on this process always holds a lock, so nobody can lap it.
+    at = index % locks_total
+    sysapi.setlk(fd, 'w', at, 1, wait=True)
+    os.pwrite(fd, b'\x01', IN_RING + index)
     waited = time.monotonic()
     deadline = waited + presence_wait
-    while os.pread(fd, procs_total, PRESENT) != b'\x01' * procs_total and time.monotonic() < deadline:
-        time.sleep(0.001)
+    while os.pread(fd, procs_total, IN_RING) != everyone and time.monotonic() < deadline:
+        time.sleep(0.0005)
     waited = time.monotonic() - waited
     last = [0] * locks_total
     judged = 0
     bad = 0
     values = set()
-    sysapi.setlk(fd, 'w', 0, 1, wait=True)
-    # in the ring: from now on this process always holds a lock, so nobody can lap it any more
-    os.pwrite(fd, b'\x01', IN_RING + index)
     started = time.monotonic()
-    at = 0
-    everyone = b'\x01' * procs_total
-    nobody = bytes(procs_total)
     since = None
     for step in range(iterations):
         nxt = (at + 1) % locks_total
