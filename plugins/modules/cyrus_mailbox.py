@@ -13,11 +13,11 @@ description:
   - Logs in to a Cyrus server as an administrator (one listed in its C(admins)) and makes the mailbox
     O(name) present or absent, idempotently, as C(cyradm)'s C(createmailbox), C(setquota) and
     C(deletemailbox) would.
-  - In a Murder, create a user's mailbox on the backend that should hold it (its service address):
+  - In a Murder, create a user's mailbox on the backend that should hold it (its service address);
     the backend pushes it to the mupdate master at once, and the frontends' mupdate slaves show it
     to users within seconds.
   - Mailbox names use Cyrus's internal form with C(.) between levels (V(user.alice),
-    V(user.alice.Archive), V(shared.support)), as with C(unixhierarchysep: no).
+    V(user.alice.Archive), V(shared.support)), as when C(unixhierarchysep) is V(no).
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
