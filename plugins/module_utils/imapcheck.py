@@ -129,32 +129,71 @@ def _quote(text: str) -> str:
     return '"' + text.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 
+def _temporary(code) -> bool:
+    """A refusal an MTA keeps the message queued for: 4xx, or no answer at all (connection level)."""
+    return code is None or 400 <= code < 500
+
+
 def lmtp_deliver(host: str, port: int, sender: str, recipients: list[str], message: bytes,
                  timeout: float = 10.0, lhlo: str = 'cyrus-ha-drill') -> dict:
-    """Deliver by LMTP; returns per-recipient status. A unix socket path is given as host with port 0."""
+    """Deliver by LMTP; returns per-recipient status. A unix socket path is given as host with port 0.
+    A refusal raises CheckError with details code (None: no SMTP answer) and temporary (an MTA would
+    queue the message and retry)."""
     try:
         if port == 0:
             client = smtplib.LMTP(host, timeout=timeout, local_hostname=lhlo)
         else:
             client = smtplib.LMTP(host, port, timeout=timeout, local_hostname=lhlo)
     except (OSError, smtplib.SMTPException) as exc:
-        raise CheckError(f'LMTP connection to {host}:{port} failed: {exc}') from exc
+        raise CheckError(f'LMTP connection to {host}:{port} failed: {exc}', code=None, temporary=True) from exc
     try:
         refused = client.sendmail(sender, recipients, message)
     except smtplib.SMTPRecipientsRefused as exc:
-        raise CheckError(f'LMTP at {host}:{port} refused every recipient: {exc.recipients}',
-                         refused={k: list(v) for k, v in exc.recipients.items()}) from exc
+        code = max(v[0] for v in exc.recipients.values()) if exc.recipients else None
+        raise CheckError(f'LMTP at {host}:{port} refused every recipient: {exc.recipients}', code=code,
+                         temporary=_temporary(code), refused={k: [v[0], v[1].decode('utf-8', 'replace')]
+                                                              for k, v in exc.recipients.items()}) from exc
+    except smtplib.SMTPResponseException as exc:
+        raise CheckError(f'LMTP delivery to {host}:{port} failed: {exc}', code=exc.smtp_code,
+                         temporary=_temporary(exc.smtp_code)) from exc
     except (OSError, smtplib.SMTPException) as exc:
-        raise CheckError(f'LMTP delivery to {host}:{port} failed: {exc}') from exc
+        raise CheckError(f'LMTP delivery to {host}:{port} failed: {exc}', code=None, temporary=True) from exc
     finally:
         try:
             client.quit()
         except (OSError, smtplib.SMTPException):
             pass
     if refused:
-        raise CheckError(f'LMTP at {host}:{port} refused {sorted(refused)}',
+        code = max(v[0] for v in refused.values())
+        raise CheckError(f'LMTP at {host}:{port} refused {sorted(refused)}', code=code, temporary=_temporary(code),
                          refused={k: [v[0], v[1].decode('utf-8', 'replace')] for k, v in refused.items()})
     return {'accepted': list(recipients)}
+
+
+def deliver_queued(p: dict, message: bytes, sleep=time.sleep) -> dict:
+    """Deliver one message as a queueing MTA would: a temporary refusal (4xx, no answer) keeps the same
+    message queued and tried again every p['retry_interval'] s for up to p['retry_for'] s; a permanent
+    refusal (5xx) or the end of that time raises CheckError. Returns attempts, seconds queued and the
+    first refusal."""
+    started = time.monotonic()
+    attempts = 0
+    first = None
+    while True:
+        attempts += 1
+        try:
+            lmtp_deliver(p['lmtp_host'] or p['host'], p['lmtp_port'], p['sender'], p['recipients'], message,
+                         p['timeout'])
+            return {'attempts': attempts, 'queued_seconds': round(time.monotonic() - started, 3) if first else 0.0,
+                    'first_refusal': first}
+        except CheckError as exc:
+            first = first or exc.msg
+            waited = time.monotonic() - started
+            if not exc.details.get('temporary') or waited + p.get('retry_interval', 1.0) > p.get('retry_for', 0):
+                exc.details.update(attempts=attempts, first_refusal=first)
+                if attempts > 1:
+                    exc.msg = f'{exc.msg} (after {attempts} attempts in {waited:.1f} s)'
+                raise
+            sleep(p.get('retry_interval', 1.0))
 
 
 def run_check(p: dict, check_mode: bool = False) -> dict:
@@ -169,8 +208,7 @@ def run_check(p: dict, check_mode: bool = False) -> dict:
             canaries.append({'message_id': message_id, 'sha256': sha256(message), 'size': len(message),
                              'recipients': p['recipients']})
             if not check_mode:
-                lmtp_deliver(p['lmtp_host'] or p['host'], p['lmtp_port'], p['sender'], p['recipients'], message,
-                             p['timeout'])
+                canaries[-1].update(deliver_queued(p, message))
         result['canaries'] = [] if check_mode else canaries
         result['elapsed'] = round(time.monotonic() - started, 3)
         return result

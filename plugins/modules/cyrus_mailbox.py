@@ -73,7 +73,7 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Logs in and reads; creates, changes and deletes nothing, and predicts RV(changed).
+    description: Logs in and reads; creates, changes and deletes nothing, and predicts whether it would.
   diff_mode:
     support: full
     description: RV(diff) shows whether the mailbox exists and its quota, before and after.

@@ -100,6 +100,19 @@ options:
     description: The envelope sender of V(deliver).
     type: str
     default: drill@canary.invalid
+  retry_for:
+    description:
+      - V(deliver) as a queueing MTA does it. A temporary refusal (a 4xx answer such as a Murder
+        frontend's C(451 Server(s) unavailable) while a backend fails over, or no answer at all) keeps
+        the same message and tries it again every O(retry_interval) seconds for up to this many seconds.
+        A permanent refusal (5xx) fails at once. V(0) tries once.
+      - Each canary then tells how many attempts it took, how long it stayed queued and the first refusal.
+    type: float
+    default: 0
+  retry_interval:
+    description: Seconds between two attempts of a queued delivery.
+    type: float
+    default: 1
 attributes:
   check_mode:
     support: full
@@ -155,7 +168,9 @@ action:
   returned: always
   type: str
 canaries:
-  description: The canaries stored or delivered (Message-ID, SHA-256 of the exact bytes, size, mailbox or recipients).
+  description:
+    - The canaries stored or delivered (Message-ID, SHA-256 of the exact bytes, size, mailbox or recipients).
+    - Delivered ones also carry C(attempts), C(queued_seconds) and C(first_refusal) (see O(retry_for)).
   returned: always
   type: list
   elements: dict
@@ -231,6 +246,8 @@ def main():
             lmtp_port=dict(type='int', default=24),
             recipients=dict(type='list', elements='str'),
             sender=dict(type='str', default='drill@canary.invalid'),
+            retry_for=dict(type='float', default=0),
+            retry_interval=dict(type='float', default=1),
         ),
         required_if=[('action', 'login', ('user', 'password')), ('action', 'append', ('user', 'password')),
                      ('action', 'verify', ('user', 'password', 'canaries')), ('action', 'deliver', ('recipients',))],
@@ -246,6 +263,8 @@ def main():
         module.fail_json(msg=f"tag '{p['tag']}' may hold only letters, digits, - and _")
     if p['wait'] < 0 or p['timeout'] <= 0:
         module.fail_json(msg='wait must be >= 0 and timeout > 0')
+    if not 0 <= p['retry_for'] <= 86400 or not 0.05 <= p['retry_interval'] <= 3600:
+        module.fail_json(msg='retry_for must be between 0 and 86400 s and retry_interval between 0.05 and 3600 s')
     for option in ('canaries', 'recipients'):
         if p[option] is not None and not p[option]:
             module.fail_json(msg=f'{option} must not be empty')

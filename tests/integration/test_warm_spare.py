@@ -242,32 +242,48 @@ def test_interrupted_failover_is_completed_by_the_next_run(pair):
     assert placement() == HOME
 
 
-@pytest.mark.parametrize('run', ['1', '2'])
-def test_planned_drill_passes_twice_in_a_row_and_writes_its_report(pair, tmp_path, run):
-    proc = play('drill.yml', '-e', 'warm_spare_instance=be1', '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice',
-                '-e', 'drill_password=cyha-lab-alice', '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}',
+FAILOVER_PHASES = {
+    'planned': ('instance stopped', 'address released', 'volume unmounted', 'volume mounted', 'address taken',
+                'instance up', 'first IMAP login'),
+    'instance-killed': ('instance killed', 'instance stopped', 'address released', 'volume unmounted',
+                        'volume mounted', 'address taken', 'instance up', 'first IMAP login'),
+    'link-down': ('home link down', 'home fenced', 'volume mounted', 'address taken', 'instance up',
+                  'first IMAP login'),
+}
+
+
+@pytest.mark.parametrize('run, failure', [('1', 'planned'), ('2', 'planned'), ('3', 'instance-killed'),
+                                          ('4', 'link-down')])
+def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, failure):
+    proc = play('drill.yml', '-e', '@playbooks/vars/drill_lab.yml', '-e', 'warm_spare_instance=be1',
+                '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
+                '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}', '-e', f'drill_failure={failure}',
                 check=False)
     base = tmp_path / f'drill-be1-{run}'
     assert os.path.exists(f'{base}.json'), proc.stdout[-4000:]
     with open(f'{base}.json', encoding='utf-8') as handle:
         report = json.load(handle)
     assert proc.returncode == 0, proc.stdout[-4000:]
-    assert report['passed'] is True
+    assert report['passed'] is True and report['failure'] == failure
     assert report['canaries']['missing'] == 0 and report['canaries']['changed'] == 0
     assert report['canaries']['found'] == report['canaries']['expected'] == 8   # 3 APPEND, 3 LMTP, 1 after, 1 outage
+    outage = report['outage_delivery']
+    assert outage['delivered'] is True and outage['found'] is True, outage
+    assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never refused: ' \
+        'it proved no queueing'
     phases = [p['phase'] for p in report['phases']]
-    for phase in ('failure injected', 'instance stopped', 'address released', 'volume unmounted', 'volume mounted',
-                  'address taken', 'instance up', 'first IMAP login', 'LMTP delivery', 'canaries verified',
-                  'failed back, canaries verified'):
-        assert phase in phases, (phase, phases)
-    assert phases.index('volume unmounted') < phases.index('volume mounted') < phases.index('address taken') \
-        < phases.index('instance up') <= phases.index('first IMAP login')
+    order = [phases.index(phase) for phase in FAILOVER_PHASES[failure]]
+    assert order == sorted(order), (failure, phases)
+    assert phases.index('failure injected') <= order[0]
+    assert 'canaries verified' in phases and 'failed back, canaries verified' in phases
     with open(f'{base}.md', encoding='utf-8') as handle:
         assert '- result: **PASSED**' in handle.read()
     ET.parse(f'{base}.svg')
-    print(f'drill {run}: planned failover to first IMAP login {report["failover_seconds"]:.2f} s; '
-          f'outage delivery {report["outage_delivery"]}')
+    print(f'drill {run} ({failure}): failure to first IMAP login {report["failover_seconds"]:.2f} s; outage '
+          f'delivery {outage["attempts"]} attempts, queued {outage["queued_seconds"]} s')
     assert placement() == HOME
+    if failure == 'link-down':
+        assert record('be1')['active'] == 'be1'
 
 
 @pytest.mark.parametrize('failure', ['instance killed', 'home link down'])
@@ -287,8 +303,7 @@ def test_unplanned_failover_fences_the_home_node_first(pair, failure):
                     '-e', f'warm_spare_fence_tasks={fence}')
         print(f'unplanned failover ({failure}) with the lab fencing step: {time.monotonic() - started:.1f} s')
         assert 'be1' not in labutil.recap(proc.stdout), 'the failed home node must not be asked'
-        assert placement()['master'] == 'cyha-spare' and has_address('cyha-spare', BE1_ADDR)
-        assert not has_address('cyha-be1', BE1_ADDR), 'fencing deletes the address on the home node'
+        assert placement() == SPARE, 'fencing deletes the address and unmounts the volume on the home node'
         assert record('spare')['fenced_peer'] == 'be1'
         assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.2)
         with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
@@ -296,6 +311,6 @@ def test_unplanned_failover_fences_the_home_node_first(pair, failure):
             assert len(conn.search(None, 'SUBJECT', subject)[1][0].split()) == 1
     finally:
         subprocess.run(['ip', '-n', 'cyha-be1', 'link', 'set', 'eth0', 'up'], check=False)
-    labutil.poll(lambda: on('be1', ['true']).returncode == 0, 30, interval=0.5)
+    assert labutil.poll(lambda: on('be1', ['true']).returncode == 0, 30, interval=0.5), 'be1 is not back'
     play('failback.yml', '-e', 'warm_spare_instance=be1')
     assert placement() == HOME

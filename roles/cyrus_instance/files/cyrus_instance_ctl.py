@@ -5,8 +5,9 @@
     python3 cyrus_instance_ctl.py ACTION --imapd-conf F --cyrus-conf F --pidfile F --master BIN
                                   [--address IP ...] [--check] [--timeout SECONDS]
 
-ACTION is status, layout, prepare, start, stop or restart (layout creates the --directory
-paths, owned by --user/--group, mode 0750; prepare creates the run-time directories). The answer is one JSON object on stdout
+ACTION is status, layout, prepare, start, stop, restart or kill (layout creates the --directory
+paths, owned by --user/--group, mode 0750; prepare creates the run-time directories; kill is a
+crash for failover drills: SIGKILL to every process of the instance, the pidfile left behind). The answer is one JSON object on stdout
 (changed, state, pid, msg); the exit status is 0 unless the action failed. The instance is
 identified by its pidfile and by its imapd.conf path, which every process of the instance
 carries after -C: processes of other instances on the same machine are never touched.
@@ -194,9 +195,28 @@ def stop(args) -> dict:
     return {'changed': True, 'state': 'stopped', 'pid': pid, 'msg': 'master stopped'}
 
 
+def kill(args) -> dict:
+    """A crash, for drills: SIGKILL to the master and every service of the instance at once."""
+    victims = instance_pids(args.imapd_conf)
+    if not victims:
+        return {'changed': False, 'state': 'stopped', 'pid': None, 'msg': 'no process of the instance runs'}
+    if args.check:
+        return {'changed': True, 'state': 'killed', 'pid': master_pid(args), 'msg': 'would be killed'}
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + args.timeout
+    while instance_pids(args.imapd_conf) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return {'changed': True, 'state': 'killed', 'pid': None, 'msg': f'killed {len(victims)} processes',
+            'killed': sorted(victims)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('action', choices=('status', 'layout', 'prepare', 'start', 'stop', 'restart'))
+    parser.add_argument('action', choices=('status', 'layout', 'prepare', 'start', 'stop', 'restart', 'kill'))
     parser.add_argument('--imapd-conf', required=True)
     parser.add_argument('--cyrus-conf', required=True)
     parser.add_argument('--pidfile', required=True)
@@ -223,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             result = start(args)
         elif args.action == 'stop':
             result = stop(args)
+        elif args.action == 'kill':
+            result = kill(args)
         else:
             stopped = stop(args)
             result = start(args) if not args.check else dict(stopped, state='started', msg='master would be restarted')

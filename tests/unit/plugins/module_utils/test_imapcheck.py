@@ -72,3 +72,55 @@ def test_verify_accepts_a_delivered_copy_that_ends_with_the_canary(monkeypatch):
               'fail_on_loss': True}
     result = imapcheck.run_check(params)
     assert result['found'] == 2 and result['duplicated'] == [other_id] and result['missing'] == []
+
+
+DELIVER = {'host': 'fe1', 'lmtp_host': None, 'lmtp_port': 24, 'sender': 's@x', 'recipients': ['alice'],
+           'timeout': 1, 'retry_interval': 1.0}
+
+
+def _answers(monkeypatch, answers):
+    """lmtp_deliver answering from a list: an exception is raised, anything else is an acceptance."""
+    sent = []
+
+    def fake(host, port, sender, recipients, message, timeout):
+        sent.append(message)
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return {'accepted': recipients}
+
+    monkeypatch.setattr(imapcheck, 'lmtp_deliver', fake)
+    return sent
+
+
+def _refusal(code):
+    return imapcheck.CheckError(f'LMTP delivery to fe1:24 failed: ({code}, x)', code=code,
+                                temporary=imapcheck._temporary(code))
+
+
+def test_a_queued_delivery_retries_the_same_message_until_accepted(monkeypatch):
+    sent = _answers(monkeypatch, [_refusal(451), _refusal(None), 'ok'])
+    naps = []
+    out = imapcheck.deliver_queued(dict(DELIVER, retry_for=60), b'the message', sleep=naps.append)
+    assert out['attempts'] == 3 and out['first_refusal'] == 'LMTP delivery to fe1:24 failed: (451, x)'
+    assert sent == [b'the message'] * 3 and naps == [1.0, 1.0]
+
+
+def test_a_permanent_refusal_is_not_retried(monkeypatch):
+    _answers(monkeypatch, [_refusal(451), _refusal(550)])
+    with pytest.raises(imapcheck.CheckError) as caught:
+        imapcheck.deliver_queued(dict(DELIVER, retry_for=60), b'm', sleep=lambda s: None)
+    assert caught.value.msg == 'LMTP delivery to fe1:24 failed: (550, x) (after 2 attempts in 0.0 s)'
+    assert caught.value.details['attempts'] == 2 and caught.value.details['code'] == 550
+
+
+def test_without_retry_one_temporary_refusal_fails(monkeypatch):
+    _answers(monkeypatch, [_refusal(451)])
+    with pytest.raises(imapcheck.CheckError) as caught:
+        imapcheck.deliver_queued(dict(DELIVER, retry_for=0), b'm', sleep=lambda s: None)
+    assert caught.value.msg == 'LMTP delivery to fe1:24 failed: (451, x)' and caught.value.details['temporary']
+
+
+@pytest.mark.parametrize('code, temporary', [(None, True), (421, True), (451, True), (550, False), (554, False)])
+def test_what_an_mta_keeps_queued(code, temporary):
+    assert imapcheck._temporary(code) is temporary

@@ -1,0 +1,118 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""A standalone Cyrus instance (`cyhaimap`) on lab host be2, bound to 198.51.100.246, with an
+administrator and alice: the real server the IMAP modules' tests talk to from another lab host."""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import imaplib
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+
+import labutil
+
+HOST, NETNS, ADDRESS, NAME = 'be2', 'cyha-be2', '198.51.100.246', 'cyhaimap'
+SERVERNAME = 'cyhaimap.cyha.test'
+ETC, CONFIGDIR, SPOOL, RUN = f'/etc/cyrus-ha/{NAME}', f'/var/lib/cyrus-ha/{NAME}', f'/var/spool/cyrus-ha/{NAME}', \
+    f'/run/cyrus-ha/{NAME}'
+BIN = '/usr/lib/cyrus/bin'
+PASSWORDS = {'cyrus': 'cyha-admin-secret', 'alice': 'cyha-alice-secret'}
+
+IMAPD = f'''configdirectory: {CONFIGDIR}
+partition-default: {SPOOL}
+servername: {SERVERNAME}
+syslog_prefix: cyrus-{NAME}
+proc_path: {RUN}/proc
+mboxname_lockpath: {RUN}/lock
+lmtpsocket: {RUN}/lmtp
+idlesocket: {RUN}/idle
+notifysocket: {RUN}/notify
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: {CONFIGDIR}/sasldb2
+sasl_mech_list: PLAIN LOGIN
+allowplaintext: yes
+master_bind_errors_fatal: yes
+admins: cyrus
+altnamespace: no
+unixhierarchysep: no
+'''
+
+CYRUS = f'''START {{
+  recover cmd="{BIN}/ctl_cyrusdb -C {ETC}/imapd.conf -r"
+}}
+SERVICES {{
+  imap cmd="imapd -C {ETC}/imapd.conf" listen="{ADDRESS}:143" prefork=0 maxchild=10
+  lmtp cmd="lmtpd -a -C {ETC}/imapd.conf" listen="{ADDRESS}:24" prefork=0 maxchild=5
+}}
+EVENTS {{
+}}
+'''
+
+
+def on_be2(command: str, check: bool = True):
+    return labutil.ansible(HOST, 'ansible.builtin.command', command, check=check)
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0] not in ('Z', 'X')
+    except OSError:
+        return False
+
+
+def listening() -> bool:
+    try:
+        with socket.create_connection((ADDRESS, 143), timeout=2) as conn:
+            return conn.recv(100).startswith(b'* OK')
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def instance():
+    """The instance, running, with user.alice and user.alice.Drill; removed again afterwards."""
+    cyrus, mail = pwd.getpwnam('cyrus').pw_uid, grp.getgrnam('mail').gr_gid
+    for path in (ETC, CONFIGDIR, SPOOL):
+        shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(ETC)
+    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS)):
+        with open(os.path.join(ETC, name), 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.chmod(os.path.join(ETC, name), 0o640)
+        os.chown(os.path.join(ETC, name), 0, mail)
+    for sub in ('', 'db', 'log', 'msg', 'proc', 'quota', 'user', 'lock', 'socket', 'sieve'):
+        os.makedirs(os.path.join(CONFIGDIR, sub), exist_ok=True)
+    os.makedirs(SPOOL)
+    for user, password in PASSWORDS.items():
+        subprocess.run(['saslpasswd2', '-p', '-c', '-f', f'{CONFIGDIR}/sasldb2', '-u', SERVERNAME, user],
+                       input=password, text=True, check=True)
+    for root in (CONFIGDIR, SPOOL):
+        for directory, dirs, files in os.walk(root):
+            for entry in [directory] + [os.path.join(directory, f) for f in files]:
+                os.chown(entry, cyrus, mail)
+    subprocess.run(['ip', '-n', NETNS, 'addr', 'add', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
+    on_be2(f'install -d -o cyrus -g mail -m 0750 {RUN}')
+    on_be2(f'{BIN}/master -C {ETC}/imapd.conf -M {ETC}/cyrus.conf -p {RUN}/master.pid -d')
+    assert labutil.poll(listening, 15), 'the test instance does not answer IMAP'
+    pid = int(on_be2(f'cat {RUN}/master.pid').stdout.split('>>', 1)[-1])
+    admin = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+    admin.login('cyrus', PASSWORDS['cyrus'])
+    assert admin.create('user.alice')[0] == 'OK'
+    assert admin.create('user.alice.Drill')[0] == 'OK'
+    admin.logout()
+    yield pid
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if not labutil.poll(lambda: not alive(pid), 15):
+        os.kill(pid, signal.SIGKILL)
+    subprocess.run(['ip', '-n', NETNS, 'addr', 'del', f'{ADDRESS}/24', 'dev', 'eth0'], check=False)
+    for path in (ETC, CONFIGDIR, SPOOL):
+        shutil.rmtree(path, ignore_errors=True)
