@@ -64,15 +64,21 @@ lab: lab-up
 	    -e hosts_report_hosts=cyha_lab -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
 	@echo '== 2/4 deploy the Cyrus Murder with warm-spare pairs (backends on their SAN volumes)'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/warm_spare.yml
-	@echo '== 3/4 qualify the storage the backends share (single-host and cross-host checks)'
+	@echo '== 3/4 qualify storage: a directory the backends and the spare share (single-host and cross-host'
+	@echo '       checks), then each backend mail store on its SAN volume (single-host checks)'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
-	    -e probe_storage_hosts=backends -e '{"probe_storage_paths": ["/var/spool/cyrus-ha"]}' \
-	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage.json
+	    -e probe_storage_hosts=backends:spares -e '{"probe_storage_paths": ["/var/spool/cyrus-ha"]}' \
+	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage_shared.json
+	set -e; for n in $$(seq 1 $(BACKENDS)); do \
+	  $(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
+	    -e probe_storage_hosts=be$$n -e "{\"probe_storage_paths\": [\"/srv/cyrus-ha/be$$n/spool\"]}" \
+	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage_be$$n.json; \
+	done
 	@echo '== 4/4 failover drill: be1 to the spare and back, canaries verified'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/drill.yml \
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
-	@echo "lab: reports in $(REPORTS)/: hosts.txt, probe_storage.json, drill/ (JSON, Markdown, SVG timeline)"
+	@echo "lab: reports in $(REPORTS)/: hosts.txt, probe_storage_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
 	@echo "lab: inventory $(LAB_DIR)/inventory.yml (+ topology.yml for cyrus.ha.murder); 'make lab-down' removes the lab"
 
 test: deps env
