@@ -29,6 +29,10 @@ description:
     different before the first dot; exactly one mupdate master; warm spares only for backends,
     on another host, each with its own volume and mount point. Errors name the offending entry, such as
     C(instances.be1.address)."
+notes:
+  - Ansible only warns when an inventory source cannot be parsed and goes on with no hosts from it;
+    set C(any_unparsed_is_failed = true) in the C([inventory]) section of C(ansible.cfg) (as this
+    collection's own C(ansible.cfg) does) so a rejected topology stops the run with its error.
 author:
   - cyrus.ha contributors (@cyrus-ha)
 requirements:

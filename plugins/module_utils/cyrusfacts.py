@@ -26,8 +26,9 @@ DEFAULT_PIDFILES = ('/run/cyrus-master.pid', '/var/run/cyrus-master.pid')
 
 
 def find_bindir(candidates=BINDIRS):
+    """The directory of Cyrus's daemons: Debian's has master, RHEL's cyrus-master (postfix has a master)."""
     for candidate in candidates:
-        if os.path.isfile(os.path.join(candidate, 'master')):
+        if any(os.path.isfile(os.path.join(candidate, name)) for name in ('master', 'cyrus-master')):
             return candidate
     return None
 

@@ -269,8 +269,11 @@ def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, f
     assert report['canaries']['found'] == report['canaries']['expected'] == 8   # 3 APPEND, 3 LMTP, 1 after, 1 outage
     outage = report['outage_delivery']
     assert outage['delivered'] is True and outage['found'] is True, outage
-    assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never refused: ' \
-        'it proved no queueing'
+    if failure != 'link-down':
+        # the instance is gone before the delivery starts: the frontend refuses it (451) and it stays queued.
+        # With the link down, the frontend may instead hold the attempt open until the spare answers.
+        assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never ' \
+            'refused: it proved no queueing'
     phases = [p['phase'] for p in report['phases']]
     order = [phases.index(phase) for phase in FAILOVER_PHASES[failure]]
     assert order == sorted(order), (failure, phases)

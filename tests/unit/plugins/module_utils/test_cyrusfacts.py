@@ -121,3 +121,13 @@ def test_version_falls_back_to_the_next_config_that_cyr_info_reads(tmp_path):
     assert facts['version'] == '3.6.1'
     assert tried == [str(tmp_path / 'etc' / 'a' / 'imapd.conf'), str(tmp_path / 'etc' / 'b' / 'imapd.conf')]
     assert facts['paths']['master'] == str(bindir / 'master')
+
+
+@pytest.mark.parametrize('daemon', ['master', 'cyrus-master'])
+def test_the_daemon_directory_of_debian_and_rhel(tmp_path, daemon):
+    debian, rhel = tmp_path / 'lib-cyrus-bin', tmp_path / 'libexec-cyrus-imapd'
+    debian.mkdir()
+    rhel.mkdir()
+    (rhel / daemon).write_text('')
+    assert cyrusfacts.find_bindir((str(debian), str(rhel))) == str(rhel)
+    assert cyrusfacts.find_bindir((str(debian),)) is None
