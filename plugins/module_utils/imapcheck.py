@@ -18,6 +18,9 @@ import socket
 import time
 
 DEFAULT_DOMAIN = 'canary.invalid'
+# The connection options of every module that talks IMAP (documented by the cyrus.ha.imap_connection fragment).
+CONNECTION_ARGS = dict(port=dict(type='int', default=143), ssl=dict(type='bool', default=False),
+                       starttls=dict(type='bool', default=False), timeout=dict(type='float', default=10))
 
 
 class CheckError(Exception):

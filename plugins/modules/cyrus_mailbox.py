@@ -20,6 +20,8 @@ description:
     V(user.alice.Archive), V(shared.support)), as when C(unixhierarchysep) is V(no).
 author:
   - cyrus.ha contributors (@cyrus-ha)
+extends_documentation_fragment:
+  - cyrus.ha.imap_connection
 options:
   name:
     description: The mailbox, for example V(user.alice).
@@ -42,18 +44,6 @@ options:
     description: The server's address (a backend's service address in a Murder).
     type: str
     required: true
-  port:
-    description: The IMAP port.
-    type: int
-    default: 143
-  ssl:
-    description: Use IMAP over TLS.
-    type: bool
-    default: false
-  starttls:
-    description: Issue STARTTLS before LOGIN.
-    type: bool
-    default: false
   user:
     description: The administrator to log in as.
     type: str
@@ -66,10 +56,6 @@ options:
     description: Keep retrying the login for up to this many seconds (a server still starting).
     type: float
     default: 0
-  timeout:
-    description: Socket timeout in seconds.
-    type: float
-    default: 10
 attributes:
   check_mode:
     support: full
@@ -137,24 +123,21 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.imapadmin import manage
-from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CheckError, resolve
+from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CONNECTION_ARGS, CheckError, resolve
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            **CONNECTION_ARGS,
             name=dict(type='str', required=True),
             state=dict(type='str', default='present', choices=['present', 'absent']),
             partition=dict(type='str'),
             quota=dict(type='int'),
             host=dict(type='str', required=True),
-            port=dict(type='int', default=143),
-            ssl=dict(type='bool', default=False),
-            starttls=dict(type='bool', default=False),
             user=dict(type='str', default='cyrus'),
             password=dict(type='str', required=True, no_log=True),
             wait=dict(type='float', default=0),
-            timeout=dict(type='float', default=10),
         ),
         mutually_exclusive=[('ssl', 'starttls')],
         supports_check_mode=True,

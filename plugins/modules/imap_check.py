@@ -23,6 +23,8 @@ description:
   - V(login) only logs in and selects O(mailbox), reporting the time to the first successful login.
 author:
   - cyrus.ha contributors (@cyrus-ha)
+extends_documentation_fragment:
+  - cyrus.ha.imap_connection
 options:
   action:
     description: What to do.
@@ -33,18 +35,6 @@ options:
     description: The IMAP server (a Murder frontend's service address for drills).
     type: str
     required: true
-  port:
-    description: The IMAP port.
-    type: int
-    default: 143
-  ssl:
-    description: Use IMAP over TLS (port 993 usually).
-    type: bool
-    default: false
-  starttls:
-    description: Issue STARTTLS before LOGIN.
-    type: bool
-    default: false
   user:
     description: The IMAP user. Needed for every action but V(deliver).
     type: str
@@ -80,10 +70,6 @@ options:
       - Keep retrying the login for up to this many seconds (a failover in progress). V(0) tries once.
     type: float
     default: 0
-  timeout:
-    description: Socket timeout in seconds for each connection.
-    type: float
-    default: 10
   lmtp_host:
     description: The LMTP server for V(deliver) (a frontend's service address); defaults to O(host).
       An absolute path is a unix socket.
@@ -221,17 +207,15 @@ elapsed:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CheckError, canaries_valid, resolve, run_check
+from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CONNECTION_ARGS, CheckError, canaries_valid, resolve, run_check
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
+            **CONNECTION_ARGS,
             action=dict(type='str', default='login', choices=['login', 'append', 'deliver', 'verify']),
             host=dict(type='str', required=True),
-            port=dict(type='int', default=143),
-            ssl=dict(type='bool', default=False),
-            starttls=dict(type='bool', default=False),
             user=dict(type='str'),
             password=dict(type='str', no_log=True),
             mailbox=dict(type='str', default='INBOX'),
@@ -241,7 +225,6 @@ def main():
             canaries=dict(type='list', elements='dict'),
             fail_on_loss=dict(type='bool', default=True),
             wait=dict(type='float', default=0),
-            timeout=dict(type='float', default=10),
             lmtp_host=dict(type='str'),
             lmtp_port=dict(type='int', default=24),
             recipients=dict(type='list', elements='str'),

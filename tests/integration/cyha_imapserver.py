@@ -76,9 +76,16 @@ def listening() -> bool:
         return False
 
 
-@contextlib.contextmanager
-def instance():
-    """The instance, running, with user.alice and user.alice.Drill; removed again afterwards."""
+def start() -> int:
+    """The instance, running, with user.alice and user.alice.Drill: its master's PID (remove() undoes it)."""
+    try:
+        return _start()
+    except BaseException:
+        remove(None)
+        raise
+
+
+def _start() -> int:
     cyrus, mail = pwd.getpwnam('cyrus').pw_uid, grp.getgrnam('mail').gr_gid
     for path in (ETC, CONFIGDIR, SPOOL):
         shutil.rmtree(path, ignore_errors=True)
@@ -108,11 +115,21 @@ def instance():
     assert admin.create('user.alice')[0] == 'OK'
     assert admin.create('user.alice.Drill')[0] == 'OK'
     admin.logout()
-    yield pid
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    if not labutil.poll(lambda: not alive(pid), 15):
-        os.kill(pid, signal.SIGKILL)
+    return pid
+
+
+def remove(pid) -> None:
+    """Stop the instance by its master's PID (None: by its pidfile, if any) and remove everything it had."""
+    if pid is None:   # the pidfile is in be2's own /run
+        found = on_be2(f'cat {RUN}/master.pid', check=False)
+        with contextlib.suppress(ValueError, IndexError):
+            pid = int(found.stdout.split('>>', 1)[-1].split()[0]) if found.returncode == 0 else None
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if not labutil.poll(lambda: not alive(pid), 15):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     subprocess.run(['ip', '-n', NETNS, 'addr', 'del', f'{ADDRESS}/24', 'dev', 'eth0'], check=False)
     for path in (ETC, CONFIGDIR, SPOOL):
         shutil.rmtree(path, ignore_errors=True)

@@ -51,6 +51,21 @@ def ansible(pattern: str, module: str, args: str = '', *extra: str, check: bool 
     return run(argv + list(extra), check=check)
 
 
+def module_result(host: str, module: str, args: dict, tree_dir, check_mode: bool = False,
+                  diff: bool = False) -> dict:
+    """Run one module on one lab host over SSH (ad hoc); its result as the module returned it, plus
+    failed (from the exit code) and _output (what Ansible printed)."""
+    tree = os.path.join(str(tree_dir), f'tree-{len(os.listdir(tree_dir))}')
+    argv = [os.path.join(BIN, 'ansible'), '-i', inventory(), host, '-m', module, '-a', json.dumps(args),
+            '--tree', tree] + (['--check'] if check_mode else []) + (['--diff'] if diff else [])
+    proc = run(argv)
+    with open(os.path.join(tree, host), encoding='utf-8') as handle:
+        result = json.load(handle)
+    result['failed'] = proc.returncode != 0
+    result['_output'] = proc.stdout + proc.stderr
+    return result
+
+
 def playbook(path: str, *extra: str, check: bool = True, **extra_env) -> subprocess.CompletedProcess:
     argv = [os.path.join(BIN, 'ansible-playbook'), '-i', inventory(), path, *extra]
     return run(argv, check=check, **extra_env)

@@ -6,8 +6,6 @@ lab host be2), run by Ansible on another lab host (fe1): changed, not changed, c
 from __future__ import annotations
 
 import imaplib
-import json
-import os
 
 import pytest
 
@@ -22,21 +20,17 @@ ADMIN = {'host': ADDRESS, 'password': PASSWORDS['cyrus']}
 
 @pytest.fixture(scope='module')
 def server(lab):
-    with cyha_imapserver.instance() as pid:
+    pid = cyha_imapserver.start()
+    try:
         yield pid
+    finally:
+        cyha_imapserver.remove(pid)
 
 
 def mailbox(tmp_path, *, check_mode: bool = False, diff: bool = False, **args) -> dict:
-    tree = tmp_path / f'tree-{len(os.listdir(tmp_path))}'
-    argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'fe1', '-m', 'cyrus.ha.cyrus_mailbox',
-            '-a', json.dumps(dict(ADMIN, **args)), '--tree', str(tree)] + (['--check'] if check_mode else []) + \
-        (['--diff'] if diff else [])
-    proc = labutil.run(argv)
-    with open(tree / 'fe1', encoding='utf-8') as handle:
-        result = json.load(handle)
-    result['failed'] = proc.returncode != 0
-    result['_output'] = proc.stdout + proc.stderr
-    return result
+    """Run cyrus.ha.cyrus_mailbox on fe1 over SSH as the instance's administrator."""
+    return labutil.module_result('fe1', 'cyrus.ha.cyrus_mailbox', dict(ADMIN, **args), tmp_path,
+                                 check_mode=check_mode, diff=diff)
 
 
 def state(name: str):

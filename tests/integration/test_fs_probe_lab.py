@@ -50,9 +50,14 @@ def test_one_sshfs_mount_is_coherent_and_ping_pong_agrees(sshfs_mount, export):
     assert out['rc'] == 0 and out['changed'] is False, out
     rep = out['ansible_facts']['fs_probe'][sshfs_mount]
     assert rep['verdict'] == 'degraded', rep['reasons']
-    assert rep['reasons'] == ['hard_links: nlink went [1, 1, 1] instead of [2, 2, 1]']
+    # The sftp-server behind the mount competes for the CPUs with everything else on a busy test machine:
+    # its metadata rate may sag between batches (a metadata_scale warning, never unsafe). Nothing else may.
+    assert rep['reasons'][0] == 'hard_links: nlink went [1, 1, 1] instead of [2, 2, 1]'
+    assert all(reason.startswith('metadata_scale: ') for reason in rep['reasons'][1:]), rep['reasons']
     expected = dict.fromkeys(rep['checks'], 'pass')
     expected['hard_links'] = 'fail'
+    expected['metadata_scale'] = rep['checks']['metadata_scale']['status']
+    assert expected['metadata_scale'] in ('pass', 'warn')
     assert {name: check['status'] for name, check in rep['checks'].items()} == expected
     assert rep['checks']['hard_links']['evidence']['same_file'] is True
     assert rep['identity']['fuse_subtype'] == 'sshfs' and rep['identity']['shared'] is True

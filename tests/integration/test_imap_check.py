@@ -6,8 +6,6 @@
 from __future__ import annotations
 
 import imaplib
-import json
-import os
 import subprocess
 import threading
 
@@ -24,21 +22,16 @@ PASSWORDS = cyha_imapserver.PASSWORDS
 
 @pytest.fixture(scope='module')
 def server(lab):
-    with cyha_imapserver.instance() as pid:
+    pid = cyha_imapserver.start()
+    try:
         yield pid
+    finally:
+        cyha_imapserver.remove(pid)
 
 
 def check(tmp_path, *, check_mode: bool = False, **args) -> dict:
     """Run cyrus.ha.imap_check on fe1 over SSH; return its result (failed from the exit code)."""
-    tree = tmp_path / f'tree-{len(os.listdir(tmp_path))}'
-    argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'fe1', '-m', 'cyrus.ha.imap_check',
-            '-a', json.dumps(args), '--tree', str(tree)] + (['--check'] if check_mode else [])
-    proc = labutil.run(argv)
-    with open(tree / 'fe1', encoding='utf-8') as handle:
-        result = json.load(handle)
-    result['failed'] = proc.returncode != 0
-    result['_output'] = proc.stdout + proc.stderr
-    return result
+    return labutil.module_result('fe1', 'cyrus.ha.imap_check', args, tmp_path, check_mode=check_mode)
 
 
 ALICE = {'host': ADDRESS, 'user': 'alice', 'password': PASSWORDS['alice']}
