@@ -11,6 +11,7 @@ import os
 
 import pytest
 
+import cyha_imapserver
 import labutil
 
 
@@ -23,3 +24,13 @@ def lab():
     yield labutil.lab_hosts()
     if not os.environ.get('CYHA_LAB_KEEP'):
         labutil.lab('down')
+
+
+@pytest.fixture(scope='module')
+def imap_server(lab):
+    """The standalone Cyrus instance of cyha_imapserver on be2 (one per test module that asks): its master's PID."""
+    pid = cyha_imapserver.start()
+    try:
+        yield pid
+    finally:
+        cyha_imapserver.remove(pid)

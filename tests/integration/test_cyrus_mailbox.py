@@ -18,14 +18,6 @@ ADDRESS, PASSWORDS = cyha_imapserver.ADDRESS, cyha_imapserver.PASSWORDS
 ADMIN = {'host': ADDRESS, 'password': PASSWORDS['cyrus']}
 
 
-@pytest.fixture(scope='module')
-def server(lab):
-    pid = cyha_imapserver.start()
-    try:
-        yield pid
-    finally:
-        cyha_imapserver.remove(pid)
-
 
 def mailbox(tmp_path, *, check_mode: bool = False, diff: bool = False, **args) -> dict:
     """Run cyrus.ha.cyrus_mailbox on fe1 over SSH as the instance's administrator."""
@@ -51,7 +43,7 @@ def state(name: str):
         conn.logout()
 
 
-def test_create_with_quota_then_unchanged_then_check_mode(server, tmp_path):
+def test_create_with_quota_then_unchanged_then_check_mode(imap_server, tmp_path):
     predicted = mailbox(tmp_path, check_mode=True, name='user.bob', quota=10240)
     assert not predicted['failed'] and predicted['changed'] is True, predicted['_output']
     assert predicted['actions'] == ['create', 'quota 10240 KiB'] and state('user.bob') == (False, None)
@@ -66,7 +58,7 @@ def test_create_with_quota_then_unchanged_then_check_mode(server, tmp_path):
     assert PASSWORDS['cyrus'] not in created['_output'] + again['_output']
 
 
-def test_quota_changed_and_removed_leaves_the_mail(server, tmp_path):
+def test_quota_changed_and_removed_leaves_the_mail(imap_server, tmp_path):
     mailbox(tmp_path, name='user.carol', quota=2048)
     conn = imaplib.IMAP4(ADDRESS, 143, timeout=10)
     conn.login('cyrus', PASSWORDS['cyrus'])
@@ -87,7 +79,7 @@ def test_quota_changed_and_removed_leaves_the_mail(server, tmp_path):
     conn.logout()
 
 
-def test_absent_deletes_once_and_check_mode_keeps_it(server, tmp_path):
+def test_absent_deletes_once_and_check_mode_keeps_it(imap_server, tmp_path):
     mailbox(tmp_path, name='user.dave')
     predicted = mailbox(tmp_path, check_mode=True, name='user.dave', state='absent')
     assert predicted['changed'] is True and predicted['actions'] == ['delete'] and state('user.dave')[0] is True
@@ -105,7 +97,7 @@ def test_absent_deletes_once_and_check_mode_keeps_it(server, tmp_path):
     ({'name': 'user.erin', 'partition': 'nosuch'}, 'IMAP CREATE user.erin as cyrus@%s:143 failed: NO' % ADDRESS),
     ({'name': 'user.erin', 'host': 'nowhere.invalid'}, 'host nowhere.invalid does not resolve'),
 ])
-def test_bad_input_fails_clearly_and_changes_nothing(server, tmp_path, args, message):
+def test_bad_input_fails_clearly_and_changes_nothing(imap_server, tmp_path, args, message):
     result = mailbox(tmp_path, **args)
     assert result['failed'] and result['msg'].startswith(message), result['msg']
     assert 'Traceback' not in result['_output']

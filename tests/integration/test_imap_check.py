@@ -20,14 +20,6 @@ HOST, NETNS, ADDRESS = cyha_imapserver.HOST, cyha_imapserver.NETNS, cyha_imapser
 PASSWORDS = cyha_imapserver.PASSWORDS
 
 
-@pytest.fixture(scope='module')
-def server(lab):
-    pid = cyha_imapserver.start()
-    try:
-        yield pid
-    finally:
-        cyha_imapserver.remove(pid)
-
 
 def check(tmp_path, *, check_mode: bool = False, **args) -> dict:
     """Run cyrus.ha.imap_check on fe1 over SSH; return its result (failed from the exit code)."""
@@ -46,7 +38,7 @@ def count_in(mailbox: str) -> int:
     return int(data[0])
 
 
-def test_login_reports_the_greeting_and_hides_the_password(server, tmp_path):
+def test_login_reports_the_greeting_and_hides_the_password(imap_server, tmp_path):
     result = check(tmp_path, **ALICE)
     assert not result['failed'] and not result['changed']
     assert result['greeting'].startswith('* OK') and result['attempts'] == 1 and result['messages'] == 0
@@ -55,7 +47,7 @@ def test_login_reports_the_greeting_and_hides_the_password(server, tmp_path):
     assert refused['failed'] and 'IMAP login as alice@198.51.100.246:143 failed after 1 attempt(s)' in refused['msg']
 
 
-def test_append_then_verify_byte_for_byte(server, tmp_path):
+def test_append_then_verify_byte_for_byte(imap_server, tmp_path):
     predicted = check(tmp_path, check_mode=True, action='append', count=2, mailbox='user.alice.Drill', **ALICE)
     assert predicted['changed'] and predicted['canaries'] == [] and count_in('user.alice.Drill') == 0
     stored = check(tmp_path, action='append', count=3, tag='t1', mailbox='user.alice.Drill', **ALICE)
@@ -68,7 +60,7 @@ def test_append_then_verify_byte_for_byte(server, tmp_path):
     assert again['found'] == 3
 
 
-def test_verify_fails_on_a_lost_or_changed_canary(server, tmp_path):
+def test_verify_fails_on_a_lost_or_changed_canary(imap_server, tmp_path):
     stored = check(tmp_path, action='append', count=2, tag='t2', **ALICE)['canaries']
     lost = dict(stored[0], message_id='<cyha-never-stored@canary.invalid>')
     changed = dict(stored[1], sha256='0' * 64)
@@ -80,7 +72,7 @@ def test_verify_fails_on_a_lost_or_changed_canary(server, tmp_path):
     assert not report['failed'] and report['found'] == 0
 
 
-def test_lmtp_delivery_lands_and_verifies(server, tmp_path):
+def test_lmtp_delivery_lands_and_verifies(imap_server, tmp_path):
     before = count_in('INBOX')
     predicted = check(tmp_path, check_mode=True, action='deliver', host=ADDRESS, recipients=['alice'])
     assert predicted['changed'] and count_in('INBOX') == before
@@ -93,7 +85,7 @@ def test_lmtp_delivery_lands_and_verifies(server, tmp_path):
     assert refused['failed'] and "refused every recipient" in refused['msg']
 
 
-def test_login_waits_for_a_server_that_comes_back(server, tmp_path):
+def test_login_waits_for_a_server_that_comes_back(imap_server, tmp_path):
     address = ['ip', '-n', NETNS, 'addr']
     subprocess.run(address + ['del', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
     timer = threading.Timer(3.0, subprocess.run, [address + ['add', f'{ADDRESS}/24', 'dev', 'eth0']],
@@ -109,7 +101,7 @@ def test_login_waits_for_a_server_that_comes_back(server, tmp_path):
         subprocess.run(address + ['replace', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
 
 
-def test_bad_input_is_refused_with_a_clear_message(server, tmp_path):
+def test_bad_input_is_refused_with_a_clear_message(imap_server, tmp_path):
     cases = [
         ({'host': ADDRESS, 'user': 'alice'}, 'action is login but all of the following are missing: password'),
         ({'host': ADDRESS, 'action': 'deliver'}, 'action is deliver but all of the following are missing: recipients'),
