@@ -18,7 +18,6 @@ ADDRESS, PASSWORDS = cyha_imapserver.ADDRESS, cyha_imapserver.PASSWORDS
 ADMIN = {'host': ADDRESS, 'password': PASSWORDS['cyrus']}
 
 
-
 def mailbox(tmp_path, *, check_mode: bool = False, diff: bool = False, **args) -> dict:
     """Run cyrus.ha.cyrus_mailbox on fe1 over SSH as the instance's administrator."""
     return labutil.module_result('fe1', 'cyrus.ha.cyrus_mailbox', dict(ADMIN, **args), tmp_path,

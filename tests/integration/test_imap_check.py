@@ -20,7 +20,6 @@ HOST, NETNS, ADDRESS = cyha_imapserver.HOST, cyha_imapserver.NETNS, cyha_imapser
 PASSWORDS = cyha_imapserver.PASSWORDS
 
 
-
 def check(tmp_path, *, check_mode: bool = False, **args) -> dict:
     """Run cyrus.ha.imap_check on fe1 over SSH; return its result (failed from the exit code)."""
     return labutil.module_result('fe1', 'cyrus.ha.imap_check', args, tmp_path, check_mode=check_mode)
