@@ -135,8 +135,8 @@ def test_fuse_fault_fails_the_right_check(fault, fault_paths, fault_results):
 
 def test_ping_pong_agrees_with_the_probe(local_paths, local_results, fault_paths, fault_results):
     """ping_pong says the same as the probe: locks work (-l sees the holder, -rw increments by 2) exactly
-    where fcntl_locks passes; shared mappings stay coherent (-rwm increments by 2) exactly where
-    mmap_sees_write passes."""
+    where fcntl_locks passes; where locks work, shared mappings stay coherent (-rwm increments by 2)
+    exactly where mmap_sees_write passes."""
     rows = []
     for name, path in list(local_paths.items()) + [('fuse-' + f, p) for f, p in fault_paths.items()]:
         rep = report(local_results if name in local_paths else fault_results, path)
@@ -153,9 +153,13 @@ def test_ping_pong_agrees_with_the_probe(local_paths, local_results, fault_paths
         probe_locks = rep['checks']['fcntl_locks']['status'] == 'pass'
         probe_mmap = rep['checks']['mmap_sees_write']['status'] == 'pass'
         rows.append((name, pp_locks, probe_locks, pp_mmap, probe_mmap, locked.strip().splitlines()[-1:], rw, rwm))
-    assert all(row[1] == row[2] and row[3] == row[4] for row in rows), json.dumps(rows)
+    assert all(row[1] == row[2] for row in rows), json.dumps(rows)
+    # ping_pong -rwm serialises its mmap increments with the same fcntl locks: where locks are broken its
+    # increments are lost whatever the mapping does, so it judges mmap only where locks work.
+    judged = [row for row in rows if row[1]]
+    assert all(row[3] == row[4] for row in judged), json.dumps(rows)
     # and the rig did give both answers: agreement is not trivially all-pass
-    assert {row[2] for row in rows} == {True, False} and {row[4] for row in rows} == {True, False}, rows
+    assert {row[2] for row in rows} == {True, False} and {row[4] for row in judged} == {True, False}, rows
 
 
 def test_hung_filesystem_fails_within_the_budget(rig):
