@@ -48,6 +48,12 @@ LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?)$')
 # The boot address plan: one block of host numbers per kind of host. Service addresses
 # (Cyrus instances, later) use 198.51.100.100-199; other rigs use 203.0.113.0/24.
 KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30}
+# Directories each host keeps private (bind-mounted from its host directory, first filled with a copy
+# of the machine's own): what a cluster stack on a real host keeps to itself.
+PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/lib/pacemaker', '/var/log/pacemaker',
+                '/var/log/corosync')
+# The lab's fence agent (tests/lab/fence_cyhalab), installed where Pacemaker's fencer looks.
+FENCE_AGENT = '/usr/sbin/fence_cyhalab'
 KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares'}
 
 HOST_INIT = r'''
@@ -58,7 +64,13 @@ mkdir -p /run/sshd /run/lock
 mount -t tmpfs -o mode=1777,size=256m cyha-shm /dev/shm
 mount --bind "$2" /etc/hosts
 mount --bind "$3" /dev/log
-exec /usr/sbin/sshd -D -e -f "$4"
+sshd_config="$4"
+shift 4
+# private state directories (cluster stacks: /etc/corosync, /var/lib/pacemaker, ...): SRC=DST
+for pair in "$@"; do
+    mount --bind "${pair%%=*}" "${pair#*=}"
+done
+exec /usr/sbin/sshd -D -e -f "$sshd_config"
 '''
 
 SSHD_CONFIG = '''# cyrus.ha lab host {name}: generated, do not edit
@@ -192,6 +204,9 @@ class Lab:
             raise LabError('the lab needs root (network and mount namespaces)')
         hosts = topology(frontends, backends, spares)
         state = self.load()
+        self.install_fence_agent()
+        if state and state.get('up') and state.get('params') == [frontends, backends, spares]:
+            self.revive(state)
         if state and (state.get('params') != [frontends, backends, spares] or not self.healthy(state)):
             log('existing lab differs from the request or is unhealthy: rebuilding it')
             self.down()
@@ -354,11 +369,56 @@ class Lab:
         run(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
         # a link cut by a test (a fenced host) comes back with its IPv6 boot address
         run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
+        # a new lab's hosts start with fresh private directories (a revived host keeps its own)
+        shutil.rmtree(os.path.join(hdir, 'private'), ignore_errors=True)
+        self.spawn_host(host, state)
+
+    def private_dirs(self, name: str) -> list[str]:
+        """SRC=DST bind pairs of the host's private copies of PRIVATE_DIRS that exist on this machine."""
+        pairs = []
+        for path in PRIVATE_DIRS:
+            if not os.path.isdir(path):
+                continue
+            copy = os.path.join(self.host_dir(name), 'private', path.strip('/').replace('/', '_'))
+            if not os.path.isdir(copy):
+                os.makedirs(os.path.dirname(copy), mode=0o755, exist_ok=True)
+                shutil.copytree(path, copy, symlinks=True)
+                shutil.copystat(path, copy)
+                stat = os.stat(path)
+                os.chown(copy, stat.st_uid, stat.st_gid)
+            pairs.append(f'{copy}={path}')
+        return pairs
+
+    def spawn_host(self, host: dict, state: dict) -> None:
+        """Boot the host: its init (private mounts, host name) that becomes its sshd."""
+        name, hdir = host['name'], self.host_dir(host['name'])
         sock = os.path.join(self.sock_dir, name + '.sock')
-        proc = spawn(['ip', 'netns', 'exec', netns, 'unshare', '--mount', '--uts', '--propagation', 'private',
-                      'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock, sshd_conf],
+        proc = spawn(['ip', 'netns', 'exec', host['netns'], 'unshare', '--mount', '--uts', '--propagation', 'private',
+                      'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock,
+                      os.path.join(hdir, 'sshd_config')] + self.private_dirs(name),
                      os.path.join(hdir, 'sshd.log'))
         state['pids'][name] = proc.pid
+
+    def revive(self, state: dict) -> list[str]:
+        """Boot again the hosts whose every process was killed (a crash or a fence: their namespace and
+        link remain). Like a rebooted machine, a revived host has only its boot addresses."""
+        namespaces = set(list_netns())
+        dead = [h for h in state.get('hosts', []) if h['netns'] in namespaces
+                and not pid_alive(state.get('pids', {}).get(h['name']), 'sshd') and not pids_in_netns(h['netns'])]
+        for host in dead:
+            log(f'host {host["name"]} is down: booting it again')
+            run(['ip', '-n', host['netns'], 'addr', 'flush', 'dev', 'eth0'])
+            self.repair_network([host])
+            self.spawn_host(host, state)
+        if dead:
+            self.save(state)
+            self.wait_sshd(dead)
+        return [h['name'] for h in dead]
+
+    def install_fence_agent(self) -> None:
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fence_cyhalab')
+        with open(source, encoding='utf-8') as handle:
+            write_atomic(FENCE_AGENT, handle.read(), 0o755)
 
     def wait_sshd(self, hosts: list[dict]) -> None:
         waiting = list(hosts)
@@ -470,6 +530,8 @@ class Lab:
             run(['losetup', '-d', dev], check=False)
         if os.path.isdir(os.path.join(self.dir, 'san')):
             shutil.rmtree(os.path.join(self.dir, 'san'))
+        if os.path.exists(FENCE_AGENT):
+            os.unlink(FENCE_AGENT)
         # 6. The /dev/log socket, when the lab made it.
         if state.get('created_dev_log') and os.path.exists('/dev/log'):
             os.unlink('/dev/log')
@@ -506,6 +568,7 @@ class Lab:
         found += [f'mount {m}' for m in mounts_under(self.dir)]
         found += [f'mount {m}' for m in all_mounts() if PREFIX in m]
         found += [f'loop device {d}' for d in loops_under(PREFIX)]
+        found += [f'file {FENCE_AGENT}'] if os.path.exists(FENCE_AGENT) else []
         return sorted(set(found))
 
 
