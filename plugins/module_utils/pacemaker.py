@@ -230,6 +230,7 @@ class Cib:
 
     def __init__(self, run, sleep=time.sleep, clock=time.monotonic):
         self.run, self.sleep, self.clock = run, sleep, clock
+        self.warnings: list[str] = []
 
     def query(self, timeout: float = 0) -> ET.Element:
         deadline = self.clock() + timeout
@@ -251,6 +252,9 @@ class Cib:
         old = full.find('configuration')
         full.insert(list(full).index(old), copy.deepcopy(config))
         full.remove(old)
+        # the configuration is checked, not the nodes' current state (an unclean node only warns)
+        for status in full.findall('status'):
+            full.remove(status)
         workdir = tempfile.mkdtemp(prefix='cyha-cib-', dir=tmpdir)
         try:
             full_path = os.path.join(workdir, 'cib.xml')
@@ -259,10 +263,13 @@ class Cib:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
                 with os.fdopen(fd, 'w', encoding='utf-8') as handle:
                     handle.write(ET.tostring(elem, encoding='unicode'))
-            rc, out, err = self.run(['crm_verify', '--xml-file', full_path])
-            if rc != 0:
+            rc, out, err = self.run(['crm_verify', '--verbose', '--xml-file', full_path])
+            text = '\n'.join(part for part in (out, err) if part)
+            # crm_verify exits non-zero for warnings as for errors: only errors stop the change
+            if rc != 0 and 'Warnings found' not in text:
                 raise CibError('the new configuration does not verify, nothing was changed: '
-                               + ' '.join((err or out).split())[:2000])
+                               + ' '.join(text.split())[:2000])
+            self.warnings = [line.strip() for line in text.splitlines() if 'warning:' in line.lower()]
             rc, out, err = self.run(['cibadmin', '--replace', '--scope', 'configuration', '--xml-file', config_path])
             if rc != 0:
                 raise CibError(f'cibadmin --replace failed (exit status {rc}), nothing was changed: '
@@ -291,10 +298,12 @@ def converge(params: dict, run, check_mode: bool = False, wait: float = 0, sleep
                            'after': '\n'.join(pretty(e) for e in _managed(new, desired))}}
         if not changes or check_mode:
             return result
-        # another writer since our query: plan again on its result rather than overwrite it
-        if epoch_of(cib_api.query()) != epoch_of(cib):
+        # another writer changed the configuration since our query (num_updates counts status
+        # updates only): plan again on its result rather than overwrite it
+        if epoch_of(cib_api.query())[:2] != epoch_of(cib)[:2]:
             continue
         cib_api.apply(cib, new)
+        result['warnings'] = cib_api.warnings
         result['epoch'] = '.'.join(str(n) for n in epoch_of(cib_api.query()))
         return result
     raise CibError('the CIB kept changing under this run (another tool is writing it): try again')

@@ -8,12 +8,12 @@ DOCUMENTATION = r'''
 ---
 module: pacemaker_cib
 short_description: Make a running Pacemaker cluster's configuration hold the given resources, constraints and fencing
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Compares the desired cluster properties, resource defaults, resources (primitives and groups),
     constraints and fencing levels with the running cluster's CIB, object by object, and changes only
     what differs. Objects the data does not name are left alone.
-  - All changes of one run are made at once: the new configuration section is first checked with
+  - All changes of one run are made at once. The new configuration section is first checked with
     C(crm_verify) against the whole CIB, then replaces the old one with C(cibadmin --replace). A
     configuration that does not verify changes nothing. When another tool writes the CIB between the
     query and the replace, the run plans again on the new CIB instead of overwriting it.
@@ -106,7 +106,7 @@ EXAMPLES = r'''
         resources:
           - id: be1-fs
             agent: ocf:heartbeat:Filesystem
-            params: {device: "UUID=0e6d2f2c-1d77-4d5e-9a59-3c1f8a3a2b10", directory: /srv/cyrus-ha/be1, fstype: ext4}
+            params: {device: "-U 0e6d2f2c-1d77-4d5e-9a59-3c1f8a3a2b10", directory: /srv/cyrus-ha/be1, fstype: ext4}
             operations: [{name: monitor, interval: 20s, timeout: 40s}]
           - id: be1-ip
             agent: ocf:heartbeat:IPaddr2
@@ -177,6 +177,8 @@ def main():
                 module.fail_json(msg=str(inner))
             module.exit_json(changed=bool(changes), changes=changes)
         module.fail_json(msg=str(exc))
+    for warning in result.pop('warnings', []):
+        module.warn(f'crm_verify: {warning}')
     diff = result.pop('diff')
     if module._diff:
         result['diff'] = diff

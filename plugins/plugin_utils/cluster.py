@@ -20,10 +20,11 @@ class ClusterModelError(Exception):
 
 
 def _volume_device(volume: dict, name: str) -> str:
+    # the Filesystem agent's spelling for "find it by UUID / label" (it passes it on to mount)
     if volume.get('uuid'):
-        return f'UUID={volume["uuid"]}'
+        return f'-U {volume["uuid"]}'
     if volume.get('label'):
-        return f'LABEL={volume["label"]}'
+        return f'-L {volume["label"]}'
     raise ClusterModelError(f'pair {name}: its volume has neither uuid nor label')
 
 
@@ -102,7 +103,8 @@ def fencing(nodes: list, devices: list, ping_targets: list, ping_count: int = 2)
     if ping_targets:
         resources.append({'id': 'fence-heuristics-ping', 'agent': 'stonith:fence_heuristics_ping',
                           'params': {'ping_targets': ','.join(ping_targets), 'ping_count': ping_count,
-                                     'pcmk_host_list': ' '.join(nodes)},
+                                     # every probe must come back (the agent's default asks 8 of 10)
+                                     'ping_good_count': ping_count, 'pcmk_host_list': ' '.join(nodes)},
                           'operations': [{'name': 'monitor', 'interval': '60s', 'timeout': '20s'}]})
     for node, devs in per_target.items():
         if devs:
@@ -136,7 +138,11 @@ def model(pairs: list, nodes: list, devices: list, opts: dict) -> dict:
                                 '(set cluster_fence_devices)')
     properties = {'stonith-enabled': stonith, 'cluster-name': opts.get('name', 'cyrus-ha')}
     properties.update(opts.get('properties') or {})
-    defaults = {'resource-stickiness': opts.get('stickiness', 200)}
+    # one failure of a member moves the group to the other node (HACMP's behaviour); a failed node is
+    # eligible again after failure-timeout
+    defaults = {'resource-stickiness': opts.get('stickiness', 200),
+                'migration-threshold': opts.get('migration_threshold', 1),
+                'failure-timeout': opts.get('failure_timeout', '10min')}
     defaults.update(opts.get('resource_defaults') or {})
     return {'properties': properties, 'resource_defaults': defaults, 'resources': fence_rsc + groups,
             'constraints': fence_cons + constraints, 'fencing_levels': levels}

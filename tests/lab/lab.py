@@ -180,6 +180,7 @@ class Lab:
         self.sock_dir = os.path.join(self.dir, 'syslog')
         self.rsyslog_conf = os.path.join(self.dir, 'rsyslog.conf')
         self.rsyslog_pid = os.path.join(self.dir, 'rsyslogd.pid')
+        self.netns_dir = os.path.join(self.dir, 'netns')
 
     # -- state ---------------------------------------------------------------------------------
     def load(self) -> dict:
@@ -238,6 +239,13 @@ class Lab:
             self.save(state)
             if fail_after == host['name']:
                 raise LabError(f'injected failure after host {host["name"]} (CYHA_LAB_FAIL_AFTER)')
+        # every namespace is named under the lab directory before any host boots, so that each host
+        # sees the others' (the lab's fence agent finds its target there)
+        for host in hosts:
+            self.name_netns(host)
+        for host in hosts:
+            self.spawn_host(host, state)
+            self.save(state)
         self.make_san(state, hosts)
         self.wait_sshd(hosts)
         self.write_known_hosts(hosts)
@@ -371,7 +379,15 @@ class Lab:
         run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
         # a new lab's hosts start with fresh private directories (a revived host keeps its own)
         shutil.rmtree(os.path.join(hdir, 'private'), ignore_errors=True)
-        self.spawn_host(host, state)
+
+    def name_netns(self, host: dict) -> None:
+        """Bind the host's namespace at <lab dir>/netns/<netns>, a path every lab host can see."""
+        os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
+        handle = os.path.join(self.netns_dir, host['netns'])
+        if handle not in mounts_under(self.netns_dir):
+            with open(handle, 'a', encoding='ascii'):
+                pass
+            run(['mount', '--bind', f'/run/netns/{host["netns"]}', handle])
 
     def private_dirs(self, name: str) -> list[str]:
         """SRC=DST bind pairs of the host's private copies of PRIVATE_DIRS that exist on this machine."""
@@ -405,6 +421,10 @@ class Lab:
         namespaces = set(list_netns())
         dead = [h for h in state.get('hosts', []) if h['netns'] in namespaces
                 and not pid_alive(state.get('pids', {}).get(h['name']), 'sshd') and not pids_in_netns(h['netns'])]
+        if dead:
+            # SSH control masters to a host that died without closing its connections would hang
+            for pid in pids_matching(lambda cmd: self.cp_dir in cmd):
+                kill_pid(pid)
         for host in dead:
             log(f'host {host["name"]} is down: booting it again')
             run(['ip', '-n', host['netns'], 'addr', 'flush', 'dev', 'eth0'])
@@ -528,6 +548,8 @@ class Lab:
             run(['umount', '-l', mountpoint], check=False)
         for dev in loops_under(self.dir):
             run(['losetup', '-d', dev], check=False)
+        if os.path.isdir(self.netns_dir):
+            shutil.rmtree(self.netns_dir)
         if os.path.isdir(os.path.join(self.dir, 'san')):
             shutil.rmtree(os.path.join(self.dir, 'san'))
         if os.path.exists(FENCE_AGENT):
