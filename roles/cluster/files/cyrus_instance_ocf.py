@@ -38,7 +38,9 @@ OCF_ERR_CONFIGURED = 6
 OCF_NOT_RUNNING = 7
 
 AGENT_VERSION = '1.0'
-MASTER_CANDIDATES = ('/usr/sbin/cyrmaster', '/usr/libexec/cyrus-imapd/cyrus-master')
+# Debian's master (the path the cyrus_instance role starts, so both name the process alike), RHEL's, then
+# Debian's /usr/sbin link to it
+MASTER_CANDIDATES = ('/usr/lib/cyrus/bin/master', '/usr/libexec/cyrus-imapd/cyrus-master', '/usr/sbin/cyrmaster')
 DEFAULT_CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
 DEFAULT_ACTION_TIMEOUT = 60.0   # seconds, when the cluster gives no OCF_RESKEY_CRM_meta_timeout
 ESCALATION_SHARE = 0.7          # of the action timeout, for the ctl's own wait (SIGTERM, then SIGKILL)
