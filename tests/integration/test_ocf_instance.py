@@ -190,7 +190,7 @@ def test_validate_all_reports_a_missing_imapd_conf(installed):
     assert rc(installed, 'validate-all') == 0
     missing = f'{cyha_imapserver.ETC}/missing-imapd.conf'
     proc = agent(installed, 'validate-all', imapd_conf=missing)
-    assert proc.returncode == 6, proc.stderr
+    assert proc.returncode == 5, proc.stderr   # OCF_ERR_INSTALLED: this node only
     assert f'instance {NAME}: the configuration file {missing}' in proc.stderr
 
 

@@ -131,6 +131,7 @@ def rejoin(node: str) -> None:
 @pytest.fixture(scope='module')
 def cluster(pair):  # noqa: F811 - the warm-spare pair fixture, imported
     """be1 and spare as a cluster that runs be1's instance (deployed on be1 by the pair fixture)."""
+    wipe()
     try:
         first = play()
         assert labutil.poll(lambda: group_started_on('be1', 'be1'), JOIN_TIMEOUT, interval=0.5), \
@@ -138,12 +139,16 @@ def cluster(pair):  # noqa: F811 - the warm-spare pair fixture, imported
         assert labutil.poll(login_works, 60, interval=0.5)
         yield {'first': first}
     finally:
-        labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
-        play('-e', 'cluster_action=stop', check=False)
-        for node in NODES:
-            # a fresh cluster next time: no CIB, no key, no corosync.conf
-            inside(node, ['sh', '-c', 'rm -f /var/lib/pacemaker/cib/* /var/lib/pacemaker/pengine/* '
-                                      '/etc/corosync/authkey /etc/corosync/corosync.conf'])
+        wipe()
+
+
+def wipe() -> None:
+    """No cluster on the lab: every node up, its stack stopped, no CIB, key or corosync.conf left."""
+    labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    play('-e', 'cluster_action=stop', check=False)
+    for node in NODES:
+        inside(node, ['sh', '-c', 'rm -f /var/lib/pacemaker/cib/* /var/lib/pacemaker/pengine/* '
+                                  '/etc/corosync/authkey /etc/corosync/corosync.conf'])
 
 
 def test_first_run_changes_second_run_changes_nothing_check_mode_predicts(cluster):

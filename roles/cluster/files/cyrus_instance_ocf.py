@@ -329,15 +329,17 @@ class Agent:
                 lookup(name)
             except KeyError:
                 return self.fail(OCF_ERR_INSTALLED, f'the {kind} {name} does not exist on this node')
+        # The instance's files are installed per node: missing or unreadable here rules out this node
+        # only (OCF_ERR_INSTALLED), not the resource everywhere (OCF_ERR_CONFIGURED would).
         for key in ('imapd_conf', 'cyrus_conf'):
             path = p[key]
             if not os.path.isfile(path):
-                return self.fail(OCF_ERR_CONFIGURED, f'the configuration file {path} ({key}) is missing')
+                return self.fail(OCF_ERR_INSTALLED, f'the configuration file {path} ({key}) is missing')
             try:
                 with open(path, 'rb') as handle:
                     handle.read(1)
             except OSError as exc:
-                return self.fail(OCF_ERR_CONFIGURED, f'the configuration file {path} is unreadable: '
+                return self.fail(OCF_ERR_INSTALLED, f'the configuration file {path} is unreadable: '
                                                      f'{exc.strerror or exc}')
         return OCF_SUCCESS
 

@@ -287,9 +287,9 @@ def test_booleans_read_as_ocf_is_true(value, parsed):
     ({'check_greeting': 'maybe'}, ocf.OCF_ERR_CONFIGURED, "check_greeting 'maybe'"),
     ({'greeting_timeout': '0'}, ocf.OCF_ERR_CONFIGURED, "greeting_timeout '0'"),
     ({'greeting_timeout': 'soon'}, ocf.OCF_ERR_CONFIGURED, "greeting_timeout 'soon'"),
-    ({'imapd_conf': '{root}/etc/missing.conf'}, ocf.OCF_ERR_CONFIGURED, '{root}/etc/missing.conf'),
-    ({'cyrus_conf': '{root}/etc/missing.conf'}, ocf.OCF_ERR_CONFIGURED, '{root}/etc/missing.conf'),
-    ({'imapd_conf': '{root}/etc'}, ocf.OCF_ERR_CONFIGURED, '{root}/etc (imapd_conf) is missing'),
+    ({'imapd_conf': '{root}/etc/missing.conf'}, ocf.OCF_ERR_INSTALLED, '{root}/etc/missing.conf'),
+    ({'cyrus_conf': '{root}/etc/missing.conf'}, ocf.OCF_ERR_INSTALLED, '{root}/etc/missing.conf'),
+    ({'imapd_conf': '{root}/etc'}, ocf.OCF_ERR_INSTALLED, '{root}/etc (imapd_conf) is missing'),
     ({'master': '{root}/no-master'}, ocf.OCF_ERR_INSTALLED, '{root}/no-master'),
     ({'master': '{root}/etc/imapd.conf'}, ocf.OCF_ERR_INSTALLED, 'not executable'),
     ({'ctl': '{root}/no-ctl.py'}, ocf.OCF_ERR_INSTALLED, '{root}/no-ctl.py'),
@@ -431,7 +431,7 @@ def test_start_gives_up_when_the_instance_never_greets(node, greeter, capsys):
 
 
 @pytest.mark.parametrize('params, code', [
-    ({'imapd_conf': '{root}/gone/imapd.conf'}, ocf.OCF_ERR_CONFIGURED),
+    ({'imapd_conf': '{root}/gone/imapd.conf'}, ocf.OCF_ERR_INSTALLED),
     ({'master': '{root}/no-master'}, ocf.OCF_ERR_INSTALLED),
     ({'address': None}, ocf.OCF_ERR_CONFIGURED),
 ])
