@@ -12,7 +12,7 @@ def cluster_config(pairs, nodes, fence_devices=None, options=None):
     """The pacemaker_cib arguments for warm-spare pairs on a cluster."""
     try:
         return model(list(pairs or []), list(nodes or []), list(fence_devices or []), dict(options or {}))
-    except ClusterModelError as exc:
+    except (ClusterModelError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f'cyrus.ha.cluster_config: {exc}') from exc
 
 
@@ -20,7 +20,7 @@ def to_ha_cluster_vars(config, nodes, options=None):
     """The cluster_config result as linux-system-roles/ha_cluster variables."""
     try:
         return ha_cluster_vars(dict(config), list(nodes or []), dict(options or {}))
-    except (KeyError, TypeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise AnsibleFilterError(f'cyrus.ha.ha_cluster_vars: the input is not a cluster_config result ({exc})') from exc
 
 

@@ -115,7 +115,9 @@ def constraint(spec: dict) -> ET.Element:
 
 def fencing_level(spec: dict) -> ET.Element:
     target, index, devices = spec.get('target'), spec.get('index'), spec.get('devices') or []
-    if not target or not isinstance(index, int) or not 1 <= index <= 9 or not devices:
+    if isinstance(devices, str) or not all(isinstance(d, str) and d for d in devices):
+        raise CibError(f'fencing level {spec!r}: devices must be a list of fence device ids')
+    if not target or isinstance(index, bool) or not isinstance(index, int) or not 1 <= index <= 9 or not devices:
         raise CibError(f'fencing level {spec!r}: target, index (1-9) and devices are required')
     lid = spec.get('id') or f'fl-{target}-{index}'
     return ET.Element('fencing-level', {'id': check_id(lid, 'fencing level id'), 'target': target,

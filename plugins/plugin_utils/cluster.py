@@ -36,13 +36,16 @@ def instance_group(pair: dict, opts: dict) -> dict:
     for key in ('home', 'spare', 'address', 'volume'):
         if not pair.get(key):
             raise ClusterModelError(f'pair {name}: {key} is missing')
+    if not isinstance(pair['volume'], dict):
+        raise ClusterModelError(f'pair {name}: volume must be a mapping with mount and uuid or label, '
+                                f'not {pair["volume"]!r}')
     if not pair['volume'].get('mount', '').startswith('/'):
         raise ClusterModelError(f'pair {name}: volume.mount must be an absolute path')
     try:
         address = ipaddress.ip_address(str(pair['address']))
     except ValueError as exc:
         raise ClusterModelError(f'pair {name}: address {pair["address"]!r} is not an IP address') from exc
-    prefix = int(pair.get('prefix', opts.get('address_prefix', 64 if address.version == 6 else 24)))
+    prefix = int(pair.get('prefix') or opts.get('address_prefix') or (64 if address.version == 6 else 24))
     fs_params = {'device': _volume_device(pair['volume'], name), 'directory': pair['volume']['mount'],
                  'fstype': pair.get('fstype', opts.get('fstype', 'ext4'))}
     if pair.get('mount_opts', opts.get('mount_opts', 'defaults')) != 'defaults':
@@ -94,7 +97,8 @@ def fencing(nodes: list, devices: list, ping_targets: list, ping_count: int = 2)
                           'operations': [{'name': 'monitor', 'interval': '60s', 'timeout': '20s'}]})
         for target in targets:
             per_target[target].append(did)
-            if len(nodes) > 1:
+            # a device runs on a node it does not fence; one that fences every node must run somewhere
+            if set(targets) != set(nodes):
                 constraints.append({'id': f'{did}-avoids-{target}', 'type': 'location', 'resource': did,
                                     'node': target, 'score': '-INFINITY'})
     missing = [node for node, devs in per_target.items() if not devs]
