@@ -13,119 +13,17 @@ import os
 import signal
 import subprocess
 import time
-import xml.etree.ElementTree as ET
 
 import pytest
 
-import cyha_imap
 import labutil
-from test_warm_spare import ALICE, FE1_ADDR, VARS, inside, login_works, master_netns, mounted, pair  # noqa: F401
+from cyha_cluster import (BE1_ADDR, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary, canary_count,
+                          cib_version, crm, group_started_on, has_address, inject, log_since, log_size, login_works,
+                          mounted, netns_pids, node_pid, pacemakerd_pid, play, rejoin, wipe)
+# the deployed Murder with its warm-spare pairs (a fixture, used by name)
+from test_warm_spare import pair  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
-
-CLUSTER_VARS = VARS + ('-e', '@playbooks/vars/cluster_lab.yml')
-NODES = ('be1', 'spare')
-BE1_ADDR = '198.51.100.121'
-FAILOVER_TIMEOUT = 90
-JOIN_TIMEOUT = 90
-
-
-def play(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return labutil.playbook('playbooks/cluster.yml', *CLUSTER_VARS, *extra, check=check)
-
-
-def node_pid(host: str) -> int:
-    with open(os.path.join(labutil.LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
-        return json.load(handle)['pids'][host]
-
-
-def crm(host: str, *argv: str) -> subprocess.CompletedProcess:
-    """A Pacemaker command on a lab node, from the lab machine (its network, mount and UTS namespaces)."""
-    return subprocess.run(['nsenter', '-t', str(node_pid(host)), '-n', '-m', '-u', *argv], capture_output=True,
-                          text=True, timeout=60, check=False)
-
-
-def pacemaker_log(host: str) -> str:
-    return os.path.join(labutil.LAB_DIR, 'hosts', host, 'private', 'var_log_pacemaker', 'pacemaker.log')
-
-
-def log_since(host: str, offset: int) -> list[str]:
-    with open(pacemaker_log(host), encoding='utf-8', errors='replace') as handle:
-        handle.seek(offset)
-        return handle.read().splitlines()
-
-
-def log_size(host: str) -> int:
-    return os.path.getsize(pacemaker_log(host))
-
-
-def netns_pids(host: str) -> list[int]:
-    out = subprocess.run(['ip', 'netns', 'pids', f'cyha-{host}'], capture_output=True, text=True, check=False).stdout
-    return [int(p) for p in out.split()]
-
-
-def has_address(host: str, address: str = BE1_ADDR) -> bool:
-    out = subprocess.run(['ip', '-n', f'cyha-{host}', '-j', 'addr', 'show'], capture_output=True, text=True,
-                         check=True).stdout
-    return address in {a['local'] for link in json.loads(out) for a in link.get('addr_info', [])}
-
-
-def active() -> str | None:
-    """The node whose master runs be1's instance (None when none or both)."""
-    found = master_netns('be1')
-    return found[len('cyha-'):] if found in ('cyha-be1', 'cyha-spare') else None
-
-
-def both_online(host: str) -> bool:
-    out = crm(host, 'crm_mon', '-1').stdout
-    return 'Online: [ be1 spare ]' in out
-
-
-def group_started_on(host: str, node: str) -> bool:
-    out = crm(host, 'crm_mon', '-1').stdout
-    return all(f'{name}\t(ocf:' in out and any(line.strip().startswith(f'* {name}') and line.rstrip().endswith(
-        f'Started {node}') for line in out.splitlines()) for name in ('be1-volume', 'be1-address', 'be1-cyrus'))
-
-
-def cib_version(host: str) -> tuple[str, str]:
-    """The configuration's version (admin_epoch, epoch): it changes with every configuration change."""
-    proc = crm(host, 'cibadmin', '--query')
-    assert proc.returncode == 0, proc.stderr
-    root = ET.fromstring(proc.stdout)
-    return root.get('admin_epoch'), root.get('epoch')
-
-
-def pacemakerd_pid(node: str) -> int | None:
-    for pid in netns_pids(node):
-        try:
-            with open(f'/proc/{pid}/comm', encoding='utf-8') as handle:
-                if handle.read().strip() == 'pacemakerd':
-                    return pid
-        except OSError:
-            continue
-    return None
-
-
-def canary() -> str:
-    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
-        return cyha_imap.append_and_fetch(conn)
-
-
-def canary_count(subject: str) -> int:
-    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
-        conn.select('INBOX', readonly=True)
-        return len(conn.search(None, 'SUBJECT', subject)[1][0].split())
-
-
-def rejoin(node: str) -> None:
-    """Boot a fenced node again (the lab's "power on") and start its cluster stack: it rejoins."""
-    proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
-    assert proc.returncode == 0, proc.stderr
-    play('-l', node)
-    other = NODES[1 - NODES.index(node)]
-    assert labutil.poll(lambda: both_online(other), JOIN_TIMEOUT, interval=0.5), crm(other, 'crm_mon', '-1').stdout
-    crm(other, 'crm_resource', '--cleanup')
-    crm(other, 'stonith_admin', '--cleanup', '--history', '*')
 
 
 @pytest.fixture(scope='module')
@@ -140,15 +38,6 @@ def cluster(pair):  # noqa: F811 - the warm-spare pair fixture, imported
         yield {'first': first}
     finally:
         wipe()
-
-
-def wipe() -> None:
-    """No cluster on the lab: every node up, its stack stopped, no CIB, key or corosync.conf left."""
-    labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
-    play('-e', 'cluster_action=stop', check=False)
-    for node in NODES:
-        inside(node, ['sh', '-c', 'rm -f /var/lib/pacemaker/cib/* /var/lib/pacemaker/pengine/* '
-                                  '/etc/corosync/authkey /etc/corosync/corosync.conf'])
 
 
 def test_first_run_changes_second_run_changes_nothing_check_mode_predicts(cluster):
@@ -188,20 +77,6 @@ def test_bad_input_fails_with_its_cause_and_changes_nothing(cluster, extra, mess
     assert message in ' '.join((proc.stdout + proc.stderr).split()), proc.stdout[-3000:]
     assert cib_version('be1') == before
     assert group_started_on('be1', active())
-
-
-def inject(failure: str, node: str) -> None:
-    if failure == 'node-crash':
-        # the lab's power switch: the link goes dark and every process of the node is killed
-        subprocess.run(['/usr/sbin/fence_cyhalab', '-o', 'off', '-n', node], check=True, stdin=subprocess.DEVNULL)
-    elif failure == 'node-hang':
-        for pid in netns_pids(node):
-            os.kill(pid, signal.SIGSTOP)
-    elif failure == 'link-down':
-        subprocess.run(['ip', '-n', f'cyha-{node}', 'link', 'set', 'eth0', 'down'], check=True)
-    else:
-        for pid in cyha_imap.instance_pids('be1', f'cyha-{node}'):
-            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize('failure', ['node-crash', 'node-hang', 'link-down', 'instance-killed'])
