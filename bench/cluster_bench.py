@@ -81,9 +81,11 @@ def one_round(failure: str, with_login: bool = True) -> dict:
         time.sleep(0.05)
     row = {'failure': failure, 'from': victim, 'to': survivor, 'greeting_s': round(greeted, 2) if greeted else None,
            'login_s': round(login, 2) if login else None}
-    if with_login:
-        row['canary_found'] = lab.canary_count(subject) == 1
-    restore(failure, victim, survivor)
+    try:
+        if with_login:
+            row['canary_found'] = lab.canary_count(subject) == 1
+    finally:
+        restore(failure, victim, survivor)
     return row
 
 
@@ -148,7 +150,9 @@ def main() -> int:
     parser.add_argument('--anything-rounds', type=int, default=5)
     parser.add_argument('--json', help='write every round to this file')
     args = parser.parse_args()
-    if lab.active() is None or not lab.pacemakerd_pid(lab.active()):
+    # every node up (a node a previous run left fenced boots again) and in the cluster
+    labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    if not all(lab.pacemakerd_pid(node) for node in lab.NODES):
         lab.play()
         if not labutil.poll(lambda: lab.active() and lab.login_works(), lab.JOIN_TIMEOUT, 0.5):
             raise SystemExit('the cluster did not start be1\'s instance')

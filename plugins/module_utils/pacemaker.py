@@ -234,15 +234,24 @@ class Cib:
         self.run, self.sleep, self.clock = run, sleep, clock
         self.warnings: list[str] = []
 
-    def query(self, timeout: float = 0) -> ET.Element:
+    def query(self, timeout: float = 0, need_dc: bool = False) -> ET.Element:
+        """The CIB. With need_dc, only once the cluster has elected its DC: before that each node's CIB is
+        its own, and a change written there is lost when the DC's CIB is synced to every node."""
         deadline = self.clock() + timeout
         while True:
             rc, out, err = self.run(['cibadmin', '--query'])
             if rc == 0:
                 try:
-                    return ET.fromstring(out)
+                    cib = ET.fromstring(out)
                 except ET.ParseError as exc:
                     raise CibError(f'cibadmin --query returned XML that does not parse: {exc}') from exc
+                if not need_dc or cib.get('dc-uuid'):
+                    return cib
+                if self.clock() >= deadline:
+                    raise CibError('the cluster has not elected its DC (no dc-uuid in the CIB) within '
+                                   f'{timeout:g} s: a change made now would be lost; are the nodes joined?')
+                self.sleep(1)
+                continue
             if self.clock() >= deadline:
                 raise CibError(f'the cluster\'s CIB is not reachable on this node (cibadmin --query, exit status '
                                f'{rc}: {(err or out).strip()}): is the cluster running here?')
@@ -292,7 +301,7 @@ def converge(params: dict, run, check_mode: bool = False, wait: float = 0, sleep
     desired = Desired(params)
     cib_api = Cib(run, sleep, clock)
     for attempt in range(3):
-        cib = cib_api.query(wait if attempt == 0 else 0)
+        cib = cib_api.query(wait if attempt == 0 else 0, need_dc=not check_mode)
         config = cib.find('configuration')
         new, changes = plan(config, desired)
         result = {'changed': bool(changes), 'changes': changes,

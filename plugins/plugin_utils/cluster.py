@@ -174,9 +174,9 @@ def ha_cluster_vars(cib: dict, nodes: list, opts: dict) -> dict:
             if prim.get('meta'):
                 entry['meta_attrs'] = _attrs(prim['meta'])
             if prim.get('operations'):
-                entry['operations'] = [{'action': op['name'], 'attrs': [{'name': k, 'value': _text(v)}
-                                                                         for k, v in op.items() if k != 'name']}
-                                       for op in prim['operations']]
+                entry['operations'] = [
+                    {'action': op['name'], 'attrs': [{'name': k, 'value': _text(v)} for k, v in op.items() if k != 'name']}
+                    for op in prim['operations']]
             primitives.append(entry)
         if 'resources' in res:
             groups.append({'id': res['id'], 'resource_ids': [m['id'] for m in members]})

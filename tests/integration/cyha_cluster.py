@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 
 import cyha_imap
@@ -128,10 +129,21 @@ def canary() -> str:
         return cyha_imap.append_and_fetch(conn)
 
 
-def canary_count(subject: str) -> int:
-    with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
-        conn.select('INBOX', readonly=True)
-        return len(conn.search(None, 'SUBJECT', subject)[1][0].split())
+def canary_count(subject: str, timeout: float = 30) -> int:
+    """How many messages with this subject alice's INBOX holds, read through fe1 (retried while the
+    frontend still refuses the SELECT right after a takeover)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
+                status, detail = conn.select('INBOX', readonly=True)
+                if status == 'OK':
+                    return len(conn.search(None, 'SUBJECT', subject)[1][0].split())
+        except Exception as exc:   # noqa: BLE001 - retried until the deadline
+            detail = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f'INBOX of alice cannot be read through fe1: {detail}')
+        time.sleep(0.5)
 
 
 def rejoin(node: str) -> None:

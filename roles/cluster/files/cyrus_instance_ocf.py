@@ -339,8 +339,8 @@ class Agent:
                 with open(path, 'rb') as handle:
                     handle.read(1)
             except OSError as exc:
-                return self.fail(OCF_ERR_INSTALLED, f'the configuration file {path} is unreadable: '
-                                                     f'{exc.strerror or exc}')
+                return self.fail(OCF_ERR_INSTALLED,
+                                 f'the configuration file {path} is unreadable: {exc.strerror or exc}')
         return OCF_SUCCESS
 
     # actions --------------------------------------------------------------------------------------

@@ -571,6 +571,27 @@ def test_query_gives_up_at_the_deadline(timeout, calls):
     assert len(run.calls) == calls and clock.slept == [1] * (calls - 1)
 
 
+def test_query_waits_for_the_dc_when_asked():
+    """Before the DC is elected each node's CIB is its own: a change written there would be lost."""
+    clock = Clock()
+    no_dc = RUNNING_CIB.replace(' dc-uuid="1"', '')
+    run = scripted((0, no_dc, ''), (0, no_dc, ''), (0, RUNNING_CIB, ''))
+    assert Cib(run, sleep=clock.sleep, clock=clock).query(timeout=10, need_dc=True).get('dc-uuid') == '1'
+    assert len(run.calls) == 3 and clock.slept == [1, 1]
+
+
+def test_query_without_a_dc_gives_up_at_the_deadline():
+    clock = Clock()
+    run = scripted((0, RUNNING_CIB.replace(' dc-uuid="1"', ''), ''))
+    with pytest.raises(CibError) as caught:
+        Cib(run, sleep=clock.sleep, clock=clock).query(timeout=2, need_dc=True)
+    assert str(caught.value) == ('the cluster has not elected its DC (no dc-uuid in the CIB) within 2 s: a change '
+                                 'made now would be lost; are the nodes joined?')
+    # without need_dc (check mode only reads) the same CIB is answered at once
+    assert Cib(scripted((0, RUNNING_CIB.replace(' dc-uuid="1"', ''), '')), sleep=pytest.fail,
+               clock=Clock()).query().tag == 'cib'
+
+
 def test_query_error_falls_back_to_stdout():
     clock = Clock()
     with pytest.raises(CibError) as caught:
