@@ -90,8 +90,10 @@ notes:
 attributes:
   check_mode:
     support: full
+    description: Reports every change it would make; the CIB is only read.
   diff_mode:
     support: full
+    description: Shows the managed objects before and after, as XML.
 '''
 
 EXAMPLES = r'''

@@ -1,4 +1,3 @@
-#!/usr/bin/python3
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Start, stop and inspect Corosync and Pacemaker on a node without a service manager.
