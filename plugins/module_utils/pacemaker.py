@@ -222,8 +222,24 @@ def plan(config: ET.Element, desired: Desired) -> tuple[ET.Element, list[dict]]:
         parent, current = find_by_id(new, check_id(oid, 'absent id'))
         if current is not None:
             parent.remove(current)
-            changes.append({'object': oid, 'action': 'remove'})
+            changes.append({'object': oid, 'action': 'remove', 'kind': current.tag})
     return new, changes
+
+
+def stopped(config: ET.Element, ids: list[str]) -> ET.Element:
+    """A copy of the configuration where these resources have target-role=Stopped."""
+    new = copy.deepcopy(config)
+    for oid in ids:
+        dummy, elem = find_by_id(new, oid)
+        metas = elem.find('meta_attributes')
+        if metas is None:
+            metas = ET.Element('meta_attributes', {'id': f'{oid}-meta_attributes'})
+            elem.insert(1 if elem.find('instance_attributes') is not None else 0, metas)
+        pair = metas.find("nvpair[@name='target-role']")
+        if pair is None:
+            pair = ET.SubElement(metas, 'nvpair', {'id': f'{metas.get("id")}-target-role', 'name': 'target-role'})
+        pair.set('value', 'Stopped')
+    return new
 
 
 class Cib:
@@ -313,6 +329,17 @@ def converge(params: dict, run, check_mode: bool = False, wait: float = 0, sleep
         # updates only): plan again on its result rather than overwrite it
         if epoch_of(cib_api.query())[:2] != epoch_of(cib)[:2]:
             continue
+        doomed = [c['object'] for c in changes if c['action'] == 'remove' and c.get('kind') in ('primitive', 'group')]
+        if doomed:
+            # A resource deleted while it runs is stopped as an orphan, without its parameters (a Filesystem
+            # without its directory cannot stop, and its node gets fenced): stop it first, then delete it.
+            cib_api.apply(cib, stopped(config, doomed))
+            rc, out, err = run(['crm_resource', '--wait', '--timeout', f'{max(int(wait), 30)}s'])
+            if rc != 0:
+                raise CibError(f'{", ".join(doomed)}: stopped in the configuration, but the cluster did not settle '
+                               f'(crm_resource --wait, exit status {rc}: {(err or out).strip()}); not deleted yet')
+            cib = cib_api.query()
+            new, dummy = plan(cib.find('configuration'), desired)
         cib_api.apply(cib, new)
         result['warnings'] = cib_api.warnings
         result['epoch'] = '.'.join(str(n) for n in epoch_of(cib_api.query()))

@@ -76,7 +76,11 @@ options:
     elements: dict
     default: []
   absent:
-    description: Ids of resources, constraints or fencing levels to remove.
+    description:
+      - Ids of resources, constraints or fencing levels to remove.
+      - A resource is first stopped (C(target-role=Stopped), then C(crm_resource --wait)) and only then
+        deleted, since a resource deleted while it runs is stopped without its parameters (a Filesystem
+        resource then fails to stop and its node is fenced).
     type: list
     elements: str
     default: []

@@ -17,9 +17,9 @@ import time
 import pytest
 
 import labutil
-from cyha_cluster import (BE1_ADDR, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary, canary_count,
-                          cib_version, crm, group_started_on, has_address, inject, log_since, log_size, login_works,
-                          mounted, netns_pids, node_pid, pacemakerd_pid, play, rejoin, wipe)
+from cyha_cluster import (BE1_ADDR, CLUSTER_VARS, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary,
+                          canary_count, cib_version, crm, group_started_on, has_address, inject, log_since, log_size,
+                          login_works, mounted, netns_pids, node_pid, pacemakerd_pid, play, rejoin, wipe)
 # the deployed Murder with its warm-spare pairs (a fixture, used by name)
 from test_warm_spare import pair  # noqa: F401 pylint: disable=unused-import
 
@@ -139,3 +139,27 @@ def test_a_graceful_stop_moves_the_instance_without_fencing(cluster):
     assert labutil.recap(again.stdout)[victim]['changed'] == 0
     play('-l', victim)
     assert labutil.poll(lambda: both_online(survivor), JOIN_TIMEOUT, interval=0.5)
+
+
+@pytest.mark.parametrize('failure', ['node-crash', 'instance-killed'])
+def test_the_engine_drill_reports_an_unattended_failover(cluster, tmp_path, failure):
+    victim = active()
+    proc = play_drill(failure, tmp_path)
+    with open(tmp_path / f'cluster-drill-be1-{failure}.json', encoding='utf-8') as handle:
+        report = json.load(handle)
+    assert report['passed'], proc.stdout[-3000:]
+    assert report['engine'] == 'pacemaker' and report['from'] == victim and report['to'] == active() != victim
+    assert report['canaries']['missing'] == 0 and report['canaries']['changed'] == 0
+    assert [c['ok'] for c in report['checks']] == [True, True, True], report['checks']
+    fencing = report['checks'][2]['name']
+    assert fencing == ('no fencing (the instance failed, its node did not)' if failure == 'instance-killed'
+                       else 'the failed node fenced before the volume was mounted')
+    assert 0 < report['failover_seconds'] < FAILOVER_TIMEOUT
+    assert labutil.poll(lambda: both_online(active()), JOIN_TIMEOUT, interval=0.5)
+
+
+def play_drill(failure: str, report_dir) -> subprocess.CompletedProcess:
+    return labutil.playbook('playbooks/cluster_drill.yml', *CLUSTER_VARS, '-e', 'warm_spare_instance=be1',
+                            '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
+                            '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id={failure}',
+                            '-e', f'drill_failure={failure}')

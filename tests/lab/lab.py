@@ -11,6 +11,7 @@ Usage (as root)::
 
     python3 tests/lab/lab.py up [--frontends N] [--backends N] [--spares N]
     python3 tests/lab/lab.py down
+    python3 tests/lab/lab.py revive         # boot again the hosts a crash or a fence killed
     python3 tests/lab/lab.py status
     python3 tests/lab/lab.py leftovers      # exit 1 and list what a lab left behind
 
@@ -758,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument('--backends', type=int, default=int(os.environ.get('CYHA_BACKENDS', '2')))
     up.add_argument('--spares', type=int, default=int(os.environ.get('CYHA_SPARES', '1')))
     sub.add_parser('down')
+    sub.add_parser('revive')
     sub.add_parser('status')
     sub.add_parser('leftovers')
     args = parser.parse_args(argv)
@@ -767,6 +769,11 @@ def main(argv: list[str] | None = None) -> int:
             lab.up(args.frontends, args.backends, args.spares)
         elif args.command == 'down':
             lab.down()
+        elif args.command == 'revive':
+            state = lab.load()
+            if not state.get('up'):
+                raise LabError('the lab is not up')
+            lab.revive(state)
         elif args.command == 'status':
             print(json.dumps(lab.status(), indent=2))
         else:

@@ -498,9 +498,9 @@ def test_an_object_of_another_kind_is_refused(cib_object, desired, message):
 def test_absent_removes_what_exists_and_ignores_the_rest():
     config, dummy = plan(xml('<configuration/>'), Desired(PARAMS))
     new, changes = plan(config, Desired({'absent': ['fl-be1-1', 'cyrus-be1-prefers-home', 'be1-cyrus', 'never-was']}))
-    assert changes == [{'object': 'fl-be1-1', 'action': 'remove'},
-                       {'object': 'cyrus-be1-prefers-home', 'action': 'remove'},
-                       {'object': 'be1-cyrus', 'action': 'remove'}]
+    assert changes == [{'object': 'fl-be1-1', 'action': 'remove', 'kind': 'fencing-level'},
+                       {'object': 'cyrus-be1-prefers-home', 'action': 'remove', 'kind': 'rsc_location'},
+                       {'object': 'be1-cyrus', 'action': 'remove', 'kind': 'primitive'}]
     assert list(new.find('fencing-topology')) == []
     assert [c.get('id') for c in new.find('constraints')] == ['fence-be1-avoids-be1']
     assert [c.get('id') for c in new.find("resources/group[@id='cyrus-be1']")] == ['be1-volume', 'be1-address']
@@ -922,3 +922,37 @@ def test_predict_fresh_refuses_bad_data():
     with pytest.raises(CibError) as caught:
         predict_fresh({'resources': [{'id': 'cyrus-be1', 'resources': []}]})
     assert str(caught.value) == 'group cyrus-be1: it has no resources'
+
+
+def test_a_resource_is_stopped_before_it_is_deleted():
+    """Deleted while running, a resource is stopped as an orphan without its parameters: converge first
+    sets target-role=Stopped, waits for the cluster to settle, then deletes it."""
+    config, dummy = plan(xml('<configuration/>'), Desired(PARAMS))
+    cib = ET.fromstring(RUNNING_CIB)
+    cib.remove(cib.find('configuration'))
+    cib.insert(0, config)
+    text = ET.tostring(cib, encoding='unicode')
+    replaced = []
+
+    def run(argv):
+        if argv[:2] == ['cibadmin', '--query']:
+            return 0, text, ''
+        if argv[:2] == ['cibadmin', '--replace']:
+            with open(argv[-1], encoding='utf-8') as handle:
+                replaced.append(ET.fromstring(handle.read()))
+            return 0, '', ''
+        return 0, '', ''
+    calls = []
+
+    def recording(argv):
+        calls.append(argv[0] + ' ' + argv[1])
+        return run(argv)
+    result = converge({'absent': ['be1-cyrus']}, recording, sleep=pytest.fail, clock=Clock())
+    assert result['changed'] and result['changes'] == [{'object': 'be1-cyrus', 'action': 'remove', 'kind': 'primitive'}]
+    assert 'crm_resource --wait' in calls
+    assert calls.index('crm_resource --wait') > calls.index('cibadmin --replace')
+    first, second = replaced
+    role = first.find(".//primitive[@id='be1-cyrus']/meta_attributes/nvpair[@name='target-role']")
+    assert role is not None and role.get('value') == 'Stopped'
+    # the CIB answered here still holds it (a fake): the second replace is planned from that query again
+    assert second.find(".//primitive[@id='be1-cyrus']") is None
