@@ -65,17 +65,20 @@ class Imap:
     def where(self) -> str:
         return f'{self.user}@{self.host}:{self.port}'
 
-    def connect(self, wait: float = 0.0, interval: float = 0.2) -> None:
-        """Log in; when wait > 0 keep trying until it succeeds or wait seconds have passed."""
+    def connect(self, wait: float = 0.0, interval: float = 0.2, select: str | None = None) -> int | None:
+        """Log in (and SELECT the mailbox `select`, when given: through a Murder frontend only that reaches
+        the backend); when wait > 0 keep trying until both succeed or wait seconds have passed. The
+        number of messages of the selected mailbox, or None."""
         start = time.monotonic()
         deadline = start + wait
         while True:
             self.attempts += 1
             try:
                 self._login_once()
+                messages = self.select(select) if select is not None else None
                 self.login_seconds = round(time.monotonic() - start, 3)
-                return
-            except (OSError, imaplib.IMAP4.error, EOFError) as exc:
+                return messages
+            except (OSError, imaplib.IMAP4.error, EOFError, CheckError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 self.close()
                 if time.monotonic() + interval > deadline:
@@ -218,10 +221,12 @@ def run_check(p: dict, check_mode: bool = False) -> dict:
 
     imap = Imap(p['host'], p['port'], p['user'], p['password'], p['ssl'], p['starttls'], p['timeout'])
     try:
-        imap.connect(wait=p['wait'])
+        # a frontend may accept the login while the backend it proxies to is still coming up: the
+        # SELECT is part of what is waited for
+        messages = imap.connect(wait=p['wait'], select=p['mailbox'] if action == 'login' else None)
         result.update(greeting=imap.greeting, login_seconds=imap.login_seconds, attempts=imap.attempts)
         if action == 'login':
-            result['messages'] = imap.select(p['mailbox'])
+            result['messages'] = messages
         elif action == 'append':
             canaries = []
             for index in range(p['count']):

@@ -93,8 +93,12 @@ def fencing(nodes: list, devices: list, ping_targets: list, ping_count: int = 2)
             raise ClusterModelError(f'fence device {did}: targets {unknown or targets} are not cluster nodes')
         params = dict(dev.get('params') or {})
         params.setdefault('pcmk_host_list', ' '.join(targets))
-        resources.append({'id': did, 'agent': f'stonith:{agent}', 'params': params,
-                          'operations': [{'name': 'monitor', 'interval': '60s', 'timeout': '20s'}]})
+        device = {'id': did, 'agent': f'stonith:{agent}', 'params': params,
+                  'operations': [{'name': 'monitor', 'interval': '60s', 'timeout': '20s'}]}
+        if dev.get('meta'):
+            # for example provides=unfencing for fence_scsi / fence_mpath
+            device['meta'] = dict(dev['meta'])
+        resources.append(device)
         for target in targets:
             per_target[target].append(did)
             # a device runs on a node it does not fence; one that fences every node must run somewhere

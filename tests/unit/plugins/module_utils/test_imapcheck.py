@@ -43,8 +43,8 @@ class FakeImap:
     def __init__(self, *args):
         self.greeting, self.login_seconds, self.attempts = '* OK fake', 0.0, 1
 
-    def connect(self, wait=0.0):
-        return None
+    def connect(self, wait=0.0, select=None):
+        return 0 if select is not None else None
 
     def select(self, mailbox, readonly=True):
         return 0
@@ -124,3 +124,38 @@ def test_without_retry_one_temporary_refusal_fails(monkeypatch):
 @pytest.mark.parametrize('code, temporary', [(None, True), (421, True), (451, True), (550, False), (554, False)])
 def test_what_an_mta_keeps_queued(code, temporary):
     assert imapcheck._temporary(code) is temporary
+
+
+def test_login_with_wait_retries_a_select_the_frontend_cannot_proxy_yet(monkeypatch):
+    """Through a Murder frontend the login may succeed while the backend is still coming up: the SELECT
+    answers NO "Server(s) unavailable", and the wait covers it."""
+    answers = [('NO', [b'Server(s) unavailable to complete operation']), ('OK', [b'7'])]
+
+    class Conn:
+        def select(self, mailbox, readonly=True):
+            return answers.pop(0)
+
+        def logout(self):
+            pass
+    imap = imapcheck.Imap('198.51.100.111', 143, 'alice', 'secret', False, False, 5)
+
+    def login_once():
+        imap.conn = Conn()
+    monkeypatch.setattr(imap, '_login_once', login_once)
+    monkeypatch.setattr(imapcheck.time, 'sleep', lambda seconds: None)
+    assert imap.connect(wait=10, select='INBOX') == 7
+    assert imap.attempts == 2 and answers == []
+
+
+def test_login_without_wait_reports_the_select_refusal(monkeypatch):
+    class Conn:
+        def select(self, mailbox, readonly=True):
+            return 'NO', [b'Server(s) unavailable to complete operation']
+
+        def logout(self):
+            pass
+    imap = imapcheck.Imap('198.51.100.111', 143, 'alice', 'secret', False, False, 5)
+    monkeypatch.setattr(imap, '_login_once', lambda: setattr(imap, 'conn', Conn()))
+    with pytest.raises(imapcheck.CheckError) as caught:
+        imap.connect(wait=0, select='INBOX')
+    assert 'failed after 1 attempt(s)' in caught.value.msg and 'Server(s) unavailable' in caught.value.msg

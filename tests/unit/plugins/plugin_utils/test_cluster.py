@@ -487,3 +487,10 @@ def test_ha_cluster_vars_filter_on_a_string():
 def test_cluster_config_filter_on_a_volume_given_as_a_path():
     with pytest.raises(AnsibleFilterError, match='^cyrus.ha.cluster_config: pair be1'):
         filters()['cluster_config']([pair(volume='/srv/cyrus-ha/be1')], NODES, DEVICES)
+
+
+def test_a_fence_device_keeps_its_meta_attributes():
+    """fence_scsi needs provides=unfencing as a meta attribute of its stonith resource."""
+    devices = [dict(DEVICES[0], agent='fence_scsi', meta={'provides': 'unfencing'}), DEVICES[1]]
+    resources, dummy, dummy2 = fencing(NODES, devices, [])
+    assert resources[0]['meta'] == {'provides': 'unfencing'} and 'meta' not in resources[1]
