@@ -18,6 +18,7 @@ import pytest
 
 import cyha_imap
 import labutil
+from cyha_cluster import login_works
 
 pytestmark = pytest.mark.lab
 
@@ -87,14 +88,6 @@ HOME = {'master': 'cyha-be1', 'address_on_be1': True, 'address_on_spare': False,
         'mounted_on_spare': False}
 SPARE = {'master': 'cyha-spare', 'address_on_be1': False, 'address_on_spare': True, 'mounted_on_be1': False,
          'mounted_on_spare': True}
-
-
-def login_works() -> bool:
-    try:
-        with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
-            return conn.select('INBOX', readonly=True)[0] == 'OK'
-    except Exception:   # noqa: BLE001 - any failure means "not yet"
-        return False
 
 
 def cleanup(hosts: dict) -> None:
