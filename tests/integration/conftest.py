@@ -19,7 +19,7 @@ import labutil
 def lab():
     if os.geteuid() != 0:
         pytest.fail('the integration tests need root: they build the lab of network namespaces')
-    proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    proc = labutil.lab_up()
     assert proc.returncode == 0, f'lab up failed:\n{proc.stderr}'
     yield labutil.lab_hosts()
     if not os.environ.get('CYHA_LAB_KEEP'):

@@ -148,7 +148,7 @@ def canary_count(subject: str, timeout: float = 30) -> int:
 
 def rejoin(node: str) -> None:
     """Boot a fenced node again (the lab's "power on") and start its cluster stack: it rejoins."""
-    proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    proc = labutil.lab_up()
     assert proc.returncode == 0, proc.stderr
     play('-l', node)
     other = NODES[1 - NODES.index(node)]
@@ -173,7 +173,7 @@ def inject(failure: str, node: str) -> None:
 
 def wipe() -> None:
     """No cluster on the lab: every node up, its stack stopped, no CIB, key or corosync.conf left."""
-    labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    labutil.lab_up()
     play('-e', 'cluster_action=stop', check=False)
     for node in NODES:
         inside(node, ['sh', '-c', 'rm -f /var/lib/pacemaker/cib/* /var/lib/pacemaker/pengine/* '

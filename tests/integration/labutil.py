@@ -35,6 +35,15 @@ def lab(*args: str, **extra_env) -> subprocess.CompletedProcess:
     return run([sys.executable, LAB_SCRIPT, '--dir', LAB_DIR, *args], timeout=120, **extra_env)
 
 
+# The lab every integration test shares (tests/integration/conftest.py).
+LAB_SHAPE = ('--frontends', '2', '--backends', '2', '--spares', '1')
+
+
+def lab_up() -> subprocess.CompletedProcess:
+    """Bring the shared lab up, or repair it: links back up, boot addresses back, killed hosts booted."""
+    return lab('up', *LAB_SHAPE)
+
+
 def inventory() -> str:
     return os.path.join(LAB_DIR, 'inventory.yml')
 

@@ -81,7 +81,7 @@ def test_each_host_has_its_own_run_and_syslog(lab):
 
 def test_lab_up_twice_leaves_the_same_state(lab):
     before = snapshot()
-    proc = labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    proc = labutil.lab_up()
     assert proc.returncode == 0, proc.stderr
     assert 'nothing to do' in proc.stderr
     assert snapshot() == before

@@ -111,6 +111,8 @@ def cleanup(hosts: dict) -> None:
 def pair(lab):
     """The lab Murder with be1 and be2 on their SAN volumes, deployed by playbooks/warm_spare.yml."""
     hosts = {h['name']: h for h in lab if h['name'] in INSTANCES + ('spare',)}
+    repaired = labutil.lab_up()     # a module before this one may have left a link cut or a host fenced
+    assert repaired.returncode == 0, repaired.stderr
     cleanup(hosts)
     SAN.update(san())
     try:
