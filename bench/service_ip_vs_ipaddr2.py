@@ -40,6 +40,7 @@ sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
 
 import cyha_iprig as rig  # noqa: E402
 from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann  # noqa: E402
+from ansible_collections.cyrus.ha.plugins.module_utils import service_ip as sip  # noqa: E402
 
 IPADDR2 = '/usr/lib/ocf/resource.d/heartbeat/IPaddr2'
 PYTHON = rig.PYTHON
@@ -50,7 +51,7 @@ DIRECT = (
     'print(json.dumps(manage(json.loads(sys.argv[1]))))\n'
 )
 DEFAULTS = {'state': 'present', 'announce_count': 3, 'announce_interval': 0.2, 'announce_mode': 'request', 'conflict_probe': True,
-            'probe_count': 2, 'probe_timeout': 0.2, 'ipv6_dad': True, 'dad_timeout': 10, 'require_link_up': True,
+            'probe_count': sip.PROBE_COUNT, 'probe_timeout': sip.PROBE_TIMEOUT, 'ipv6_dad': True, 'dad_timeout': 10, 'require_link_up': True,
             'noprefixroute': False, 'force': False}
 
 

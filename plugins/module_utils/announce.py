@@ -187,7 +187,10 @@ class Link:
     def __init__(self, interface: str, ethertype: int, sock_factory=socket.socket):
         self.interface = interface
         try:
-            self.sock = sock_factory(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ethertype))
+            # Protocol 0 at creation, the ethertype at bind: a socket created with a protocol is hooked
+            # on every interface at once and bind() must unhook it first, which waits for an RCU grace
+            # period (8-20 ms measured here, paid by every probe and every announcement).
+            self.sock = sock_factory(socket.AF_PACKET, socket.SOCK_RAW, 0)
             self.sock.bind((interface, ethertype))
         except OSError as exc:
             raise AnnounceError(f'cannot open a raw socket on {interface}: {exc.strerror or exc}') from None

@@ -174,18 +174,24 @@ def boot_addresses(addresses: list[dict]) -> set:
     return boot
 
 
-def pick_route(routes: list) -> dict | None:
-    """IPaddr2's findif: of the routes matching an address, skip default and non-unicast routes,
-    take the lowest metric (first one wins a tie, like `ip route` order)."""
-    best = None
+def pick_route(routes: list, family: int = 4) -> dict | None:
+    """IPaddr2's findif: of the routes matching an address, only directly connected unicast ones count
+    (never default, unreachable, blackhole, prohibit, throw or a route via a gateway; for IPv4 only
+    scope link, as findif asks `ip route` for); the longest prefix wins, then the lowest metric (the
+    first one wins a tie, in `ip route` order)."""
+    best, best_key = None, None
     for route in routes:
         if route.get('dst') == 'default' or route.get('type', 'unicast') in SKIP_ROUTE_TYPES:
             continue
-        if not route.get('dev'):
+        if not route.get('dev') or route.get('gateway') or route.get('via'):
             continue
-        metric = route.get('metric', 0)
-        if best is None or metric < best.get('metric', 0):
-            best = route
+        if family == 4 and route.get('scope') != 'link':
+            continue
+        dst = route.get('dst', '')
+        prefix = int(dst.split('/', 1)[1]) if '/' in dst else (32 if family == 4 else 128)
+        key = (-prefix, route.get('metric', 0))
+        if best is None or key < best_key:
+            best, best_key = route, key
     return best
 
 
@@ -244,8 +250,10 @@ class IpRoute:
         return flatten_addresses(self.json(['addr', 'show'] + (['dev', dev] if dev else [])))
 
     def find_interface(self, address: str) -> dict | None:
-        family = '-6' if ipaddress.ip_address(address).version == 6 else '-4'
-        return pick_route(self.json([family, 'route', 'list', 'match', address]))
+        """The interface for `address` (ADDRESS or ADDRESS/PREFIX: with a prefix, only routes covering
+        that whole subnet match), chosen by pick_route."""
+        version = ipaddress.ip_interface(address).version
+        return pick_route(self.json([f'-{version}', 'route', 'list', 'match', address]), version)
 
     def neighbours(self, address: str, dev: str | None = None) -> list:
         return self.json(['neigh', 'show', 'to', address] + (['dev', dev] if dev else []))

@@ -26,6 +26,10 @@ from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
 # the node's own address.
 MARK_DIR = '/run/cyrus-ha/service_ip'
 
+# The conflict probe's defaults (the module's probe_count and probe_timeout).
+PROBE_COUNT = 2
+PROBE_TIMEOUT = 0.05
+
 
 def _mark_file(mark_dir: str, namespace: str | None, address: str) -> str:
     return os.path.join(mark_dir, '%s@%s' % (address, namespace or '-'))
@@ -53,6 +57,10 @@ def set_mark(namespace: str | None, address: str, on: bool, mark_dir: str | None
             os.unlink(path)
     except OSError:
         pass
+
+
+class _Undo(Exception):
+    """A step after the address was added failed: take it away again (the message says why)."""
 
 
 class ServiceIpError(Exception):
@@ -116,9 +124,16 @@ def validate(params: dict):
                              'the kernel allows at most 15')
     if params.get('broadcast'):
         try:
-            ipaddress.IPv4Address(params['broadcast'])
+            broadcast = ipaddress.IPv4Address(params['broadcast'])
         except ValueError:
             raise ServiceIpError(f'broadcast {params["broadcast"]!r} is not an IPv4 address') from None
+        if broadcast == iface.ip:
+            raise ServiceIpError(f'broadcast {broadcast} is the address itself: the broadcast address of '
+                                 f'{iface.with_prefixlen} is normally {iface.network.broadcast_address}')
+        if broadcast not in iface.network:
+            raise ServiceIpError(f'broadcast {broadcast} is outside {iface.network}: the broadcast address of '
+                                 f'{iface.with_prefixlen} must lie in its subnet (normally '
+                                 f'{iface.network.broadcast_address})')
     for key, low in (('announce_count', 0), ('announce_interval', 0), ('probe_count', 1), ('probe_timeout', 0),
                      ('dad_timeout', 0)):
         if params.get(key) is not None and params[key] < low:
@@ -233,10 +248,10 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         if link is None:
             raise ServiceIpError(f'interface {interface} does not exist{where}')
     else:
-        route = ip.find_interface(address)
+        route = ip.find_interface(str(iface.with_prefixlen))
         if route is None:
-            raise ServiceIpError(f'no route{where} matches {address} (default, unreachable and blackhole routes '
-                                 'do not count): set interface')
+            raise ServiceIpError(f'no directly connected route{where} covers {iface.network} (default, unreachable, '
+                                 'blackhole routes and routes via a gateway do not count): set interface')
         interface = route['dev']
         link = ip.link(interface)
     if params.get('label'):
@@ -285,8 +300,15 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         result['diff'] = {'before': describe(current), 'after': {}}
         if existing and not check_mode:
             mark = time.monotonic()
+            result['changed'] = False   # what was done, should a removal fail
             for addr in existing:
-                ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+                try:
+                    ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+                except IpError as exc:
+                    raise ServiceIpError(f'cannot remove {address}/{addr["prefix"]} from {addr["interface"]}{where}: '
+                                         f'{exc}{"" if result["changed"] else ". Nothing was changed"}',
+                                         **result) from None
+                result['changed'] = True
             timings['address_del'] = round(time.monotonic() - mark, 6)
         if not check_mode:
             set_mark(params.get('namespace'), address, False, mark_dir)
@@ -338,19 +360,23 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         timings['total'] = round(time.monotonic() - started, 6)
         return result
 
+    result['changed'] = False       # from here on: what was actually done
     if not existing:
         if loopback:
             result['conflict_probe'] = {'skipped': f'{interface} is a loopback interface'}
         elif not params.get('conflict_probe', True):
             result['conflict_probe'] = {'skipped': 'conflict_probe=false'}
         else:
-            found = ann.probe(interface, mac, address, params.get('probe_count', 2), params.get('probe_timeout', 0.2),
-                              sock_factory)
+            try:
+                found = ann.probe(interface, mac, address, params.get('probe_count', PROBE_COUNT),
+                                  params.get('probe_timeout', PROBE_TIMEOUT), sock_factory)
+            except ann.AnnounceError as exc:
+                raise ServiceIpError(f'{address}: the conflict probe on {interface}{where} failed: {exc}. Nothing was '
+                                     'changed', **result) from None
             result['conflict_probe'] = found
             timings['probe'] = found['seconds']
             if found['conflict']:
                 if not params.get('force'):
-                    result['changed'] = False
                     raise ServiceIpError(f'{address} is already in use on the link of {interface}{where}: '
                                          f'{found["mac"]} answered the conflict probe. Nothing was changed. Release '
                                          'the address on that host first, or, only if that host is fenced or down, '
@@ -359,31 +385,49 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
 
     mark = time.monotonic()
     for addr, dummy in stale:
-        ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+        try:
+            ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+        except IpError as exc:
+            raise ServiceIpError(f'{address}: cannot remove the differing copy on {addr["interface"]}{where}: {exc}'
+                                 f'{"" if result["changed"] else ". Nothing was changed"}', **result) from None
+        result['changed'] = True
     # a right copy on the target stays (only the wrong copies went): nothing to add, no DAD to wait for
     in_place = any(a['interface'] == interface for a in keep)
     skip_dad = in_place or (family == 6 and not params.get('ipv6_dad', True))
-    if not in_place:
-        ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
-                       want['noprefixroute'], nodad=skip_dad)
-    set_mark(params.get('namespace'), address, True, mark_dir)
-    timings['address_add'] = round(time.monotonic() - mark, 6)
-    if family == 6 and not skip_dad:
-        mark = time.monotonic()
-        outcome = ip.wait_dad(address, interface, params.get('dad_timeout', 10))
-        timings['dad_wait'] = round(time.monotonic() - mark, 6)
-        if outcome != 'done':
-            ip.del_address(address, iface.network.prefixlen, interface)
-            set_mark(params.get('namespace'), address, False, mark_dir)
-            why = ('duplicate address detection failed: another node on the link answered for it'
-                   if outcome == 'dadfailed' else
-                   f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
-                   if outcome == 'timeout' else 'the address vanished while waiting for DAD')
-            result['changed'] = bool(stale)
-            raise ServiceIpError(f'{address} on {interface}{where}: {why}; the address was removed again', **result)
-    timings['usable'] = round(time.monotonic() - started, 6)
-    if not loopback and params.get('announce_count', 3) > 0:
-        result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
+    added = False
+    try:
+        if not in_place:
+            ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
+                           want['noprefixroute'], nodad=skip_dad)
+            added = result['changed'] = True
+        set_mark(params.get('namespace'), address, True, mark_dir)
+        timings['address_add'] = round(time.monotonic() - mark, 6)
+        if family == 6 and not skip_dad:
+            mark = time.monotonic()
+            outcome = ip.wait_dad(address, interface, params.get('dad_timeout', 10))
+            timings['dad_wait'] = round(time.monotonic() - mark, 6)
+            if outcome != 'done':
+                raise _Undo('duplicate address detection failed: another node on the link answered for it'
+                            if outcome == 'dadfailed' else
+                            f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
+                            if outcome == 'timeout' else 'the address vanished while waiting for DAD')
+        timings['usable'] = round(time.monotonic() - started, 6)
+        if not loopback and params.get('announce_count', 3) > 0:
+            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
+    except (_Undo, IpError, ann.AnnounceError) as exc:
+        # Nothing half-done: an address added but never announced (or failing DAD) goes again, so that
+        # a second run does the whole takeover instead of finding the address "present" and stopping.
+        undone = ''
+        if added:
+            try:
+                ip.del_address(address, iface.network.prefixlen, interface)
+                set_mark(params.get('namespace'), address, False, mark_dir)
+                result['changed'] = bool(stale)
+                undone = '; the address was removed again'
+            except IpError as again:
+                undone = f'; removing the address again failed too ({again}): it is still on {interface}'
+        raise ServiceIpError(f'{address} on {interface}{where}: {exc}{undone}', **result) from None
+    result['changed'] = True
     timings['total'] = round(time.monotonic() - started, 6)
     return result
 

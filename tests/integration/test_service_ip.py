@@ -240,8 +240,12 @@ BAD = [
     ({'address': '2001:db8::cafe:2/64', 'state': 'absent'}, f'2001:db8::cafe:2 is the own (boot) address of eth0 in '
      f'network namespace {rig.SPARE}: service_ip manages only service addresses added beside it, never the address '
      'the node itself is reached at'),
-    ({'address': '198.51.100.240/24'}, f'no route in network namespace {rig.SPARE} matches 198.51.100.240 (default, '
-     'unreachable and blackhole routes do not count): set interface'),
+    ({'address': '198.51.100.240/24'}, f'no directly connected route in network namespace {rig.SPARE} covers '
+     '198.51.100.0/24 (default, unreachable, blackhole routes and routes via a gateway do not count): set interface'),
+    ({'address': '203.0.113.50/23'}, f'no directly connected route in network namespace {rig.SPARE} covers '
+     '203.0.112.0/23 (default, unreachable, blackhole routes and routes via a gateway do not count): set interface'),
+    ({'address': '203.0.113.50/24', 'broadcast': '198.51.100.255'}, 'broadcast 198.51.100.255 is outside '
+     '203.0.113.0/24: the broadcast address of 203.0.113.50/24 must lie in its subnet (normally 203.0.113.255)'),
     ({'address': '2001:db8::cafe:50/64', 'label': 'eth0:v6'}, 'label applies to IPv4 addresses only, not to '
      '2001:db8::cafe:50/64'),
     ({'address': '203.0.113.50/24', 'announce_count': -1}, 'announce_count must be at least 0, not -1'),

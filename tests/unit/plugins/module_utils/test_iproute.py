@@ -47,17 +47,29 @@ def test_boot_addresses_are_the_oldest_global_per_family():
     assert boot_addresses(flatten_addresses(ADDR_SHOW)) == {('eth0', '203.0.113.2'), ('eth0', '2001:db8::cafe:2')}
 
 
-@pytest.mark.parametrize('routes, dev', [
-    ([], None),
-    ([{'dst': 'default', 'gateway': '203.0.113.254', 'dev': 'eth0'}], None),
-    ([{'type': 'unreachable', 'dst': '203.0.113.0/24'}, {'type': 'blackhole', 'dst': '203.0.113.0/25'}], None),
-    ([{'dst': '203.0.113.0/24', 'dev': 'eth0', 'metric': 100}, {'dst': '203.0.113.0/24', 'dev': 'eth1', 'metric': 10}],
-     'eth1'),
-    ([{'dst': '203.0.113.0/24', 'dev': 'eth0'}, {'dst': '203.0.113.0/24', 'dev': 'eth1', 'metric': 10}], 'eth0'),
-    ([{'type': 'prohibit', 'dst': '203.0.113.0/24'}, {'dst': '203.0.113.0/16', 'dev': 'br0', 'metric': 5}], 'br0'),
+@pytest.mark.parametrize('routes, family, dev', [
+    ([], 4, None),
+    ([{'dst': 'default', 'gateway': '203.0.113.254', 'dev': 'eth0'}], 4, None),
+    ([{'type': 'unreachable', 'dst': '203.0.113.0/24'}, {'type': 'blackhole', 'dst': '203.0.113.0/25'}], 4, None),
+    ([{'dst': '203.0.113.0/24', 'dev': 'eth0', 'scope': 'link', 'metric': 100},
+      {'dst': '203.0.113.0/24', 'dev': 'eth1', 'scope': 'link', 'metric': 10}], 4, 'eth1'),
+    ([{'dst': '203.0.113.0/24', 'dev': 'eth0', 'scope': 'link'},
+      {'dst': '203.0.113.0/24', 'dev': 'eth1', 'scope': 'link', 'metric': 10}], 4, 'eth0'),
+    ([{'type': 'prohibit', 'dst': '203.0.113.0/24'}, {'dst': '203.0.113.0/16', 'dev': 'br0', 'scope': 'link',
+                                                      'metric': 5}], 4, 'br0'),
+    # findif asks for scope link: a subnet reached through a gateway is not on that link
+    ([{'dst': '203.0.113.0/24', 'gateway': '198.51.100.1', 'dev': 'eth1'},
+      {'dst': '203.0.113.0/16', 'dev': 'eth0', 'scope': 'link', 'metric': 500}], 4, 'eth0'),
+    ([{'dst': '203.0.113.0/24', 'dev': 'eth1', 'protocol': 'static'}], 4, None),
+    # the longest prefix wins over a lower metric, as findif's best mask does
+    ([{'dst': '203.0.113.0/16', 'dev': 'eth0', 'scope': 'link', 'metric': 0},
+      {'dst': '203.0.113.0/24', 'dev': 'eth1', 'scope': 'link', 'metric': 100}], 4, 'eth1'),
+    # IPv6 routes carry no scope; a route via a gateway still does not count
+    ([{'dst': '2001:db8::/64', 'dev': 'eth0', 'metric': 256}], 6, 'eth0'),
+    ([{'dst': '2001:db8::/64', 'gateway': 'fe80::1', 'dev': 'eth1', 'metric': 1}], 6, None),
 ])
-def test_pick_route_like_ipaddr2_findif(routes, dev):
-    picked = pick_route(routes)
+def test_pick_route_like_ipaddr2_findif(routes, family, dev):
+    picked = pick_route(routes, family)
     assert (picked['dev'] if picked else None) == dev
 
 

@@ -54,14 +54,15 @@ class FakeIp:
         for flag in extra:
             info[flag] = True
 
-    def routes(self, address):
-        ip = ipaddress.ip_address(address)
+    def routes(self, match):
+        wanted = ipaddress.ip_network(match, strict=False)
         found = []
         for link in self.links:
             for a in link['addr_info']:
                 net = ipaddress.ip_interface(f'{a["local"]}/{a["prefixlen"]}').network
-                if ip in net and not a.get('secondary') and link['ifname'] != 'lo':
-                    found.append({'dst': str(net), 'dev': link['ifname'], 'metric': 0 if ip.version == 4 else 256})
+                if net.version == wanted.version and wanted.subnet_of(net) and not a.get('secondary') and link['ifname'] != 'lo':
+                    route = {'dst': str(net), 'dev': link['ifname'], 'metric': 0 if net.version == 4 else 256}
+                    found.append(dict(route, scope='link') if net.version == 4 else route)
         return found
 
     def __call__(self, argv):
@@ -229,7 +230,82 @@ def test_dadfailed_removes_the_address_again(monkeypatch):
         run(fake, address='2001:db8::50/64', ipv6_dad=True)
     assert caught.value.msg == ('2001:db8::50 on eth0: duplicate address detection failed: another node on the link '
                                 'answered for it; the address was removed again')
+    assert caught.value.result['changed'] is False
     assert all(a[0] != '2001:db8::50' for a in fake.held('eth0'))
+
+
+class Sender:
+    """ann.announce, failing while `broken` says so (a link gone away between the add and the send)."""
+
+    def __init__(self):
+        self.broken = True
+        self.calls = 0
+
+    def __call__(self, interface, mac, address, count, *rest, **kwargs):
+        self.calls += 1
+        if self.broken:
+            raise sip.ann.AnnounceError(f'sending on {interface} failed: Network is down')
+        return {'sent': count, 'first': 0.001}
+
+
+def test_an_address_that_cannot_be_announced_is_taken_away_again(monkeypatch):
+    sender = Sender()
+    monkeypatch.setattr(sip.ann, 'announce', sender)
+    fake = FakeIp()
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='203.0.113.50/24', announce_count=3)
+    assert caught.value.msg == ('203.0.113.50 on eth0: sending on eth0 failed: Network is down; the address was '
+                                'removed again')
+    assert caught.value.result['changed'] is False
+    assert all(a[0] != '203.0.113.50' for a in fake.held('eth0'))
+    # so the next run does the whole takeover, announcement included, instead of finding it "present"
+    sender.broken = False
+    again = run(fake, address='203.0.113.50/24', announce_count=3)
+    assert again['changed'] is True and again['announcements']['sent'] == 3 and sender.calls == 2
+
+
+def test_a_failure_after_a_correction_still_reports_the_change(monkeypatch):
+    monkeypatch.setattr(sip.ann, 'announce', Sender())
+    fake = FakeIp()
+    fake.add('203.0.113.50/25', 'eth0')        # the wrong prefix: corrected by deleting it, then adding /24
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='203.0.113.50/24', announce_count=3)
+    assert caught.value.result['changed'] is True, 'the wrong copy is gone: that is a change'
+    assert caught.value.result['corrected'] == ['203.0.113.50/25 on eth0: prefix /25 (wanted /24)']
+    assert all(a[0] != '203.0.113.50' for a in fake.held('eth0'))
+
+
+def test_a_probe_that_cannot_open_its_socket_changes_nothing(monkeypatch):
+    def no_socket(*args, **kwargs):
+        raise sip.ann.AnnounceError('cannot open a raw socket on eth0: Operation not permitted')
+    monkeypatch.setattr(sip.ann, 'probe', no_socket)
+    fake = FakeIp()
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='203.0.113.50/24', conflict_probe=True)
+    assert caught.value.msg == ('203.0.113.50: the conflict probe on eth0 failed: cannot open a raw socket on eth0: '
+                                'Operation not permitted. Nothing was changed')
+    assert caught.value.result['changed'] is False
+    assert all(a[0] != '203.0.113.50' for a in fake.held('eth0'))
+
+
+def test_absent_reports_what_it_removed_when_a_later_removal_fails(monkeypatch):
+    fake = FakeIp()
+    fake.add('203.0.113.50/24', 'eth0')
+    fake.add('203.0.113.50/24', 'eth1')
+    real_call = fake.__class__.__call__
+
+    def refuse_eth1(self, argv):
+        if argv[1:3] == ['addr', 'del'] and argv[-1] == 'eth1':
+            return 2, '', 'RTNETLINK answers: Operation not permitted'
+        return real_call(self, argv)
+    monkeypatch.setattr(FakeIp, '__call__', refuse_eth1)
+    with pytest.raises(sip.ServiceIpError) as caught:
+        run(fake, address='203.0.113.50/24', state='absent')
+    assert caught.value.msg.startswith('cannot remove 203.0.113.50/24 from eth1: ')
+    assert 'Operation not permitted' in caught.value.msg and 'Nothing was changed' not in caught.value.msg
+    assert caught.value.result['changed'] is True
+    assert all(a[0] != '203.0.113.50' for a in fake.held('eth0'))
+    assert any(a[0] == '203.0.113.50' for a in fake.held('eth1'))
 
 
 def test_conflict_refuses_and_force_overrides(monkeypatch):
@@ -257,6 +333,10 @@ def test_link_down_is_an_error():
 
 @pytest.mark.parametrize('params, message', [
     ({'address': '203.0.113.50/24', 'broadcast': 'x'}, "broadcast 'x' is not an IPv4 address"),
+    ({'address': '203.0.113.50/24', 'broadcast': '203.0.114.255'}, 'broadcast 203.0.114.255 is outside '
+     '203.0.113.0/24: the broadcast address of 203.0.113.50/24 must lie in its subnet (normally 203.0.113.255)'),
+    ({'address': '203.0.113.50/25', 'broadcast': '203.0.113.50'}, 'broadcast 203.0.113.50 is the address itself: '
+     'the broadcast address of 203.0.113.50/25 is normally 203.0.113.127'),
     ({'address': '203.0.113.50/24', 'preferred_lft': 'soon'}, "preferred_lft 'soon' must be \"forever\" or a number "
      "of seconds"),
     ({'address': '2001:db8::50/64', 'broadcast': '203.0.113.255'}, 'broadcast applies to IPv4 addresses only, not '
