@@ -53,9 +53,10 @@ lab-down:
 lab-status:
 	@$(PYTHON) tests/lab/lab.py status
 
-LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml
-LAB_VARS := -e @playbooks/vars/murder_lab.yml -e @playbooks/vars/murder_lab_hosts.yml \
-            -e @playbooks/vars/warm_spare_lab.yml
+# The lab's two inventory sources: how to reach each host (inventory.yml) and the Murder itself, read
+# by the cyrus.ha.murder inventory plugin (topology.yml: groups and murder_* host variables).
+LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml -i $(LAB_DIR)/topology.yml
+LAB_VARS := -e @playbooks/vars/murder_lab.yml -e @playbooks/vars/warm_spare_lab.yml
 
 lab: lab-up
 	mkdir -p $(REPORTS)/drill
@@ -79,7 +80,7 @@ lab: lab-up
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
 	@echo "lab: reports in $(REPORTS)/: hosts.txt, probe_storage_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
-	@echo "lab: inventory $(LAB_DIR)/inventory.yml (+ topology.yml for cyrus.ha.murder); 'make lab-down' removes the lab"
+	@echo "lab: inventory $(LAB_DIR)/inventory.yml + $(LAB_DIR)/topology.yml (cyrus.ha.murder); 'make lab-down' removes the lab"
 
 test: deps env
 	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit tests/integration $(PYTEST_ARGS)
