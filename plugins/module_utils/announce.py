@@ -10,6 +10,7 @@ Frame builders and parsers are pure functions over bytes; `Link` does the socket
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import select
 import socket
@@ -229,8 +230,39 @@ class Link:
                 return found
 
 
-def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.2, sock_factory=socket.socket) -> dict:
+def ethertype_for(ip: str) -> int:
+    """The ethertype of the probe and the announcements of `ip`: ARP, or IPv6 (neighbour discovery)."""
+    return ETH_P_ARP if ipaddress.ip_address(ip).version == 4 else ETH_P_IPV6
+
+
+class LinkKeeper:
+    """One raw socket for a whole run, opened on first use: the probe and the announcements share
+    it, and it is closed once at the end (closing a bound packet socket waits for an RCU grace
+    period, some milliseconds that would otherwise fall between the probe and the address)."""
+
+    def __init__(self, interface: str, ethertype: int, sock_factory=socket.socket):
+        self.interface, self.ethertype, self.sock_factory = interface, ethertype, sock_factory
+        self.link = None
+
+    def get(self) -> Link:
+        if self.link is None:
+            self.link = Link(self.interface, self.ethertype, self.sock_factory)
+        return self.link
+
+    def close(self) -> None:
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+
+
+def _using(interface: str, ethertype: int, sock_factory, keeper: LinkKeeper | None):
+    return contextlib.nullcontext(keeper.get()) if keeper is not None else Link(interface, ethertype, sock_factory)
+
+
+def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.2, sock_factory=socket.socket,
+          keeper: LinkKeeper | None = None) -> dict:
     """Ask the link whether anyone holds `ip`; `count` probes spread over `timeout` seconds.
+    With `keeper`, its socket is used (and left open).
 
     Returns {'conflict': bool, 'mac': str|None, 'probes': n, 'seconds': float}."""
     version = ipaddress.ip_address(ip).version
@@ -246,7 +278,7 @@ def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.
     step = timeout / count
     found = None
     sent = 0
-    with Link(interface, ethertype, sock_factory) as link:
+    with _using(interface, ethertype, sock_factory, keeper) as link:
         for n in range(count):
             link.send(frame)
             sent += 1
@@ -258,7 +290,7 @@ def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.
 
 
 def announce(interface: str, mac: str, ip: str, count: int = 3, interval: float = 0.2, mode: str = 'request',
-             sock_factory=socket.socket, clock_zero: float | None = None) -> dict:
+             sock_factory=socket.socket, clock_zero: float | None = None, keeper: LinkKeeper | None = None) -> dict:
     """Send `count` announcements `interval` seconds apart (the interval is honoured).
 
     mode (IPv4): 'request', 'reply' or 'both' (a request then a reply each round)."""
@@ -272,7 +304,7 @@ def announce(interface: str, mac: str, ip: str, count: int = 3, interval: float 
     zero = time.monotonic() if clock_zero is None else clock_zero
     sent = 0
     first = None
-    with Link(interface, ethertype, sock_factory) as link:
+    with _using(interface, ethertype, sock_factory, keeper) as link:
         start = time.monotonic()
         for n in range(count):
             if n:

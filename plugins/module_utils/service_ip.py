@@ -16,7 +16,8 @@ import time
 
 from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann
 from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
-    FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, link_state)
+    FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, flatten_addresses,
+    link_state)
 
 
 # What this module added, one empty file per address and network namespace. It lives in /run, like the
@@ -28,7 +29,7 @@ MARK_DIR = '/run/cyrus-ha/service_ip'
 
 # The conflict probe's defaults (the module's probe_count and probe_timeout).
 PROBE_COUNT = 2
-PROBE_TIMEOUT = 0.05
+PROBE_TIMEOUT = 0.02
 
 
 def _mark_file(mark_dir: str, namespace: str | None, address: str) -> str:
@@ -240,11 +241,14 @@ def _is_ethernet(mac) -> bool:
 def _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings,
             mark_dir):
     where = f' in network namespace {params["namespace"]}' if params.get('namespace') else ''
-    addresses = ip.addresses()
+    # one `ip -j addr show` gives both the addresses and each link's flags, state and MAC
+    links = ip.json(['addr', 'show'])
+    addresses = flatten_addresses(links)
+    by_name = {entry.get('ifname'): entry for entry in links}
     existing = [a for a in addresses if a['local'] == address and a['family'] == family]
     interface = params.get('interface')
     if interface:
-        link = ip.link(interface)
+        link = by_name.get(interface)
         if link is None:
             raise ServiceIpError(f'interface {interface} does not exist{where}')
     else:
@@ -253,7 +257,7 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
             raise ServiceIpError(f'no directly connected route{where} covers {iface.network} (default, unreachable, '
                                  'blackhole routes and routes via a gateway do not count): set interface')
         interface = route['dev']
-        link = ip.link(interface)
+        link = by_name.get(interface)
     if params.get('label'):
         try:
             check_label(params['label'], interface)
@@ -361,6 +365,18 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         return result
 
     result['changed'] = False       # from here on: what was actually done
+    keeper = None if loopback else ann.LinkKeeper(interface, ann.ethertype_for(address), sock_factory)
+    try:
+        return _take(params, ip, iface, address, family, interface, where, want, mac, loopback, existing, stale, keep,
+                     result, sock_factory, keeper, started, timings, mark_dir)
+    finally:
+        if keeper is not None:
+            keeper.close()
+
+
+def _take(params, ip, iface, address, family, interface, where, want, mac, loopback, existing, stale, keep, result,
+          sock_factory, keeper, started, timings, mark_dir) -> dict:
+    """Probe, add, wait for DAD, announce (state=present, not check mode)."""
     if not existing:
         if loopback:
             result['conflict_probe'] = {'skipped': f'{interface} is a loopback interface'}
@@ -369,7 +385,7 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
         else:
             try:
                 found = ann.probe(interface, mac, address, params.get('probe_count', PROBE_COUNT),
-                                  params.get('probe_timeout', PROBE_TIMEOUT), sock_factory)
+                                  params.get('probe_timeout', PROBE_TIMEOUT), sock_factory, keeper)
             except ann.AnnounceError as exc:
                 raise ServiceIpError(f'{address}: the conflict probe on {interface}{where} failed: {exc}. Nothing was '
                                      'changed', **result) from None
@@ -413,7 +429,8 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
                             if outcome == 'timeout' else 'the address vanished while waiting for DAD')
         timings['usable'] = round(time.monotonic() - started, 6)
         if not loopback and params.get('announce_count', 3) > 0:
-            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
+            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings,
+                                                keeper)
     except (_Undo, IpError, ann.AnnounceError) as exc:
         # Nothing half-done: an address added but never announced (or failing DAD) goes again, so that
         # a second run does the whole takeover instead of finding the address "present" and stopping.
@@ -432,9 +449,9 @@ def _manage(params, ip, iface, state, address, family, check_mode, sock_factory,
     return result
 
 
-def _announce(params, interface, mac, address, sock_factory, started, timings) -> dict:
+def _announce(params, interface, mac, address, sock_factory, started, timings, keeper=None) -> dict:
     sent = ann.announce(interface, mac, address, params.get('announce_count', 3), params.get('announce_interval', 0.2),
-                        params.get('announce_mode', 'request'), sock_factory, clock_zero=started)
+                        params.get('announce_mode', 'request'), sock_factory, clock_zero=started, keeper=keeper)
     timings['first_announcement'] = sent['first']
     return {'sent': sent['sent'], 'count': params.get('announce_count', 3),
             'interval': params.get('announce_interval', 0.2), 'mode': params.get('announce_mode', 'request')

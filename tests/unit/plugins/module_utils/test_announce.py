@@ -129,6 +129,7 @@ class FakeSocket:
 
     def __init__(self, family, kind, proto, incoming=None, fail_bind=None):
         self.sent, self.incoming, self.fail_bind = [], list(incoming or []), fail_bind
+        self.proto, self.closed = proto, False
         FakeSocket.instances.append(self)
 
     def bind(self, addr):
@@ -146,7 +147,7 @@ class FakeSocket:
         return -1
 
     def close(self):
-        pass
+        self.closed = True
 
 
 def test_probe_reports_the_mac_that_answered(monkeypatch):
@@ -184,3 +185,27 @@ def test_raw_socket_failure_is_a_clear_error():
         ann.announce('eth0', MAC, '203.0.113.50', sock_factory=lambda *a: FakeSocket(*a, fail_bind=True))
     assert str(caught.value) == 'cannot open a raw socket on eth0: Operation not permitted'
     assert socket.AF_PACKET  # Linux only, like the module
+
+
+def test_the_socket_is_made_without_a_protocol_and_bound_to_the_ethertype():
+    """Protocol 0 at creation: a socket created with its ethertype would be hooked on every interface
+    and bind() would wait for an RCU grace period to unhook it."""
+    ann.announce('eth0', MAC, '2001:db8::50', 1, 0.0, sock_factory=FakeSocket)
+    made = FakeSocket.instances[-1]
+    assert made.proto == 0 and made.bound == ('eth0', ann.ETH_P_IPV6) and made.closed
+
+
+def test_a_keeper_gives_the_probe_and_the_announcements_one_socket(monkeypatch):
+    monkeypatch.setattr(ann.select, 'select', lambda r, w, x, t: ([], [], []))
+    made = []
+
+    def factory(*args):
+        made.append(FakeSocket(*args))
+        return made[-1]
+    keeper = ann.LinkKeeper('eth0', ann.ethertype_for('203.0.113.50'), factory)
+    assert ann.probe('eth0', MAC, '203.0.113.50', 2, 0.01, keeper=keeper)['conflict'] is False
+    assert ann.announce('eth0', MAC, '203.0.113.50', 2, 0.0, keeper=keeper)['sent'] == 2
+    assert len(made) == 1 and made[0].sent == [ARP_PROBE, ARP_PROBE] + [ann.garp(MAC, '203.0.113.50', 'request')] * 2
+    assert made[0].closed is False, 'the keeper closes it, once, at the end'
+    keeper.close()
+    assert made[0].closed is True
