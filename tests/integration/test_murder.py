@@ -170,6 +170,21 @@ def test_the_topology_inventory_describes_the_same_murder(murder):
     assert snapshot() == before
 
 
+def test_the_master_admins_are_the_mupdate_users_of_every_backend_and_frontend(murder):
+    """The lab's peers share one mupdate user, which cannot tell a computed admins line from a fixed
+    one; give each peer its own and check mode must predict exactly the master's new admins line and
+    its new SASL users, and change nothing."""
+    before = snapshot()
+    per_peer = {'murder_mupdate_authname': "{{ 'mupdate-' ~ inventory_hostname }}"}
+    proc = site('--check', '--diff', '--limit', 'mupdate', '-e', json.dumps(per_peer))
+    lines = proc.stdout.splitlines()
+    assert '-admins: mupdate' in lines, proc.stdout[-3000:]
+    assert '+admins: mupdate-be1 mupdate-be2 mupdate-fe1 mupdate-fe2' in lines, proc.stdout[-3000:]
+    assert '    "msg": "would set the password of: mupdate-be1, mupdate-be2, mupdate-fe1, mupdate-fe2"' in lines
+    assert labutil.recap(proc.stdout)['mupdate']['changed'] == 3      # imapd.conf, SASL users, restart
+    assert snapshot() == before
+
+
 @pytest.mark.parametrize('frontend', ['fe1', 'fe2'])
 @pytest.mark.parametrize('user', sorted(HOME))
 def test_users_of_both_backends_work_through_either_frontend(murder, frontend, user):
