@@ -56,7 +56,7 @@ def measure(family: int, probes: int) -> dict:
     else:
         ethertype, frame, conflict = ann.ETH_P_IPV6, ann.dad_probe(spare_mac, address), ann.nd_conflict
     answers, whole, unanswered = [], [], 0
-    for _ in range(probes):
+    for dummy in range(probes):
         sock = rig.socket_in(rig.SPARE, ann.socket.AF_PACKET, ann.socket.SOCK_RAW, 0)
         started = time.monotonic()
         with ann.Link('eth0', ethertype, lambda *a, s=sock: s) as link:
@@ -98,7 +98,7 @@ def main() -> int:
             for load in ('idle', 'busy'):
                 stop = multiprocessing.Event()
                 hogs = [multiprocessing.Process(target=spin, args=(stop,), daemon=True)
-                        for _ in range((os.cpu_count() or 1) + 1 if load == 'busy' else 0)]
+                        for dummy in range((os.cpu_count() or 1) + 1 if load == 'busy' else 0)]
                 for hog in hogs:
                     hog.start()
                 try:

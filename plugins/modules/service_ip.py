@@ -51,7 +51,7 @@ options:
     description:
       - The interface to hold the address.
       - When omitted it is found as Pacemaker's IPaddr2 finds it, from
-        C(ip route list match ADDRESS/PREFIX) (routes covering the whole subnet): only directly
+        C(ip route list match ADDRESS/PREFIX), the routes covering the whole subnet. Only directly
         connected routes count (for IPv4 scope C(link)), never a default, unreachable, blackhole,
         prohibit or throw route or a route via a gateway; the longest prefix wins, then the lowest
         metric. Required for an IPv6 link-local address.
