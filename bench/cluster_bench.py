@@ -151,7 +151,9 @@ def main() -> int:
     parser.add_argument('--json', help='write every round to this file')
     args = parser.parse_args()
     # every node up (a node a previous run left fenced boots again) and in the cluster
-    labutil.lab('up', '--frontends', '2', '--backends', '2', '--spares', '1')
+    labutil.lab_up()
+    if not os.path.exists('/etc/cyrus-ha/be1/imapd.conf'):
+        raise SystemExit('be1\'s instance is not deployed on the lab: run `make lab` first')
     if not all(lab.pacemakerd_pid(node) for node in lab.NODES):
         lab.play()
         if not labutil.poll(lambda: lab.active() and lab.login_works(), lab.JOIN_TIMEOUT, 0.5):

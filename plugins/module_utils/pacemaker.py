@@ -130,6 +130,55 @@ def canon(elem: ET.Element):
             tuple(canon(child) for child in elem if isinstance(child.tag, str)))
 
 
+# Meta attributes an operator toggles at run time (crm_resource --meta, pcs resource disable/unmanage):
+# a resource's desired configuration that does not set them leaves them as the cluster has them, so
+# that a routine run never restarts what an operator stopped for maintenance.
+OPERATOR_META = ('target-role', 'is-managed', 'maintenance')
+OWNERS = ('primitive', 'group', 'clone', 'master', 'bundle')
+
+
+def _meta_names(elem: ET.Element) -> dict:
+    """{resource id: names of the meta attributes it sets} for elem and the resources inside it."""
+    return {node.get('id'): {p.get('name') for metas in node.findall('meta_attributes') for p in metas}
+            for node in elem.iter() if node.tag in OWNERS}
+
+
+def without_toggles(elem: ET.Element, keep: dict) -> ET.Element:
+    """A copy of elem without the operator toggles that `keep` (from _meta_names of the desired
+    resource) does not set; meta_attributes left empty go too."""
+    elem = copy.deepcopy(elem)
+    for node in elem.iter():
+        if node.tag not in OWNERS:
+            continue
+        for metas in node.findall('meta_attributes'):
+            for pair in list(metas):
+                if pair.get('name') in OPERATOR_META and pair.get('name') not in keep.get(node.get('id'), set()):
+                    metas.remove(pair)
+            if not len(metas):
+                node.remove(metas)
+    return elem
+
+
+def with_toggles(wanted: ET.Element, current: ET.Element, keep: dict) -> ET.Element:
+    """A copy of the desired resource carrying the current one's operator toggles it does not set."""
+    wanted = copy.deepcopy(wanted)
+    nodes = {node.get('id'): node for node in wanted.iter() if node.tag in OWNERS}
+    for node in current.iter():
+        target = nodes.get(node.get('id')) if node.tag in OWNERS else None
+        if target is None:
+            continue
+        for metas in node.findall('meta_attributes'):
+            for pair in metas:
+                if pair.get('name') in OPERATOR_META and pair.get('name') not in keep.get(node.get('id'), set()):
+                    holder = target.find('meta_attributes')
+                    if holder is None:
+                        holder = ET.Element('meta_attributes', {'id': metas.get('id')})
+                        first_child = next((i for i, c in enumerate(target) if c.tag in OWNERS), len(target))
+                        target.insert(first_child, holder)
+                    holder.append(copy.deepcopy(pair))
+    return wanted
+
+
 def pretty(elem: ET.Element) -> str:
     elem = copy.deepcopy(elem)
     ET.indent(elem)
@@ -210,13 +259,16 @@ def plan(config: ET.Element, desired: Desired) -> tuple[ET.Element, list[dict]]:
         if current is None:
             holder.append(copy.deepcopy(elem))
             changes.append({'object': elem.get('id'), 'action': 'create', 'section': sec})
-        elif canon(current) != canon(elem):
+        else:
+            keep = _meta_names(elem)
+            if canon(without_toggles(current, keep)) == canon(without_toggles(elem, keep)):
+                continue
             if current.tag != elem.tag:
                 raise CibError(f'{elem.get("id")} is a {current.tag} in the cluster, not a {elem.tag}: '
                                'remove it first (absent) or choose another id')
             index = list(parent).index(current)
             parent.remove(current)
-            parent.insert(index, copy.deepcopy(elem))
+            parent.insert(index, with_toggles(elem, current, keep))
             changes.append({'object': elem.get('id'), 'action': 'update', 'section': sec})
     for oid in desired.absent:
         parent, current = find_by_id(new, check_id(oid, 'absent id'))

@@ -17,6 +17,10 @@ description:
     C(crm_verify) against the whole CIB, then replaces the old one with C(cibadmin --replace). A
     configuration that does not verify changes nothing. When another tool writes the CIB between the
     query and the replace, the run plans again on the new CIB instead of overwriting it.
+  - The meta attributes an operator toggles at run time (C(target-role), C(is-managed),
+    C(maintenance), as set by C(crm_resource --meta) or C(pcs resource disable)) are left as the
+    cluster has them, unless the resource's own O(resources[].meta) sets them. A routine run never
+    starts a resource an operator stopped for maintenance.
   - The ids of nvpairs and operations are derived from the object id and the names
     (V(<id>-instance_attributes-<name>), V(<id>-<op>-interval-<interval>)), so the same data always gives
     the same XML.

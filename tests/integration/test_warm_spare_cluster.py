@@ -55,6 +55,23 @@ def test_first_run_changes_second_run_changes_nothing_check_mode_predicts(cluste
     assert 'value=200' in out
 
 
+def test_a_role_run_leaves_an_operator_stop_alone(cluster):
+    """An operator stops the group for maintenance (crm_resource --meta target-role=Stopped); a
+    routine run of the role must not start it again behind their back."""
+    stop = ('crm_resource', '--resource', 'cyrus-be1', '--meta')
+    assert crm('be1', *stop, '--set-parameter', 'target-role', '--parameter-value', 'Stopped').returncode == 0
+    try:
+        assert labutil.poll(lambda: active() is None, 60, interval=0.5), crm('be1', 'crm_mon', '-1r').stdout
+        again = labutil.recap(play().stdout)
+        assert again['be1']['changed'] == 0 and again['spare']['changed'] == 0, again
+        assert crm('be1', *stop, '--get-parameter', 'target-role').stdout.split()[-1:] == ['Stopped']
+        assert active() is None and not login_works()
+    finally:
+        crm('be1', *stop, '--delete-parameter', 'target-role')
+    assert labutil.poll(lambda: active() == 'be1' and login_works(), 90, interval=0.5), \
+        crm('be1', 'crm_mon', '-1r').stdout
+
+
 @pytest.mark.parametrize('extra, message', [
     ({'cluster_fence_devices': []},
      'cyrus.ha.cluster_config: no fence devices: without fencing Pacemaker cannot move a volume safely '

@@ -12,8 +12,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible_collections.cyrus.ha.plugins.module_utils.pacemaker import (
-    Cib, CibError, Desired, canon, constraint, converge, epoch_of, fencing_level, plan, predict_fresh, primitive,
-    resource)
+    Cib, CibError, Desired, canon, constraint, converge, epoch_of, fencing_level, find_by_id, plan, predict_fresh,
+    primitive, resource)
 
 ID_HINT = 'is not a valid XML id (a letter or _, then letters, digits, _ . -)'
 AGENT_HINT = 'is not CLASS:[PROVIDER:]TYPE, for example ocf:heartbeat:IPaddr2 or stonith:fence_ipmilan'
@@ -424,6 +424,46 @@ def test_a_changed_group_is_one_update(change):
     assert changes == [{'object': 'cyrus-be1', 'action': 'update', 'section': 'resources'}]
     assert [c.get('id') for c in new.find('resources')] == ['fence-be1', 'cyrus-be1', 'z']
     assert canon(new.find('resources')[1]) == canon(resource(group))
+
+
+def operator_stops(config: ET.Element, oid: str, name: str = 'target-role', value: str = 'Stopped') -> None:
+    """What `crm_resource --resource OID --meta --set-parameter NAME --parameter-value VALUE` writes:
+    a meta_attributes block appended after the resource's members or operations."""
+    dummy, elem = find_by_id(config, oid)
+    metas = elem.find('meta_attributes')
+    if metas is None:
+        metas = ET.SubElement(elem, 'meta_attributes', {'id': f'{oid}-meta_attributes'})
+    ET.SubElement(metas, 'nvpair', {'id': f'{oid}-meta_attributes-{name}', 'name': name, 'value': value})
+
+
+def test_an_operator_stop_survives_a_run_that_does_not_mention_it():
+    group = {'id': 'cyrus-be1', 'resources': copy.deepcopy([VOLUME, ADDRESS, CYRUS])}
+    config, dummy = plan(xml('<configuration/>'), Desired({'resources': [group]}))
+    operator_stops(config, 'cyrus-be1')
+    operator_stops(config, 'be1-cyrus', 'is-managed', 'false')
+    new, changes = plan(config, Desired({'resources': [group]}))
+    assert changes == [], 'a routine run must not start what an operator stopped'
+    assert canon(new) == canon(config)
+    # a real change to the group keeps the operator's toggles
+    group['resources'][1]['params']['cidr_netmask'] = 25
+    new, changes = plan(config, Desired({'resources': [group]}))
+    assert changes == [{'object': 'cyrus-be1', 'action': 'update', 'section': 'resources'}]
+    assert new.find("resources/group[@id='cyrus-be1']/meta_attributes/nvpair[@name='target-role']").get('value') == \
+        'Stopped'
+    assert new.find("resources/group/primitive[@id='be1-cyrus']/meta_attributes/nvpair[@name='is-managed']"
+                    ).get('value') == 'false'
+    assert new.find("resources/group/primitive[@id='be1-address']/instance_attributes/"
+                    "nvpair[@name='cidr_netmask']").get('value') == '25'
+    # a toggle the desired configuration sets is the desired configuration's
+    group['meta'] = {'target-role': 'Started'}
+    new, changes = plan(new, Desired({'resources': [group]}))
+    assert changes == [{'object': 'cyrus-be1', 'action': 'update', 'section': 'resources'}]
+    assert [(n, v) for dummy, n, v in nvpairs(new.find("resources/group[@id='cyrus-be1']/meta_attributes"))] == \
+        [('target-role', 'Started')]
+    # and any other meta attribute left behind by hand is corrected, as before
+    operator_stops(new, 'be1-volume', 'resource-stickiness', '0')
+    dummy, changes = plan(new, Desired({'resources': [group]}))
+    assert changes == [{'object': 'cyrus-be1', 'action': 'update', 'section': 'resources'}]
 
 
 def test_a_changed_constraint_score_and_fencing_level_are_updates():
