@@ -45,18 +45,19 @@ env: $(VENV)/.stamp $(LINK)
 	@$(VPY) tools/install-ansible-test-bootstrap.py
 
 lab-up: deps env
-	$(PYTHON) tests/lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES)
+	$(PYTHON) lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES)
 
 lab-down:
-	$(PYTHON) tests/lab/lab.py down
+	$(PYTHON) lab/lab.py down
 
 lab-status:
-	@$(PYTHON) tests/lab/lab.py status
+	@$(PYTHON) lab/lab.py status
 
 # The lab's two inventory sources: how to reach each host (inventory.yml) and the Murder itself, read
 # by the cyrus.ha.murder inventory plugin (topology.yml: groups and murder_* host variables).
 LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml -i $(LAB_DIR)/topology.yml
-LAB_VARS := -e @playbooks/vars/murder_lab.yml -e @playbooks/vars/warm_spare_lab.yml
+# The lab's site variables (lab/vars: users and lab-only passwords, the warm-spare pairs on the lab's SAN disks).
+LAB_VARS := -e @lab/vars/murder.yml -e @lab/vars/warm_spare.yml
 
 lab: lab-up
 	mkdir -p $(REPORTS)/drill
@@ -67,19 +68,19 @@ lab: lab-up
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/warm_spare.yml
 	@echo '== 3/4 qualify storage: a directory the backends and the spare share (single-host and cross-host'
 	@echo '       checks), then each backend mail store on its SAN volume (single-host checks)'
-	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
-	    -e probe_storage_hosts=backends:spares -e '{"probe_storage_paths": ["/var/spool/cyrus-ha"]}' \
-	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage_shared.json
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/storage_probe.yml \
+	    -e storage_probe_hosts=backends:spares -e '{"storage_probe_paths": ["/var/spool/cyrus-ha"]}' \
+	    -e storage_probe_report_dir=$(CURDIR)/$(REPORTS) -e storage_probe_report_file=$(CURDIR)/$(REPORTS)/storage_probe_shared.json
 	set -e; for n in $$(seq 1 $(BACKENDS)); do \
-	  $(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/probe_storage.yml \
-	    -e probe_storage_hosts=be$$n -e "{\"probe_storage_paths\": [\"/srv/cyrus-ha/be$$n/spool\"]}" \
-	    -e probe_storage_report_file=$(CURDIR)/$(REPORTS)/probe_storage_be$$n.json; \
+	  $(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/storage_probe.yml \
+	    -e storage_probe_hosts=be$$n -e "{\"storage_probe_paths\": [\"/srv/cyrus-ha/be$$n/spool\"]}" \
+	    -e storage_probe_report_dir=$(CURDIR)/$(REPORTS) -e storage_probe_report_file=$(CURDIR)/$(REPORTS)/storage_probe_be$$n.json; \
 	done
 	@echo '== 4/4 failover drill: be1 to the spare and back, canaries verified'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/drill.yml \
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
-	@echo "lab: reports in $(REPORTS)/: hosts.txt, probe_storage_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
+	@echo "lab: reports in $(REPORTS)/: hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
 	@echo "lab: inventory $(LAB_DIR)/inventory.yml + $(LAB_DIR)/topology.yml (cyrus.ha.murder); 'make lab-down' removes the lab"
 
 test: deps env

@@ -26,7 +26,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
+sys.path.insert(0, os.path.join(REPO, 'lab', 'rigs'))
 
 import cyha_cluster as lab  # noqa: E402  (the tests' rig for the lab cluster)
 import labutil  # noqa: E402

@@ -24,12 +24,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
+sys.path.insert(0, os.path.join(REPO, 'lab', 'rigs'))
 
 import labutil  # noqa: E402  (the tests' helper that runs Ansible against the lab)
 
-VARS = ['-e', '@playbooks/vars/murder_lab.yml', '-e', '@playbooks/vars/murder_lab_hosts.yml',
-        '-e', '@playbooks/vars/warm_spare_lab.yml', '-e', '@playbooks/vars/drill_lab.yml']
+VARS = ['-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
+        '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/drill.yml']
 
 
 def drill(kind: str, index: int, report_dir: str) -> dict:

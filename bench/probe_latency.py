@@ -26,7 +26,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(REPO, 'tests', 'integration'))
+sys.path.insert(0, os.path.join(REPO, 'lab', 'rigs'))
 
 import cyha_iprig as rig  # noqa: E402
 from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann  # noqa: E402

@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, render
+from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, build_record, render
 
 
 def drill_report(drill, fmt='data'):
@@ -16,8 +16,16 @@ def drill_report(drill, fmt='data'):
         raise AnsibleFilterError(f'cyrus.ha.drill_report: {exc}') from exc
 
 
+def drill_record(pieces):
+    """Assemble a failover drill record from the evidence the drill gathered."""
+    try:
+        return build_record(pieces)
+    except DrillReportError as exc:
+        raise AnsibleFilterError(f'cyrus.ha.drill_record: {exc}') from exc
+
+
 class FilterModule:
     """cyrus.ha drill report filters."""
 
     def filters(self):
-        return {'drill_report': drill_report}
+        return {'drill_report': drill_report, 'drill_record': drill_record}

@@ -81,6 +81,7 @@ options:
 
 EXAMPLES = r'''
 # murder.yml, used as: ansible-inventory -i murder.yml --graph
+# (a whole site, with its vars for the runbooks: examples/ in the collection)
 plugin: cyrus.ha.murder
 subnets: [198.51.100.0/24, 2001:db8::/64]
 hosts:

@@ -3,44 +3,30 @@
 """Cyrus IMAP configuration files as data: imapd.conf and cyrus.conf.
 
 Parsers that keep every byte (comments, blank lines, spacing, line endings) so that
-``render(parse(text)) == text``, renderers for new entries, and the checks a multi-instance
-host needs: every ``listen=`` on an explicit address and port, every ``cmd=`` passing the
-instance's ``-C``, and (across instances) no shared address:port, unix socket or lock
-directory.
+``render(parse(text)) == text``, renderers for new entries, the split of a ``listen=`` value, and
+the murder role a config pair gives. The checks (lint, the cross-instance checker) are in
+``cyrusconf_lint.py``; the command line for templates' ``validate:`` is the cyrus_instance role's
+``files/cyrusconf_cli.py``.
 
 The grammar follows Cyrus 3.x: ``lib/libconfig.c`` (imapd.conf) and ``master/masterconf.c``
 (cyrus.conf); ``listen=`` follows ``parse_inet_listen`` in ``master/master.c``.
 
-Standard library only (runs on the managed node, Python 3.9+). Also a command line tool for
-templates' ``validate:``::
-
-    python3 cyrusconf.py lint --kind imapd FILE
-    python3 cyrusconf.py lint --kind cyrus --imapd-conf /etc/cyrus-ha/be1/imapd.conf FILE
-
-It exits 0 when the file is valid, 1 after printing ``FILE:LINE: message`` lines on stderr
-otherwise (warnings are printed too, as ``FILE:LINE: warning: message``, and do not fail).
+Standard library only (runs on the managed node, Python 3.9+); it imports nothing of the
+collection, so the standalone scripts import it from their support directory as is.
 """
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import os
 import re
-import sys
 
 SECTIONS = ('START', 'SERVICES', 'EVENTS', 'DAEMON')
 _IMAPD_KEY = re.compile(r'@?[A-Za-z0-9_-]*')
 _ALNUM = re.compile(r'[A-Za-z0-9]*')
 _SPACE = ' \t\n\r\f\v'
-WILDCARD_HOSTS = ('', '*', '0.0.0.0', '::', '0:0:0:0:0:0:0:0')
 # Keys naming unix sockets and directories that must never be shared by two instances.
 SOCKET_KEYS = ('lmtpsocket', 'idlesocket', 'notifysocket', 'ptloader_sock')
 DIRECTORY_KEYS = ('configdirectory', 'proc_path', 'mboxname_lockpath')
-# Ports of Cyrus's service names, for comparing listen= values when /etc/services lacks them
-# (Debian 12's has no lmtp, mupdate or csync).
-KNOWN_PORTS = {'imap': 143, 'imaps': 993, 'pop3': 110, 'pop3s': 995, 'lmtp': 24, 'sieve': 4190, 'mupdate': 3905,
-               'nntp': 119, 'nntps': 563, 'http': 80, 'https': 443, 'csync': 2005}
 
 
 class Problem:
@@ -415,10 +401,6 @@ def render_cyrus(sections: dict, header: str = '') -> str:
     return '\n'.join(out) + '\n'
 
 
-# ---------------------------------------------------------------------------------------------
-# listen= and the checks
-# ---------------------------------------------------------------------------------------------
-
 def parse_listen(listen: str) -> dict:
     """Split a ``listen=`` value as master.c parse_inet_listen does.
 
@@ -444,138 +426,6 @@ def parse_listen(listen: str) -> dict:
     return {'kind': 'inet', 'host': None, 'port': listen}
 
 
-def is_wildcard(host) -> bool:
-    return host is None or host in WILDCARD_HOSTS
-
-
-def _ip(host: str):
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
-
-
-def check_listen(listen: str) -> list:
-    """Problems (messages) with one ``listen=`` value for a single-address instance."""
-    try:
-        parsed = parse_listen(listen)
-    except ValueError as exc:
-        return [str(exc)]
-    if parsed['kind'] == 'unix':
-        return []
-    host, port = parsed['host'], parsed['port']
-    messages = []
-    if host is None:
-        # a bare "1.2.3.4" is taken by master as a port: say so
-        if _ip(port) is not None or '.' in port:
-            messages.append('listen=%s is read as a port with no address: write %s:PORT' % (listen, port))
-        else:
-            messages.append('listen=%s has no address: master would bind every address; write ADDRESS:%s'
-                            % (listen, port))
-        return messages
-    if is_wildcard(host):
-        messages.append('listen=%s binds the wildcard address: bind the instance\'s own address' % listen)
-    elif ':' in host and not listen.startswith('['):
-        messages.append('listen=%s: write an IPv6 address in brackets, [%s]:PORT' % (listen, host))
-    elif ':' in host and _ip(host) is None:
-        messages.append('listen=%s: %s is not a valid IPv6 address' % (listen, host))
-    if port is None:
-        messages.append('listen=%s has no port: write %s:PORT' % (listen, listen))
-    elif not re.fullmatch(r'[A-Za-z0-9][A-Za-z0-9_.-]*', port):
-        messages.append('listen=%s: %r is not a port number or service name' % (listen, port))
-    elif port.isdigit() and not 0 < int(port) < 65536:
-        messages.append('listen=%s: port %s is out of range' % (listen, port))
-    return messages
-
-
-def _passes_config(argv: list, imapd_conf: str) -> tuple:
-    """(found, values): the -C arguments of a command line."""
-    values = []
-    for index, arg in enumerate(argv):
-        if arg == '-C' and index + 1 < len(argv):
-            values.append(argv[index + 1])
-        elif arg.startswith('-C') and len(arg) > 2:
-            values.append(arg[2:])
-    return imapd_conf in values, values
-
-
-def lint_imapd(text: str, path: str = 'imapd.conf') -> list:
-    """Every problem of an imapd.conf (syntax first, then meaning)."""
-    conf, problems = parse_imapd_lines(text, path)
-    options = conf.options
-    if 'configdirectory' not in options:
-        problems.append(Problem(path, 0, 'configdirectory is not set: every instance needs its own'))
-    for key, value in sorted(options.items()):
-        line = conf.lineno(key)
-        if (key in DIRECTORY_KEYS or key in SOCKET_KEYS or key.startswith('partition-')) and \
-                not value.startswith('/'):
-            problems.append(Problem(path, line, '%s must be an absolute path (master runs with -d from /), '
-                                                'not %s' % (key, value)))
-    server = options.get('mupdate_server')
-    if server is not None:
-        host_port = server
-        if host_port.startswith('['):
-            has_port = ']:' in host_port
-        else:
-            has_port = ':' in host_port and not _ip(host_port)
-        if not has_port:
-            problems.append(Problem(path, conf.lineno('mupdate_server'),
-                                    'mupdate_server %s has no port: mupdate_port is read by nothing, '
-                                    'write %s:3905' % (server, server), 'warning'))
-    if 'proxyservers' in options and 'mupdate_server' not in options:
-        problems.append(Problem(path, conf.lineno('proxyservers'),
-                                'proxyservers is set but mupdate_server is not: a backend needs its '
-                                'mupdate master', 'warning'))
-    return problems
-
-
-def lint_cyrus(text: str, path: str = 'cyrus.conf', imapd_conf: str = None, bindir: str = None) -> list:
-    """Every problem of a cyrus.conf for an instance whose imapd.conf is ``imapd_conf``."""
-    conf, problems = parse_cyrus_lines(text, path)
-    seen = {}
-    for entry in conf.entries:
-        where = '%s entry %s' % (entry.section, entry.name)
-        first = seen.get((entry.section, entry.name))
-        if first is not None:
-            problems.append(Problem(path, entry.lineno, '%s defined twice (first on line %d)' % (where, first)))
-        else:
-            seen[(entry.section, entry.name)] = entry.lineno
-        argv = entry.argv
-        if not argv:
-            problems.append(Problem(path, entry.lineno, '%s has no cmd=' % where))
-            continue
-        if imapd_conf is not None:
-            found, values = _passes_config(argv, imapd_conf)
-            if not found and values:
-                problems.append(Problem(path, entry.lineno, '%s passes -C %s, not this instance\'s -C %s'
-                                        % (where, values[0], imapd_conf)))
-            elif not found:
-                problems.append(Problem(path, entry.lineno, '%s: cmd="%s" lacks -C %s (master\'s -C is not '
-                                                            'inherited by its children)'
-                                        % (where, entry.get('cmd'), imapd_conf)))
-        program = argv[0]
-        if bindir and '/' not in program and not os.path.exists(os.path.join(bindir, program)):
-            problems.append(Problem(path, entry.lineno, '%s: program %s is not in %s%s'
-                                    % (where, program, bindir,
-                                       ' (Debian ships no proxyd binaries: use imapd, pop3d, lmtpd -a)'
-                                       if program.endswith('proxyd') else '')))
-        if entry.section == 'SERVICES':
-            listen = entry.get('listen')
-            if listen is None:
-                problems.append(Problem(path, entry.lineno, '%s has no listen=' % where))
-            else:
-                for message in check_listen(listen):
-                    problems.append(Problem(path, entry.lineno, '%s: %s' % (where, message)))
-            if os.path.basename(program) == 'mupdate':
-                prefork = entry.get('prefork', '0')
-                if not prefork.isdigit() or int(prefork) < 1:
-                    problems.append(Problem(path, entry.lineno, '%s: mupdate needs prefork=1 (a slave syncs '
-                                                                'only after its first client otherwise)' % where))
-        elif entry.section == 'EVENTS' and all(entry.get(k) is None for k in ('period', 'at', 'cron')):
-            problems.append(Problem(path, entry.lineno, '%s has none of period=, at= or cron=' % where))
-    return problems
-
-
 def murder_role(imapd: ImapdConf, cyrus: CyrusConf = None) -> str:
     """mupdate, backend, frontend or standalone, as Cyrus derives it from the pair."""
     if cyrus is not None:
@@ -586,147 +436,3 @@ def murder_role(imapd: ImapdConf, cyrus: CyrusConf = None) -> str:
     if imapd.get('mupdate_server'):
         return 'backend' if imapd.get('proxyservers') else 'frontend'
     return 'standalone'
-
-
-# ---------------------------------------------------------------------------------------------
-# several instances on one host
-# ---------------------------------------------------------------------------------------------
-
-def instance_claims(name: str, imapd: ImapdConf, cyrus: CyrusConf, resolve=None) -> list:
-    """What one instance claims exclusively: (kind, key, description) tuples.
-
-    kind: ``inet`` (key (address, port)), ``unix`` (a socket path), ``directory`` (a lock,
-    proc or config directory). ``resolve(host, port)`` turns names into (address, port number)
-    pairs; by default host names and service names are looked up with socket.getaddrinfo."""
-    resolve = resolve or _resolve
-    claims = []
-    for entry in cyrus.section('SERVICES'):
-        listen = entry.get('listen')
-        if listen is None:
-            continue
-        try:
-            parsed = parse_listen(listen)
-        except ValueError:
-            continue
-        what = '%s: %s listen=%s' % (name, entry.name, listen)
-        if parsed['kind'] == 'unix':
-            claims.append(('unix', os.path.normpath(parsed['path']), what))
-            continue
-        for address, port in resolve(parsed['host'], parsed['port'] or entry.name):
-            claims.append(('inet', (address, port, entry.get('proto', 'tcp')), what))
-    options = imapd.options
-    configdirectory = options.get('configdirectory')
-    for key in SOCKET_KEYS:
-        if key in options:
-            claims.append(('unix', os.path.normpath(options[key]), '%s: %s' % (name, key)))
-    for key in DIRECTORY_KEYS:
-        if key in options:
-            claims.append(('directory', os.path.normpath(options[key]), '%s: %s' % (name, key)))
-    if configdirectory:
-        claims.append(('directory', os.path.normpath(os.path.join(configdirectory, 'socket')),
-                       '%s: service lock directory %s/socket' % (name, configdirectory)))
-    for part, path in sorted(imapd.partitions().items()):
-        claims.append(('directory', os.path.normpath(path), '%s: partition-%s' % (name, part)))
-    return claims
-
-
-def _resolve(host, port) -> list:
-    import socket
-    if port is not None and not str(port).isdigit():
-        try:
-            number = socket.getservbyname(port, 'tcp')
-        except OSError:
-            number = KNOWN_PORTS.get(port, port)
-    else:
-        number = int(port) if port is not None else None
-    if is_wildcard(host):
-        return [('*', number)]
-    address = _ip(host)
-    if address is not None:
-        return [(str(address), number)]
-    try:
-        infos = socket.getaddrinfo(host, None, 0, socket.SOCK_STREAM)
-    except OSError:
-        return [(host, number)]
-    return sorted({(str(ipaddress.ip_address(info[4][0].split('%')[0])), number) for info in infos})
-
-
-def cross_check(instances: dict, resolve=None) -> list:
-    """Conflicts between instances on one host. ``instances`` maps name to (ImapdConf, CyrusConf).
-    Returns messages naming both instances and what they share."""
-    owners = {}
-    messages = []
-    for name in sorted(instances):
-        imapd, cyrus = instances[name]
-        mine = set()
-        for kind, key, what in instance_claims(name, imapd, cyrus, resolve):
-            if (kind, key) in mine:
-                continue
-            mine.add((kind, key))
-            if kind == 'inet':
-                address, port, proto = key
-                clash = [o for (k, o_key), o in owners.items() if k == 'inet' and o_key[1] == port
-                         and o_key[2] == proto and (o_key[0] == address or '*' in (o_key[0], address))]
-            else:
-                clash = [o for (k, o_key), o in owners.items() if k == kind and o_key == key]
-            for other in clash:
-                if other.split(':', 1)[0] != name:
-                    messages.append('%s and %s claim the same %s' % (other, what, _describe(kind, key)))
-            owners.setdefault((kind, key), what)
-    return messages
-
-
-def _describe(kind: str, key) -> str:
-    if kind == 'inet':
-        address, port, proto = key
-        shown = '[%s]' % address if ':' in address else address
-        return '%s %s:%s' % (proto, shown, port)
-    if kind == 'unix':
-        return 'unix socket %s' % key
-    return 'directory %s' % key
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
-
-def _default_bindir():
-    for candidate in ('/usr/lib/cyrus/bin', '/usr/libexec/cyrus-imapd'):
-        if os.path.isdir(candidate):
-            return candidate
-    return None
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog='cyrusconf.py', description='Check Cyrus IMAP configuration files.')
-    commands = parser.add_subparsers(dest='command', required=True)
-    lint = commands.add_parser('lint', help='check one imapd.conf or cyrus.conf; exit 1 on errors')
-    lint.add_argument('--kind', choices=('imapd', 'cyrus'), required=True)
-    lint.add_argument('--imapd-conf', help='(cyrus) the imapd.conf path every cmd= must pass with -C')
-    lint.add_argument('--bindir', help='(cyrus) where bare program names are found (default: autodetect; '
-                                       '"none" skips the check)')
-    lint.add_argument('--display-path', help='name to print instead of FILE')
-    lint.add_argument('file')
-    args = parser.parse_args(argv)
-    shown = args.display_path or args.file
-    try:
-        with open(args.file, encoding='utf-8', newline='') as handle:
-            text = handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        sys.stderr.write('%s:0: cannot read: %s\n' % (shown, exc))
-        return 1
-    if args.kind == 'imapd':
-        problems = lint_imapd(text, shown)
-    else:
-        if not args.imapd_conf:
-            sys.stderr.write('%s:0: --imapd-conf is required with --kind cyrus\n' % shown)
-            return 1
-        bindir = args.bindir if args.bindir is not None else _default_bindir()
-        problems = lint_cyrus(text, shown, args.imapd_conf, None if bindir == 'none' else bindir)
-    for problem in problems:
-        sys.stderr.write('%s\n' % problem)
-    return 1 if any(p.severity == 'error' for p in problems) else 0
-
-
-if __name__ == '__main__':
-    raise SystemExit(main())

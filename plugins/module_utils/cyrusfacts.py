@@ -4,7 +4,8 @@
 listen addresses, murder role, partitions (filesystem, size, file count) and master process.
 
 Instances are the config pairs ``<config_root>/<name>/imapd.conf`` + ``cyrus.conf``, plus the
-distribution's ``/etc/imapd.conf`` + ``/etc/cyrus.conf`` as instance ``default``. Standard
+distribution's ``/etc/imapd.conf`` + ``/etc/cyrus.conf`` as instance ``default``. The instance
+conventions (paths, master binaries, whether a master runs) are ``cyrusinstance``'s. Standard
 library only (managed node, Python 3.9+).
 """
 
@@ -15,22 +16,12 @@ import os
 import re
 import subprocess
 
-from ansible_collections.cyrus.ha.plugins.module_utils import cyrusconf
+from ansible_collections.cyrus.ha.plugins.module_utils import cyrusconf, cyrusconf_lint, cyrusinstance
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import (
+    BINDIRS, CONFIG_ROOT, INSTANCE_NAME, RUN_ROOT, find_bindir)
 
-INSTANCE_NAME = re.compile(r'[a-z][a-z0-9_-]{0,30}')
-CONFIG_ROOT = '/etc/cyrus-ha'
-RUN_ROOT = '/run/cyrus-ha'
-BINDIRS = ('/usr/lib/cyrus/bin', '/usr/libexec/cyrus-imapd')
 DEFAULT_PAIR = ('/etc/imapd.conf', '/etc/cyrus.conf')
 DEFAULT_PIDFILES = ('/run/cyrus-master.pid', '/var/run/cyrus-master.pid')
-
-
-def find_bindir(candidates=BINDIRS):
-    """The directory of Cyrus's daemons: Debian's has master, RHEL's cyrus-master (postfix has a master)."""
-    for candidate in candidates:
-        if any(os.path.isfile(os.path.join(candidate, name)) for name in ('master', 'cyrus-master')):
-            return candidate
-    return None
 
 
 def cyrus_version(bindir, imapd_conf, run=None) -> dict:
@@ -62,26 +53,8 @@ def read_text(path: str):
 
 
 def master_process(pidfile: str, imapd_conf: str = None, proc_root: str = '/proc') -> dict:
-    """The master of a pidfile: {'pid': N or None, 'running': bool}. Running means the process
-    exists, is no zombie, runs a master binary, and (when given) was started with -C imapd_conf."""
-    text = read_text(pidfile) if pidfile else None
-    if not text or not text.strip().isdigit():
-        return {'pid': None, 'running': False}
-    pid = int(text.strip())
-    try:
-        with open(os.path.join(proc_root, str(pid), 'stat'), encoding='utf-8') as handle:
-            state = handle.read().rsplit(')', 1)[1].split()[0]
-        with open(os.path.join(proc_root, str(pid), 'cmdline'), 'rb') as handle:
-            argv = [a.decode('utf-8', 'replace') for a in handle.read().split(b'\0') if a]
-    except (OSError, IndexError):
-        return {'pid': pid, 'running': False}
-    if state in ('Z', 'X') or not argv or os.path.basename(argv[0]) not in ('master', 'cyrmaster'):
-        return {'pid': pid, 'running': False}
-    if imapd_conf is not None:
-        found, dummy = cyrusconf._passes_config(argv, imapd_conf)
-        if not found:
-            return {'pid': pid, 'running': False}
-    return {'pid': pid, 'running': True}
+    """The master of a pidfile: {'pid': N or None, 'running': bool} (``cyrusinstance.master_status``)."""
+    return cyrusinstance.master_status(pidfile, imapd_conf, proc_root)
 
 
 def mounts(mountinfo: str = '/proc/self/mountinfo') -> list:
@@ -217,7 +190,7 @@ def gather(config_root: str = CONFIG_ROOT, run_root: str = RUN_ROOT, include_def
             instances[name] = describe_instance(name, imapd_path, cyrus_path, pidfile, table, with_usage,
                                                 proc_root, match_config=False)
         else:
-            pidfile = os.path.join(run_root, name, 'master.pid')
+            pidfile = cyrusinstance.paths(name, config_root, run_root)['pidfile']
             instances[name] = describe_instance(name, imapd_path, cyrus_path, pidfile, table, with_usage, proc_root)
     candidates = [default_pair[0]] + [p[0] for p in pairs.values()]
     facts = {'version': None, 'version_full': None}
@@ -227,7 +200,7 @@ def gather(config_root: str = CONFIG_ROOT, run_root: str = RUN_ROOT, include_def
             break
     facts['paths'] = {
         'bindir': bindir,
-        'master': os.path.join(bindir, 'master') if bindir else None,
+        'master': cyrusinstance.master_binary(bindir),
         'config_root': config_root,
         'run_root': run_root,
         'default_imapd_conf': default_pair[0] if os.path.isfile(default_pair[0]) else None,
@@ -245,7 +218,7 @@ def host_conflicts(pairs: dict, resolve=None) -> list:
         imapd, dummy = cyrusconf.parse_imapd_lines(read_text(imapd_path) or '', imapd_path)
         cyrus, dummy = cyrusconf.parse_cyrus_lines(read_text(cyrus_path) or '', cyrus_path)
         parsed[name] = (imapd, cyrus)
-    return cyrusconf.cross_check(parsed, resolve)
+    return cyrusconf_lint.cross_check(parsed, resolve)
 
 
 class PlanError(ValueError):
@@ -294,11 +267,11 @@ def plan_config(path: str, kind: str = None, imapd_conf: str = None, settings: d
                 raise PlanError('%s: %s' % (path, exc))
         after = conf.render()
     if kind == 'imapd':
-        problems = cyrusconf.lint_imapd(after, path)
+        problems = cyrusconf_lint.lint_imapd(after, path)
         imapd_conf = path
     else:
         imapd_conf = imapd_conf or os.path.join(os.path.dirname(path), 'imapd.conf')
-        problems = cyrusconf.lint_cyrus(after, path, imapd_conf, bindir if bindir is not None else find_bindir())
+        problems = cyrusconf_lint.lint_cyrus(after, path, imapd_conf, bindir if bindir is not None else find_bindir())
     errors = [str(p) for p in problems if p.severity == 'error']
     if errors:
         raise PlanError('%s is not a valid %s.conf: %s' % (path, kind, '; '.join(errors)), errors)
@@ -321,7 +294,7 @@ def plan_config(path: str, kind: str = None, imapd_conf: str = None, settings: d
         if this_name is None:
             this_name = os.path.basename(os.path.dirname(os.path.abspath(path))) or path
         parsed[this_name] = (imapd_parsed, cyrus_parsed)
-        conflicts = [c for c in cyrusconf.cross_check(parsed, resolve)
+        conflicts = [c for c in cyrusconf_lint.cross_check(parsed, resolve)
                      if c.startswith(this_name + ':') or (' and %s:' % this_name) in c]
         if conflicts:
             raise PlanError('%s conflicts with another instance of this host: %s' % (path, '; '.join(conflicts)),

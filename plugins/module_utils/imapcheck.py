@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """IMAP and LMTP evidence for failover drills: canary messages in, canary messages verified.
 
-A canary is a small RFC 5322 message with a unique Message-ID and an X-Cyha-Canary header. It
+A canary is a small RFC 5322 message with a unique Message-ID and an X-Cyrus-HA-Canary header. It
 goes in by IMAP APPEND or by LMTP delivery; it is found again by searching its Message-ID and
 compared byte for byte by SHA-256 of what the server returns. Everything here uses only
 imaplib, smtplib and hashlib, so it runs on any managed node's Python.
@@ -39,10 +39,10 @@ def sha256(data: bytes) -> str:
 def make_canary(tag: str, index: int, size: int = 512, domain: str = DEFAULT_DOMAIN) -> tuple[str, bytes]:
     """A canary message with CRLF line ends (what IMAP stores), its Message-ID and random body."""
     token = os.urandom(8).hex()
-    message_id = f'<cyha-{tag}-{index}-{token}@{domain}>'
+    message_id = f'<cyrus-ha-{tag}-{index}-{token}@{domain}>'
     lines = [f'From: cyrus.ha drill <drill@{domain}>', f'To: canary@{domain}',
              f'Subject: cyrus.ha canary {tag} #{index}', f'Message-ID: {message_id}',
-             f'X-Cyha-Canary: {tag} {index}', f'Date: {time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}',
+             f'X-Cyrus-HA-Canary: {tag} {index}', f'Date: {time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())}',
              'MIME-Version: 1.0', 'Content-Type: text/plain; charset=us-ascii', '']
     body = os.urandom(max(16, size // 2)).hex()
     lines += [body[i:i + 76] for i in range(0, len(body), 76)]

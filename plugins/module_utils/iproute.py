@@ -15,8 +15,9 @@ import ipaddress
 import json
 import os
 import re
-import subprocess
 import time
+
+from ansible_collections.cyrus.ha.plugins.module_utils.runner import ProcessRunner
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = '/run/netns'
@@ -210,19 +211,14 @@ def link_state(link: dict) -> tuple[bool, str]:
 
 # --------------------------------------------------------------------------- running
 
-def default_runner(argv: list[str]) -> tuple[int, str, str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
-                          env=dict(os.environ, LC_ALL='C'))
-    return proc.returncode, proc.stdout, proc.stderr
-
-
 class IpRoute:
-    """Runs `ip` with argv lists. `runner(argv) -> (rc, stdout, stderr)`: module.run_command in a
-    module, subprocess elsewhere. `netns` adds `-n NAME` (for callers that stay outside)."""
+    """Runs `ip` with argv lists. `runner(argv) -> (rc, stdout, stderr)`: a runner.ModuleRunner in a
+    module, a runner.ProcessRunner (the default) elsewhere. `netns` adds `-n NAME` (for callers that stay
+    outside)."""
 
     def __init__(self, ip_bin: str = 'ip', runner=None, netns: str | None = None):
         self.ip_bin = ip_bin
-        self.runner = runner or default_runner
+        self.runner = runner or ProcessRunner()
         self.netns = netns
         if netns:
             netns_path(netns)

@@ -23,6 +23,9 @@ AGENT_RE = re.compile(r'^(?:(ocf):([A-Za-z0-9_.-]+)|(stonith|systemd|lsb|service
 SECTIONS = ('crm_config', 'nodes', 'resources', 'constraints', 'fencing-topology', 'rsc_defaults', 'op_defaults')
 PROPERTY_SET = 'cib-bootstrap-options'
 RSC_DEFAULTS_SET = 'rsc-options'
+# The Pacemaker tools run here (cibadmin, crm_verify and crm_resource come in one package): a module
+# looks each up before it starts, so a node without them fails before anything changes.
+TOOLS = ('cibadmin', 'crm_verify', 'crm_resource')
 
 
 class CibError(Exception):
@@ -296,7 +299,7 @@ def stopped(config: ET.Element, ids: list[str]) -> ET.Element:
 
 class Cib:
     """The running cluster's CIB through cibadmin and crm_verify (run: a list-argv runner returning
-    (rc, stdout, stderr), such as AnsibleModule.run_command)."""
+    (rc, stdout, stderr), such as runner.ModuleRunner)."""
 
     def __init__(self, run, sleep=time.sleep, clock=time.monotonic):
         self.run, self.sleep, self.clock = run, sleep, clock
@@ -334,7 +337,7 @@ class Cib:
         # the configuration is checked, not the nodes' current state (an unclean node only warns)
         for status in full.findall('status'):
             full.remove(status)
-        workdir = tempfile.mkdtemp(prefix='cyha-cib-', dir=tmpdir)
+        workdir = tempfile.mkdtemp(prefix='cyrus-ha-cib-', dir=tmpdir)
         try:
             full_path = os.path.join(workdir, 'cib.xml')
             config_path = os.path.join(workdir, 'configuration.xml')

@@ -13,6 +13,8 @@ import ipaddress
 import os
 import socket
 import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple
 
 from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann
 from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
@@ -212,250 +214,363 @@ def reached_at(addresses: list[dict], environ=None) -> list[tuple]:
     return [(a['interface'], a['local']) for a in addresses if a['local'] == local]
 
 
-def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'ip', sock_factory=socket.socket,
-           promote=read_promote_secondaries, setns=enter_netns, mark_dir: str | None = None) -> dict:
-    started = time.monotonic()
-    timings = {}
-    iface = validate(params)
-    state = params['state']
-    address = str(iface.ip)
-    family = iface.version
-    if params.get('namespace'):
-        try:
-            setns(params['namespace'])
-        except IpError as exc:
-            raise ServiceIpError(str(exc)) from None
-    ip = IpRoute(ip_bin, runner)
-    try:
-        return _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings,
-                       mark_dir)
-    except (IpError, ann.AnnounceError) as exc:
-        raise ServiceIpError(str(exc)) from None
-
-
 def _is_ethernet(mac) -> bool:
     parts = mac.split(':') if isinstance(mac, str) else []
     return len(parts) == 6 and all(len(p) == 2 and all(c in '0123456789abcdefABCDEF' for c in p) for p in parts)
 
 
-def _manage(params, ip, iface, state, address, family, check_mode, sock_factory, promote, started, timings,
-            mark_dir):
-    where = f' in network namespace {params["namespace"]}' if params.get('namespace') else ''
-    # one `ip -j addr show` gives both the addresses and each link's flags, state and MAC
-    links = ip.json(['addr', 'show'])
-    addresses = flatten_addresses(links)
-    by_name = {entry.get('ifname'): entry for entry in links}
-    existing = [a for a in addresses if a['local'] == address and a['family'] == family]
-    interface = params.get('interface')
-    if interface:
-        link = by_name.get(interface)
-        if link is None:
-            raise ServiceIpError(f'interface {interface} does not exist{where}')
-    else:
-        route = ip.find_interface(str(iface.with_prefixlen))
-        if route is None:
-            raise ServiceIpError(f'no directly connected route{where} covers {iface.network} (default, unreachable, '
-                                 'blackhole routes and routes via a gateway do not count): set interface')
-        interface = route['dev']
-        link = by_name.get(interface)
-    if params.get('label'):
+@dataclass(frozen=True)
+class Request:
+    """One run: the validated options (`params`, the address as `iface`), check mode, the node's hooks
+    (tests replace them), and the clock and timings every step reports against."""
+    params: dict
+    iface: Any                          # ipaddress.IPv4Interface or IPv6Interface, from validate()
+    check_mode: bool = False
+    sock_factory: Callable = socket.socket
+    promote: Callable = read_promote_secondaries
+    mark_dir: str | None = None
+    started: float = field(default_factory=time.monotonic)
+    timings: dict = field(default_factory=dict)
+
+    @property
+    def address(self) -> str:
+        return str(self.iface.ip)
+
+    @property
+    def family(self) -> int:
+        return self.iface.version
+
+    @property
+    def namespace(self) -> str | None:
+        return self.params.get('namespace') or None
+
+    @property
+    def where(self) -> str:
+        """The namespace part of a message (empty in the node's own network namespace)."""
+        return f' in network namespace {self.namespace}' if self.namespace else ''
+
+    def elapsed(self) -> float:
+        return round(time.monotonic() - self.started, 6)
+
+
+class Target(NamedTuple):
+    """What the node has: the interface the address belongs on, its link and every address."""
+    interface: str
+    link: dict                          # the interface's `ip -j addr show` entry ({} when not listed)
+    addresses: list                     # every address of the node, flatten_addresses()
+    existing: list                      # the copies of the managed address, on any interface
+
+    @property
+    def mac(self) -> str | None:
+        return self.link.get('address')
+
+    @property
+    def loopback(self) -> bool:
+        return 'LOOPBACK' in self.link.get('flags', [])
+
+    @property
+    def on_target(self) -> list:
+        return [a for a in self.existing if a['interface'] == self.interface]
+
+    @property
+    def current(self) -> dict | None:
+        """The copy the diff shows: the one on the target interface, else the first elsewhere."""
+        on_target = self.on_target
+        return on_target[0] if on_target else (self.existing[0] if self.existing else None)
+
+
+@dataclass
+class Takeover:
+    """A state=present run that adds the address (not in check mode): what the steps of _take share.
+    `result` is reported on failure too; from the first step on its `changed` says what was done."""
+    req: Request
+    ip: IpRoute
+    target: Target
+    want: dict
+    result: dict
+    keeper: Any = None                  # announce.LinkKeeper: one raw socket for probe and announcements
+
+
+def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'ip', sock_factory=socket.socket,
+           promote=read_promote_secondaries, setns=enter_netns, mark_dir: str | None = None) -> dict:
+    started = time.monotonic()
+    req = Request(params, validate(params), check_mode, sock_factory, promote, mark_dir, started)
+    if req.namespace:
         try:
-            check_label(params['label'], interface)
+            setns(req.namespace)
         except IpError as exc:
             raise ServiceIpError(str(exc)) from None
-    ours = marked(params.get('namespace'), mark_dir)
-    boot = boot_addresses([a for a in addresses if a['local'] not in ours]) | set(reached_at(addresses))
-    for dev, local in sorted(boot):
-        if local == address:
-            raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '
-                                 'service addresses added beside it, never the address the node itself is reached at')
-    want = {'interface': interface, 'prefix': iface.network.prefixlen, 'label': params.get('label'),
-            'broadcast': params.get('broadcast'), 'noprefixroute': bool(params.get('noprefixroute')),
-            'preferred_lft': params.get('preferred_lft')}
-    on_target = [a for a in existing if a['interface'] == interface]
-    current = on_target[0] if on_target else (existing[0] if existing else None)
-    result = {'address': str(iface.with_prefixlen), 'interface': interface, 'prefix': iface.network.prefixlen,
-              'family': f'ipv{family}', 'state': state, 'present_before': bool(existing),
-              'before': describe(current), 'corrected': [], 'conflict_probe': {'skipped': 'not needed'},
-              'announcements': {'sent': 0}, 'timings': timings, 'changed': False}
-    loopback = 'LOOPBACK' in (link or {}).get('flags', [])
-    mac = (link or {}).get('address')
+    ip = IpRoute(ip_bin, runner)
+    try:
+        return _manage(req, ip)
+    except (IpError, ann.AnnounceError) as exc:
+        raise ServiceIpError(str(exc)) from None
 
-    if state in ('present', 'announced') and not loopback and not _is_ethernet(mac) and (
-            params.get('announce_count', 3) > 0 or (state == 'present' and params.get('conflict_probe', True))):
+
+def _manage(req: Request, ip: IpRoute) -> dict:
+    target = find_target(req, ip)
+    state, interface, where = req.params['state'], target.interface, req.where
+    result = {'address': str(req.iface.with_prefixlen), 'interface': interface, 'prefix': req.iface.network.prefixlen,
+              'family': f'ipv{req.family}', 'state': state, 'present_before': bool(target.existing),
+              'before': describe(target.current), 'corrected': [], 'conflict_probe': {'skipped': 'not needed'},
+              'announcements': {'sent': 0}, 'timings': req.timings, 'changed': False}
+    mac = target.mac
+
+    if state in ('present', 'announced') and not target.loopback and not _is_ethernet(mac) and (
+            req.params.get('announce_count', 3) > 0 or (state == 'present' and req.params.get('conflict_probe', True))):
         raise ServiceIpError(f'interface {interface}{where} has no Ethernet address ({mac or "none"}): gratuitous '
                              'ARP, neighbour advertisements and the conflict probe need one; set announce_count=0 '
                              'and conflict_probe=false to manage the address there without them', **result)
 
-    if state in ('present', 'announced') and params.get('require_link_up', True):
-        usable, why = link_state(link or {})
+    if state in ('present', 'announced') and req.params.get('require_link_up', True):
+        usable, why = link_state(target.link)
         if not usable:
             raise ServiceIpError(f'interface {interface}{where} {why}: bring it up first (or set '
                                  'require_link_up=false to add the address anyway)', **result)
 
     if state == 'absent':
-        for addr in existing:
-            dropped = dropped_with(addr, addresses, promote)
-            if dropped:
-                raise ServiceIpError(f'removing {address}/{addr["prefix"]} from {addr["interface"]} would also delete '
-                                     f'{", ".join(dropped)} (it is their primary and promote_secondaries is off); '
-                                     'nothing was changed', **result)
-        result['changed'] = bool(existing)
-        result['diff'] = {'before': describe(current), 'after': {}}
-        if existing and not check_mode:
-            mark = time.monotonic()
-            result['changed'] = False   # what was done, should a removal fail
-            for addr in existing:
-                try:
-                    ip.del_address(addr['local'], addr['prefix'], addr['interface'])
-                except IpError as exc:
-                    raise ServiceIpError(f'cannot remove {address}/{addr["prefix"]} from {addr["interface"]}{where}: '
-                                         f'{exc}{"" if result["changed"] else ". Nothing was changed"}',
-                                         **result) from None
-                result['changed'] = True
-            timings['address_del'] = round(time.monotonic() - mark, 6)
-        if not check_mode:
-            set_mark(params.get('namespace'), address, False, mark_dir)
-        timings['total'] = round(time.monotonic() - started, 6)
-        return result
-
+        return _release(req, ip, target, result)
     if state == 'announced':
-        if not on_target:
-            raise ServiceIpError(f'{address} is not on {interface}{where}: nothing to announce; use state=present',
-                                 **result)
-        if 'dadfailed' in on_target[0]['flags']:
-            raise ServiceIpError(f'{address} on {interface}{where} failed duplicate address detection: another node '
-                                 'answers for it; announcing it would steal its traffic. Nothing was sent', **result)
-        result['changed'] = not loopback and params['announce_count'] > 0
-        result['diff'] = {'before': describe(current), 'after': describe(current)}
-        if result['changed'] and not check_mode:
-            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings)
-        timings['total'] = round(time.monotonic() - started, 6)
-        return result
+        return _reannounce(req, target, result)
+    return _present(req, ip, target, result)
 
-    # state == present
-    stale = []
+
+def find_target(req: Request, ip: IpRoute) -> Target:
+    """Read the node (one `ip -j addr show` gives both the addresses and each link's flags, state and MAC),
+    pick the interface (given, or from the routes), and refuse a label or address that is not ours to manage."""
+    address, where = req.address, req.where
+    links = ip.json(['addr', 'show'])
+    addresses = flatten_addresses(links)
+    by_name = {entry.get('ifname'): entry for entry in links}
+    existing = [a for a in addresses if a['local'] == address and a['family'] == req.family]
+    interface = req.params.get('interface')
+    if interface:
+        link = by_name.get(interface)
+        if link is None:
+            raise ServiceIpError(f'interface {interface} does not exist{where}')
+    else:
+        route = ip.find_interface(str(req.iface.with_prefixlen))
+        if route is None:
+            raise ServiceIpError(f'no directly connected route{where} covers {req.iface.network} (default, unreachable, '
+                                 'blackhole routes and routes via a gateway do not count): set interface')
+        interface = route['dev']
+        link = by_name.get(interface)
+    if req.params.get('label'):
+        try:
+            check_label(req.params['label'], interface)
+        except IpError as exc:
+            raise ServiceIpError(str(exc)) from None
+    ours = marked(req.namespace, req.mark_dir)
+    boot = boot_addresses([a for a in addresses if a['local'] not in ours]) | set(reached_at(addresses))
+    for dev, local in sorted(boot):
+        if local == address:
+            raise ServiceIpError(f'{address} is the own (boot) address of {dev}{where}: service_ip manages only '
+                                 'service addresses added beside it, never the address the node itself is reached at')
+    return Target(interface, link or {}, addresses, existing)
+
+
+def _release(req: Request, ip: IpRoute, target: Target, result: dict) -> dict:
+    """state=absent: remove every copy of the address (refused when the kernel would delete secondaries with it)."""
+    address, where, existing = req.address, req.where, target.existing
     for addr in existing:
+        dropped = dropped_with(addr, target.addresses, req.promote)
+        if dropped:
+            raise ServiceIpError(f'removing {address}/{addr["prefix"]} from {addr["interface"]} would also delete '
+                                 f'{", ".join(dropped)} (it is their primary and promote_secondaries is off); '
+                                 'nothing was changed', **result)
+    result['changed'] = bool(existing)
+    result['diff'] = {'before': describe(target.current), 'after': {}}
+    if existing and not req.check_mode:
+        mark = time.monotonic()
+        result['changed'] = False   # what was done, should a removal fail
+        for addr in existing:
+            try:
+                ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+            except IpError as exc:
+                raise ServiceIpError(f'cannot remove {address}/{addr["prefix"]} from {addr["interface"]}{where}: '
+                                     f'{exc}{"" if result["changed"] else ". Nothing was changed"}',
+                                     **result) from None
+            result['changed'] = True
+        req.timings['address_del'] = round(time.monotonic() - mark, 6)
+    if not req.check_mode:
+        set_mark(req.namespace, address, False, req.mark_dir)
+    req.timings['total'] = req.elapsed()
+    return result
+
+
+def _reannounce(req: Request, target: Target, result: dict) -> dict:
+    """state=announced: announce an address that is present on the target interface, change nothing else."""
+    address, interface, where = req.address, target.interface, req.where
+    on_target = target.on_target
+    if not on_target:
+        raise ServiceIpError(f'{address} is not on {interface}{where}: nothing to announce; use state=present',
+                             **result)
+    if 'dadfailed' in on_target[0]['flags']:
+        raise ServiceIpError(f'{address} on {interface}{where} failed duplicate address detection: another node '
+                             'answers for it; announcing it would steal its traffic. Nothing was sent', **result)
+    result['changed'] = not target.loopback and req.params['announce_count'] > 0
+    result['diff'] = {'before': describe(target.current), 'after': describe(target.current)}
+    if result['changed'] and not req.check_mode:
+        result['announcements'] = _announce(req, target)
+    req.timings['total'] = req.elapsed()
+    return result
+
+
+def _present(req: Request, ip: IpRoute, target: Target, result: dict) -> dict:
+    """state=present: compare the copies with the wanted settings, predict (check mode) or take the address."""
+    address, interface, family = req.address, target.interface, req.family
+    want = {'interface': interface, 'prefix': req.iface.network.prefixlen, 'label': req.params.get('label'),
+            'broadcast': req.params.get('broadcast'), 'noprefixroute': bool(req.params.get('noprefixroute')),
+            'preferred_lft': req.params.get('preferred_lft')}
+    stale = []
+    for addr in target.existing:
         diff = differences(addr, want)
         if diff:
             stale.append((addr, diff))
-    keep = [a for a in existing if a not in [s[0] for s in stale]]
+    keep = [a for a in target.existing if a not in [s[0] for s in stale]]
     if keep and not stale:
-        result['diff'] = {'before': describe(current), 'after': describe(current)}
-        timings['total'] = round(time.monotonic() - started, 6)
+        result['diff'] = {'before': describe(target.current), 'after': describe(target.current)}
+        req.timings['total'] = req.elapsed()
         return result
     for addr, diff in stale:
-        dropped = dropped_with(addr, addresses, promote)
+        dropped = dropped_with(addr, target.addresses, req.promote)
         if dropped:
             raise ServiceIpError(f'{address}/{addr["prefix"]} on {addr["interface"]} differs ({"; ".join(diff)}) but '
                                  f'correcting it would delete {", ".join(dropped)} too (it is their primary and '
                                  'promote_secondaries is off): refused, nothing was changed', **result)
         result['corrected'].append(f'{addr["local"]}/{addr["prefix"]} on {addr["interface"]}: {"; ".join(diff)}')
     result['changed'] = True
-    after = {'address': str(iface.with_prefixlen), 'interface': interface,
+    after = {'address': str(req.iface.with_prefixlen), 'interface': interface,
              'label': want['label'] if family == 4 else None,
              'broadcast': want['broadcast'] if family == 4 else None,
              'noprefixroute': want['noprefixroute'], 'preferred_lft': want['preferred_lft'] or 'forever'}
     if family == 4 and not want['label']:
         after['label'] = interface
-    result['diff'] = {'before': describe(current), 'after': after}
-    if check_mode:
+    result['diff'] = {'before': describe(target.current), 'after': after}
+    if req.check_mode:
         result['conflict_probe'] = {'skipped': 'check mode sends nothing'}
-        timings['total'] = round(time.monotonic() - started, 6)
+        req.timings['total'] = req.elapsed()
         return result
 
     result['changed'] = False       # from here on: what was actually done
-    keeper = None if loopback else ann.LinkKeeper(interface, ann.ethertype_for(address), sock_factory)
+    keeper = None if target.loopback else ann.LinkKeeper(interface, ann.ethertype_for(address), req.sock_factory)
     try:
-        return _take(params, ip, iface, address, family, interface, where, want, mac, loopback, existing, stale, keep,
-                     result, sock_factory, keeper, started, timings, mark_dir)
+        return _take(Takeover(req, ip, target, want, result, keeper), stale, keep)
     finally:
         if keeper is not None:
             keeper.close()
 
 
-def _take(params, ip, iface, address, family, interface, where, want, mac, loopback, existing, stale, keep, result,
-          sock_factory, keeper, started, timings, mark_dir) -> dict:
-    """Probe, add, wait for DAD, announce (state=present, not check mode)."""
-    if not existing:
-        if loopback:
-            result['conflict_probe'] = {'skipped': f'{interface} is a loopback interface'}
-        elif not params.get('conflict_probe', True):
-            result['conflict_probe'] = {'skipped': 'conflict_probe=false'}
-        else:
-            try:
-                found = ann.probe(interface, mac, address, params.get('probe_count', PROBE_COUNT),
-                                  params.get('probe_timeout', PROBE_TIMEOUT), sock_factory, keeper)
-            except ann.AnnounceError as exc:
-                raise ServiceIpError(f'{address}: the conflict probe on {interface}{where} failed: {exc}. Nothing was '
-                                     'changed', **result) from None
-            result['conflict_probe'] = found
-            timings['probe'] = found['seconds']
-            if found['conflict']:
-                if not params.get('force'):
-                    raise ServiceIpError(f'{address} is already in use on the link of {interface}{where}: '
-                                         f'{found["mac"]} answered the conflict probe. Nothing was changed. Release '
-                                         'the address on that host first, or, only if that host is fenced or down, '
-                                         'set force=true with peer_state', **result)
-                result['forced'] = {'peer_state': params['peer_state'], 'answered_by': found['mac']}
-
+def _take(t: Takeover, stale: list, keep: list) -> dict:
+    """Probe, add, wait for DAD, announce (state=present, not check mode). `stale`: the differing copies
+    (address, differences) to remove first; `keep`: the copies that are already right."""
+    req, result, interface = t.req, t.result, t.target.interface
+    if not t.target.existing:
+        probe_link(t)
     mark = time.monotonic()
-    for addr, dummy in stale:
-        try:
-            ip.del_address(addr['local'], addr['prefix'], addr['interface'])
-        except IpError as exc:
-            raise ServiceIpError(f'{address}: cannot remove the differing copy on {addr["interface"]}{where}: {exc}'
-                                 f'{"" if result["changed"] else ". Nothing was changed"}', **result) from None
-        result['changed'] = True
+    remove_stale(t, stale)
     # a right copy on the target stays (only the wrong copies went): nothing to add, no DAD to wait for
     in_place = any(a['interface'] == interface for a in keep)
-    skip_dad = in_place or (family == 6 and not params.get('ipv6_dad', True))
+    skip_dad = in_place or (req.family == 6 and not req.params.get('ipv6_dad', True))
     added = False
     try:
         if not in_place:
-            ip.add_address(iface, interface, want['label'], want['broadcast'], want['preferred_lft'],
-                           want['noprefixroute'], nodad=skip_dad)
+            t.ip.add_address(req.iface, interface, t.want['label'], t.want['broadcast'], t.want['preferred_lft'],
+                             t.want['noprefixroute'], nodad=skip_dad)
             added = result['changed'] = True
-        set_mark(params.get('namespace'), address, True, mark_dir)
-        timings['address_add'] = round(time.monotonic() - mark, 6)
-        if family == 6 and not skip_dad:
-            mark = time.monotonic()
-            outcome = ip.wait_dad(address, interface, params.get('dad_timeout', 10))
-            timings['dad_wait'] = round(time.monotonic() - mark, 6)
-            if outcome != 'done':
-                raise _Undo('duplicate address detection failed: another node on the link answered for it'
-                            if outcome == 'dadfailed' else
-                            f'duplicate address detection did not finish within {params.get("dad_timeout", 10)} s'
-                            if outcome == 'timeout' else 'the address vanished while waiting for DAD')
-        timings['usable'] = round(time.monotonic() - started, 6)
-        if not loopback and params.get('announce_count', 3) > 0:
-            result['announcements'] = _announce(params, interface, mac, address, sock_factory, started, timings,
-                                                keeper)
+        set_mark(req.namespace, req.address, True, req.mark_dir)
+        req.timings['address_add'] = round(time.monotonic() - mark, 6)
+        if req.family == 6 and not skip_dad:
+            wait_dad(t)
+        req.timings['usable'] = req.elapsed()
+        if not t.target.loopback and req.params.get('announce_count', 3) > 0:
+            result['announcements'] = _announce(req, t.target, t.keeper)
     except (_Undo, IpError, ann.AnnounceError) as exc:
         # Nothing half-done: an address added but never announced (or failing DAD) goes again, so that
         # a second run does the whole takeover instead of finding the address "present" and stopping.
-        undone = ''
-        if added:
-            try:
-                ip.del_address(address, iface.network.prefixlen, interface)
-                set_mark(params.get('namespace'), address, False, mark_dir)
-                result['changed'] = bool(stale)
-                undone = '; the address was removed again'
-            except IpError as again:
-                undone = f'; removing the address again failed too ({again}): it is still on {interface}'
-        raise ServiceIpError(f'{address} on {interface}{where}: {exc}{undone}', **result) from None
+        raise undo(t, exc, added, bool(stale)) from None
     result['changed'] = True
-    timings['total'] = round(time.monotonic() - started, 6)
+    req.timings['total'] = req.elapsed()
     return result
 
 
-def _announce(params, interface, mac, address, sock_factory, started, timings, keeper=None) -> dict:
-    sent = ann.announce(interface, mac, address, params.get('announce_count', 3), params.get('announce_interval', 0.2),
-                        params.get('announce_mode', 'request'), sock_factory, clock_zero=started, keeper=keeper)
-    timings['first_announcement'] = sent['first']
+def probe_link(t: Takeover) -> None:
+    """Before a new address is added: the conflict probe (or why it is skipped) into the result; refused,
+    with nothing changed, when a live host answers and force is not set."""
+    req, result, interface, where = t.req, t.result, t.target.interface, t.req.where
+    if t.target.loopback:
+        result['conflict_probe'] = {'skipped': f'{interface} is a loopback interface'}
+        return
+    if not req.params.get('conflict_probe', True):
+        result['conflict_probe'] = {'skipped': 'conflict_probe=false'}
+        return
+    try:
+        found = ann.probe(interface, t.target.mac, req.address, req.params.get('probe_count', PROBE_COUNT),
+                          req.params.get('probe_timeout', PROBE_TIMEOUT), req.sock_factory, t.keeper)
+    except ann.AnnounceError as exc:
+        raise ServiceIpError(f'{req.address}: the conflict probe on {interface}{where} failed: {exc}. Nothing was '
+                             'changed', **result) from None
+    result['conflict_probe'] = found
+    req.timings['probe'] = found['seconds']
+    if found['conflict']:
+        if not req.params.get('force'):
+            raise ServiceIpError(f'{req.address} is already in use on the link of {interface}{where}: '
+                                 f'{found["mac"]} answered the conflict probe. Nothing was changed. Release '
+                                 'the address on that host first, or, only if that host is fenced or down, '
+                                 'set force=true with peer_state', **result)
+        result['forced'] = {'peer_state': req.params['peer_state'], 'answered_by': found['mac']}
+
+
+def remove_stale(t: Takeover, stale: list) -> None:
+    """Delete the differing copies (address, differences); each one gone is a change."""
+    result, where = t.result, t.req.where
+    for addr, dummy in stale:
+        try:
+            t.ip.del_address(addr['local'], addr['prefix'], addr['interface'])
+        except IpError as exc:
+            raise ServiceIpError(f'{t.req.address}: cannot remove the differing copy on {addr["interface"]}{where}: '
+                                 f'{exc}{"" if result["changed"] else ". Nothing was changed"}', **result) from None
+        result['changed'] = True
+
+
+def wait_dad(t: Takeover) -> None:
+    """Wait for the kernel's duplicate address detection on the new IPv6 address; _Undo unless it passed."""
+    timeout = t.req.params.get('dad_timeout', 10)
+    mark = time.monotonic()
+    outcome = t.ip.wait_dad(t.req.address, t.target.interface, timeout)
+    t.req.timings['dad_wait'] = round(time.monotonic() - mark, 6)
+    if outcome != 'done':
+        raise _Undo('duplicate address detection failed: another node on the link answered for it'
+                    if outcome == 'dadfailed' else
+                    f'duplicate address detection did not finish within {timeout} s'
+                    if outcome == 'timeout' else 'the address vanished while waiting for DAD')
+
+
+def undo(t: Takeover, exc: Exception, added: bool, corrected: bool) -> ServiceIpError:
+    """A step after the add failed with `exc`: remove the address again when this run added it, and the
+    error to raise. `corrected`: differing copies were removed before (a change even when undone)."""
+    req, interface = t.req, t.target.interface
+    undone = ''
+    if added:
+        try:
+            t.ip.del_address(req.address, req.iface.network.prefixlen, interface)
+            set_mark(req.namespace, req.address, False, req.mark_dir)
+            t.result['changed'] = corrected
+            undone = '; the address was removed again'
+        except IpError as again:
+            undone = f'; removing the address again failed too ({again}): it is still on {interface}'
+    return ServiceIpError(f'{req.address} on {interface}{req.where}: {exc}{undone}', **t.result)
+
+
+def _announce(req: Request, target: Target, keeper=None) -> dict:
+    params = req.params
+    sent = ann.announce(target.interface, target.mac, req.address, params.get('announce_count', 3),
+                        params.get('announce_interval', 0.2), params.get('announce_mode', 'request'), req.sock_factory,
+                        clock_zero=req.started, keeper=keeper)
+    req.timings['first_announcement'] = sent['first']
     return {'sent': sent['sent'], 'count': params.get('announce_count', 3),
             'interval': params.get('announce_interval', 0.2), 'mode': params.get('announce_mode', 'request')
-            if ipaddress.ip_address(address).version == 4 else 'unsolicited-na'}
+            if req.family == 4 else 'unsolicited-na'}
 
 
 def held_addresses(namespace: str | None = None, within: list | None = None, runner=None, ip_bin: str = 'ip',

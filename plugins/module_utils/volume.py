@@ -22,6 +22,8 @@ import re
 import signal
 import time
 
+from ansible_collections.cyrus.ha.plugins.module_utils import procfs
+
 # ext4 MMP sequence values with a meaning of their own (fs/ext4/mmp.c, lib/ext2fs/mmp.c).
 MMP_SEQ_CLEAN = 0xFF4D4D50
 MMP_SEQ_FSCK = 0xE24D4D50
@@ -120,15 +122,11 @@ def parse_findmnt(text: str) -> list[dict]:
 
 def proc_state(pid: int) -> str:
     """One-letter state of a process, '' when it is gone (a zombie holds nothing)."""
-    try:
-        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
-            return handle.read().rsplit(')', 1)[1].split()[0]
-    except (OSError, IndexError):
-        return ''
+    return procfs.state(pid)
 
 
 def proc_alive(pid: int) -> bool:
-    return proc_state(pid) not in ('', 'Z', 'X')
+    return procfs.alive(pid)
 
 
 def proc_comm(pid: int) -> str:

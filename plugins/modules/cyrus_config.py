@@ -22,8 +22,8 @@ description:
     fails when two instances would claim the same address and port, unix socket or lock,
     proc, configuration or partition directory.
   - For templates, the same checks run without Ansible on the managed node as
-    C(python3 cyrusconf.py lint --kind imapd|cyrus [--imapd-conf PATH] FILE), the
-    C(plugins/module_utils/cyrusconf.py) file of this collection; use that as C(validate:).
+    C(python3 /usr/local/lib/cyrus-ha/cyrusconf_cli.py lint --kind imapd|cyrus [--imapd-conf PATH] FILE),
+    which the P(cyrus.ha.cyrus_instance#role) role installs; use that as C(validate:).
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
@@ -102,7 +102,7 @@ EXAMPLES = r'''
   cyrus.ha.cyrus_config:
     path: /etc/cyrus-ha/fe1/imapd.conf
     settings:
-      mupdate_server: mupdate-svc.cyha.test:3905
+      mupdate_server: mupdate-svc.example.org:3905
       mupdate_authname: fe1
     secret_settings:
       mupdate_password: "{{ vault_fe1_mupdate_password }}"
@@ -155,6 +155,7 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import PlanError, plan_config
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT
 
 MASK = '********'
 
@@ -179,7 +180,7 @@ def main():
             settings=dict(type='dict'),
             secret_settings=dict(type='dict', no_log=True),
             check_host=dict(type='bool', default=False),
-            config_root=dict(type='path', default='/etc/cyrus-ha'),
+            config_root=dict(type='path', default=CONFIG_ROOT),
             include_default=dict(type='bool', default=False),
             bindir=dict(type='path'),
             backup=dict(type='bool', default=False),

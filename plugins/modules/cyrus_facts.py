@@ -124,13 +124,14 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import gather
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT, RUN_ROOT
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            config_root=dict(type='path', default='/etc/cyrus-ha'),
-            run_root=dict(type='path', default='/run/cyrus-ha'),
+            config_root=dict(type='path', default=CONFIG_ROOT),
+            run_root=dict(type='path', default=RUN_ROOT),
             include_default=dict(type='bool', default=True),
             partition_usage=dict(type='bool', default=True),
         ),

@@ -54,7 +54,7 @@ options:
     type: int
     default: 512
   tag:
-    description: A word put in each canary's Message-ID and X-Cyha-Canary header (the drill's name).
+    description: A word put in each canary's Message-ID and X-Cyrus-HA-Canary header (the drill's name).
     type: str
     default: drill
   canaries:
@@ -79,7 +79,7 @@ options:
     type: int
     default: 24
   recipients:
-    description: The recipients of V(deliver), for example V(alice@be1-svc.cyha.test) or V(alice). Required by V(deliver).
+    description: The recipients of V(deliver), for example V(alice@be1-svc.example.org) or V(alice). Required by V(deliver).
     type: list
     elements: str
   sender:
@@ -117,7 +117,7 @@ notes:
 EXAMPLES = r'''
 - name: Put three canaries in alice's INBOX through a frontend
   cyrus.ha.imap_check:
-    host: fe1-svc.cyha.test
+    host: fe1-svc.example.org
     user: alice
     password: "{{ alice_password }}"
     action: append
@@ -127,13 +127,13 @@ EXAMPLES = r'''
 
 - name: Deliver canaries by LMTP through the frontend (queued when the backend is away)
   cyrus.ha.imap_check:
-    host: fe1-svc.cyha.test
+    host: fe1-svc.example.org
     action: deliver
     recipients: [alice]
 
 - name: Time the first successful login after a failover, waiting up to a minute
   cyrus.ha.imap_check:
-    host: fe2-svc.cyha.test
+    host: fe2-svc.example.org
     user: alice
     password: "{{ alice_password }}"
     wait: 60
@@ -141,7 +141,7 @@ EXAMPLES = r'''
 
 - name: Every canary must be there, byte for byte
   cyrus.ha.imap_check:
-    host: fe2-svc.cyha.test
+    host: fe2-svc.example.org
     user: alice
     password: "{{ alice_password }}"
     action: verify
@@ -160,7 +160,7 @@ canaries:
   returned: always
   type: list
   elements: dict
-  sample: [{message_id: "<cyha-drill-0-1a2b3c4d5e6f7a8b@canary.invalid>", sha256: 9f86d08..., size: 742, mailbox: INBOX}]
+  sample: [{message_id: "<cyrus-ha-drill-0-1a2b3c4d5e6f7a8b@canary.invalid>", sha256: 9f86d08..., size: 742, mailbox: INBOX}]
 greeting:
   description: The server's IMAP greeting.
   returned: when the action logs in

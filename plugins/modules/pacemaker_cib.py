@@ -144,7 +144,8 @@ epoch:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cyrus.ha.plugins.module_utils.pacemaker import CibError, converge, predict_fresh
+from ansible_collections.cyrus.ha.plugins.module_utils.pacemaker import TOOLS, CibError, converge, predict_fresh
+from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
 
 
 def main():
@@ -170,14 +171,11 @@ def main():
     params = dict(module.params)
     # suboption defaults fill unused keys with None: a group is a spec that has members
     params['resources'] = [{k: v for k, v in spec.items() if v is not None} for spec in params['resources']]
-
-    def run(argv):
-        return module.run_command(argv, environ_update={'LC_ALL': 'C'})
-
-    if not module.get_bin_path('cibadmin'):
-        module.fail_json(msg='cibadmin is not installed on this node: install Pacemaker first')
+    runner = ModuleRunner(module, hints={tool: 'install Pacemaker first' for tool in TOOLS})
+    for tool in TOOLS:
+        runner.binary(tool)
     try:
-        result = converge(params, run, check_mode=module.check_mode, wait=0 if module.check_mode else params['wait'])
+        result = converge(params, runner, check_mode=module.check_mode, wait=0 if module.check_mode else params['wait'])
     except CibError as exc:
         if module.check_mode and 'not reachable' in str(exc):
             module.warn(f'{exc}; check mode predicts the whole configuration as new')

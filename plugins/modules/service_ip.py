@@ -196,7 +196,7 @@ EXAMPLES = r'''
 - name: The same for IPv6, waiting for DAD, inside a network namespace
   cyrus.ha.service_ip:
     address: 2001:db8::121/64
-    namespace: cyha-spare
+    namespace: spare
 
 - name: The peer was fenced but its last ARP answer is still cached somewhere; take it anyway
   cyrus.ha.service_ip:
@@ -289,6 +289,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
 from ansible_collections.cyrus.ha.plugins.module_utils.service_ip import PROBE_COUNT, PROBE_TIMEOUT, ServiceIpError, manage
 
 
@@ -318,13 +319,9 @@ def main():
         required_if=[('force', True, ['peer_state'])],
         supports_check_mode=True,
     )
-    ip_bin = module.get_bin_path('ip', required=True)
-
-    def runner(argv):
-        return module.run_command(argv, environ_update={'LC_ALL': 'C'})
-
+    runner = ModuleRunner(module)
     try:
-        result = manage(module.params, runner, module.check_mode, ip_bin)
+        result = manage(module.params, runner, module.check_mode, runner.binary('ip'))
     except ServiceIpError as exc:
         module.fail_json(msg=exc.msg, **exc.result)
     module.exit_json(**result)

@@ -85,6 +85,7 @@ ansible_facts:
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
 from ansible_collections.cyrus.ha.plugins.module_utils.service_ip import ServiceIpError, held_addresses
 
 
@@ -96,13 +97,9 @@ def main():
         ),
         supports_check_mode=True,
     )
-    ip_bin = module.get_bin_path('ip', required=True)
-
-    def runner(argv):
-        return module.run_command(argv, environ_update={'LC_ALL': 'C'})
-
+    runner = ModuleRunner(module)
     try:
-        found = held_addresses(module.params['namespace'], module.params['within'], runner, ip_bin)
+        found = held_addresses(module.params['namespace'], module.params['within'], runner, runner.binary('ip'))
     except ServiceIpError as exc:
         module.fail_json(msg=exc.msg)
     module.exit_json(changed=False, ansible_facts={'cyrus_ha_service_ips': found['service_ips'],

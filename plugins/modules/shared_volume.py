@@ -218,6 +218,7 @@ timings:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
 from ansible_collections.cyrus.ha.plugins.module_utils.volume import LABEL_RE, UUID_RE, Volume, VolumeError
 
 
@@ -257,13 +258,10 @@ def main():
     tools = ['blkid', 'findmnt', 'mount', 'umount']
     if params['fstype'] in ('ext4', 'ext3', 'ext2'):
         tools += ['dumpe2fs', 'e2mmpstatus', 'tune2fs', 'e2fsck']
+    runner = ModuleRunner(module)
     for tool in tools:
-        module.get_bin_path(tool, required=True)
-
-    def run(argv):
-        return module.run_command(argv, environ_update={'LC_ALL': 'C'})
-
-    volume = Volume(run, params, check_mode=module.check_mode)
+        runner.binary(tool)
+    volume = Volume(runner, params, check_mode=module.check_mode)
     try:
         result = getattr(volume, params['state'])()
     except VolumeError as exc:

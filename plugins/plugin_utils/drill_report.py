@@ -71,6 +71,89 @@ def summarize(drill) -> dict:
     return report
 
 
+# What a drill's evidence is made of (build_record's input): imap_check results and the async job of the
+# delivery made during the outage, as the cyrus.ha.drill role registers them.
+RECORD_KEYS = ('instance', 'failure', 'engine', 'from', 'to', 'frontend', 'name')
+
+
+def _verification(item, index: int) -> tuple[str, Mapping]:
+    if not isinstance(item, Mapping) or not isinstance(item.get('name'), str) or not isinstance(item.get('result'), Mapping):
+        raise DrillReportError(f'verifications[{index}] must be a mapping with a string "name" and the imap_check '
+                               f'verify result as "result"')
+    result = item['result']
+    for key in ('expected', 'found'):
+        if isinstance(result.get(key), bool) or not isinstance(result.get(key), int):
+            raise DrillReportError(f'verifications[{index}] ({item["name"]}): result.{key} must be a whole number, '
+                                   f'not {result.get(key)!r}')
+    return item['name'], result
+
+
+def _outage_delivery(job, verified: Mapping) -> dict:
+    """What became of the delivery made during the outage (the async imap_check deliver job)."""
+    job = job if isinstance(job, Mapping) else {}
+    canaries = job.get('canaries') if isinstance(job.get('canaries'), list) else []
+    canary = canaries[0] if len(canaries) == 1 and isinstance(canaries[0], Mapping) else {}
+    delivered = bool(job.get('finished')) and not job.get('failed') and bool(canary)
+    missing = set(verified.get('missing') or [])
+    mismatched = {m.get('message_id') for m in verified.get('mismatched') or [] if isinstance(m, Mapping)}
+    found = bool(canary) and canary.get('message_id') not in missing | mismatched
+    return {'delivered': delivered, 'found': found, 'attempts': int(canary.get('attempts') or 0),
+            'queued_seconds': canary.get('queued_seconds', 0), 'first_refusal': canary.get('first_refusal'),
+            'error': '' if delivered else str(job.get('msg') or ('not finished' if job else 'not started'))}
+
+
+def _outage_detail(outage: Mapping) -> str:
+    if not outage['delivered']:
+        return f'not delivered: {outage["error"]}'
+    if outage['attempts'] > 1:
+        return (f'refused {outage["attempts"] - 1} time(s) while the instance was away ({outage["first_refusal"]}), '
+                f'kept queued and accepted after {outage["queued_seconds"]} s')
+    return 'accepted at the first attempt'
+
+
+def build_record(pieces) -> dict:
+    """The drill record summarize() reads, from the evidence a drill gathered on its hosts.
+
+    pieces: instance, failure, engine, from, to, frontend, name (kept as they are); timelines, a list of
+    phase lists (one per host that timestamped phases; empty or missing ones are skipped); verifications,
+    [{name, result}] with the imap_check verify result of each check of the canaries (the first one gives
+    the canary counts); outage_job, the async job of the delivery made during the outage (or nothing when
+    the drill made none); checks, further checks of the engine ({name, ok, detail}), appended last.
+    """
+    if not isinstance(pieces, Mapping):
+        raise DrillReportError(f'the drill evidence must be a mapping, not {type(pieces).__name__}')
+    record = {key: pieces[key] for key in RECORD_KEYS if pieces.get(key) not in (None, '')}
+    timelines = pieces.get('timelines') or []
+    if not isinstance(timelines, Sequence) or isinstance(timelines, (str, bytes)):
+        raise DrillReportError('timelines must be a list of phase lists')
+    record['phases'] = []
+    for index, timeline in enumerate(timelines):
+        if timeline in (None, ''):
+            continue
+        if not isinstance(timeline, Sequence) or isinstance(timeline, (str, bytes)):
+            raise DrillReportError(f'timelines[{index}] must be a list of phases, not {type(timeline).__name__}')
+        record['phases'].extend(timeline)
+    verifications = [_verification(item, index) for index, item in enumerate(pieces.get('verifications') or [])]
+    if not verifications:
+        raise DrillReportError('verifications must hold at least one check of the canaries')
+    first = verifications[0][1]
+    record['canaries'] = {'expected': first['expected'], 'found': first['found'],
+                          'missing': len(first.get('missing') or []), 'changed': len(first.get('mismatched') or [])}
+    checks = [{'name': f'every canary intact {name}', 'ok': result['found'] == result['expected']
+               and not result.get('missing') and not result.get('mismatched'),
+               'detail': f'{result["found"]} of {result["expected"]}'} for name, result in verifications]
+    if 'outage_job' in pieces:
+        outage = _outage_delivery(pieces['outage_job'], first)
+        record['outage_delivery'] = outage
+        checks.append({'name': 'the delivery made during the outage arrives, intact',
+                       'ok': outage['delivered'] and outage['found'], 'detail': _outage_detail(outage)})
+    extra = pieces.get('checks') or []
+    if not isinstance(extra, Sequence) or isinstance(extra, (str, bytes)):
+        raise DrillReportError('checks must be a list of {name, ok, detail} mappings')
+    record['checks'] = checks + list(extra)
+    return record
+
+
 def _seconds(value) -> str:
     return '-' if value is None else f'{value:.2f} s'
 

@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One storage qualification report per path: single-host checks per host, cross-host checks per host pair.
 
-Input (per path): {host: {'single': <cyrus.ha.fs_probe report of the path or None>,
-                          'cross': <cyrus.ha.fs_probe_peer report of the path or None>}}.
+Input (per path): {host: {'single': <cyrus.ha.storage_probe report of the path or None>,
+                          'cross': <cyrus.ha.storage_probe_peer report of the path or None>}}.
 """
 
 from __future__ import annotations

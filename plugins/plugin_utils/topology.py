@@ -5,16 +5,22 @@
 The file the ``cyrus.ha.murder`` inventory plugin reads::
 
     plugin: cyrus.ha.murder
-    subnets: [198.51.100.0/24, 2001:db8::/64]
+    subnets: [198.51.100.0/24, 2001:db8:100::/64]
     hosts:
-      be1: {address: 198.51.100.21, address6: 2001:db8::21}
-      spare: {address: 198.51.100.30}
+      imap-mupdate: {address: 198.51.100.10}
+      imap-be1: {address: 198.51.100.21, address6: 2001:db8:100::21}
+      imap-spare: {address: 198.51.100.30}
     instances:
-      be1: {role: backend, host: be1, address: 198.51.100.121, servername: be1-svc.cyha.test}
+      mupdate: {role: mupdate, host: imap-mupdate, address: 198.51.100.110, servername: mupdate.imap.example.org}
+      be1: {role: backend, host: imap-be1, address: 198.51.100.121, servername: be1.imap.example.org}
     warm_spares:
-      - {instance: be1, home: be1, spare: spare, volume: {label: cyha-be1, mount: /srv/cyrus-ha/be1}}
+      - {instance: be1, home: imap-be1, spare: imap-spare, volume: {label: cyrus-be1, mount: /srv/cyrus/be1}}
 
-Every error names the offending entry (``instances.be1.address: ...``).
+``build()`` runs one step per part, in this order (the first error stops it): ``parse_subnets``,
+``build_hosts`` (boot addresses), ``build_instances`` (service addresses, servernames) and
+``check_master``, ``attach_warm_spares`` (pairs and their volumes), then ``place_instances``,
+``build_groups`` and ``first_instance_vars`` (the inventory's groups and host variables) and
+``global_vars``. Every error names the offending entry (``instances.be1.address: ...``).
 """
 
 from __future__ import annotations
@@ -109,159 +115,214 @@ def parse_address(text, where: str, version: int, subnets: list):
     return address, network.prefixlen
 
 
-def build(data: dict) -> dict:
-    """Validate a topology mapping; return {'groups': {group: [hosts]}, 'hostvars': {host: {...}},
-    'vars': {...}}."""
-    _require_netaddr()
-    data = _mapping(data, 'topology', TOP_KEYS)
-    raw_subnets = data.get('subnets')
-    if not isinstance(raw_subnets, list) or not raw_subnets:
+def parse_subnets(raw) -> list:
+    """The declared networks, each canonical, no two of one family overlapping."""
+    if not isinstance(raw, list) or not raw:
         raise TopologyError('subnets: expected a non-empty list of networks such as 198.51.100.0/24')
-    subnets = [parse_subnet(s, 'subnets[%d]' % i) for i, s in enumerate(raw_subnets)]
+    subnets = [parse_subnet(s, 'subnets[%d]' % i) for i, s in enumerate(raw)]
     for i, one in enumerate(subnets):
         for j, other in enumerate(subnets[:i]):
             if one.version == other.version and (one in other or other in one):
                 raise TopologyError('subnets[%d]: %s overlaps subnets[%d] %s' % (i, one, j, other))
+    return subnets
 
-    used = {}   # address -> owner, across boot and service addresses
 
-    def claim(address, owner: str, where: str):
+class AddressClaims:
+    """Every boot and service address has one owner (``hosts.X.address``, ``instances.Y.address6``...)."""
+
+    def __init__(self):
+        self.owners = {}
+
+    def claim(self, address, owner: str, where: str) -> None:
         key = str(address)
-        if key in used:
-            if used[key].startswith('hosts.') and owner.startswith('instances.'):
+        if key in self.owners:
+            if self.owners[key].startswith('hosts.') and owner.startswith('instances.'):
                 raise TopologyError('%s: %s is the boot address of %s: a service address must be its own'
-                                    % (where, key, used[key].split('.')[1]))
-            raise TopologyError('%s: %s is already used by %s' % (where, key, used[key]))
-        used[key] = owner
+                                    % (where, key, self.owners[key].split('.')[1]))
+            raise TopologyError('%s: %s is already used by %s' % (where, key, self.owners[key]))
+        self.owners[key] = owner
 
-    hosts = _mapping(data.get('hosts'), 'hosts')
+
+def build_host(name, spec, subnets: list, claims: AddressClaims) -> dict:
+    """One machine: its variables (``ansible_host``, empty instance lists, its own ``vars``)."""
+    where = 'hosts.%s' % name
+    if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
+        raise TopologyError('%s: %r is not a valid inventory host name' % (where, name))
+    spec = _mapping(spec, where, HOST_KEYS)
+    if 'address' not in spec:
+        raise TopologyError('%s: address (the host\'s own boot address) is required' % where)
+    version = 4 if ':' not in str(spec['address']) else 6
+    address, dummy = parse_address(spec['address'], where + '.address', version, subnets)
+    claims.claim(address, where + '.address', where + '.address')
+    hv = {'ansible_host': str(address), 'murder_instances': [], 'murder_standby_instances': []}
+    if spec.get('address6') is not None:
+        address6, dummy = parse_address(spec['address6'], where + '.address6', 6, subnets)
+        claims.claim(address6, where + '.address6', where + '.address6')
+        hv['murder_host_address6'] = str(address6)
+    hv.update(_mapping(spec.get('vars'), where + '.vars', required=False))
+    return hv
+
+
+def build_hosts(raw, subnets: list, claims: AddressClaims) -> dict:
+    """``hosts`` -> {host: variables}, in the file's order."""
+    hosts = _mapping(raw, 'hosts')
     if not hosts:
         raise TopologyError('hosts: declare at least one host')
-    hostvars = {}
-    for name, spec in hosts.items():
-        where = 'hosts.%s' % name
-        if not isinstance(name, str) or not HOST_NAME.fullmatch(name):
-            raise TopologyError('%s: %r is not a valid inventory host name' % (where, name))
-        spec = _mapping(spec, where, HOST_KEYS)
-        if 'address' not in spec:
-            raise TopologyError('%s: address (the host\'s own boot address) is required' % where)
-        address, dummy = parse_address(spec['address'], where + '.address', 4 if ':' not in str(spec['address'])
-                                       else 6, subnets)
-        claim(address, where + '.address', where + '.address')
-        hv = {'ansible_host': str(address), 'murder_instances': [], 'murder_standby_instances': []}
-        if spec.get('address6') is not None:
-            address6, dummy = parse_address(spec['address6'], where + '.address6', 6, subnets)
-            claim(address6, where + '.address6', where + '.address6')
-            hv['murder_host_address6'] = str(address6)
-        hv.update(_mapping(spec.get('vars'), where + '.vars', required=False))
-        hostvars[name] = hv
+    return {name: build_host(name, spec, subnets, claims) for name, spec in hosts.items()}
 
-    instances = _mapping(data.get('instances'), 'instances')
+
+def check_servername(where: str, servername) -> str:
+    """A fully qualified name; returns its first label, lower case (Cyrus's <short>_password key)."""
+    if not isinstance(servername, str) or not DNS_NAME.fullmatch(servername) or \
+            re.fullmatch(r'[0-9.]+', servername) or '.' not in servername:
+        raise TopologyError('%s.servername: %r must be a fully qualified host name (Cyrus derives '
+                            '<short>_password keys from the label before the first dot)' % (where, servername))
+    return servername.split('.', 1)[0].lower()
+
+
+def build_instance(name, spec, hostvars: dict, subnets: list, claims: AddressClaims, short_names: dict) -> dict:
+    """One Cyrus instance: role, host, service addresses with their prefix, servername; no spare yet.
+    ``short_names`` maps the first label of each servername seen so far to its instance."""
+    where = 'instances.%s' % name
+    if not isinstance(name, str) or not INSTANCE_NAME.fullmatch(name):
+        raise TopologyError('%s: instance names are a lower-case letter then up to 30 of a-z 0-9 _ -' % where)
+    spec = _mapping(spec, where, INSTANCE_KEYS)
+    for key in ('role', 'host', 'address', 'servername'):
+        if spec.get(key) in (None, ''):
+            raise TopologyError('%s: %s is required' % (where, key))
+    if spec['role'] not in ROLES:
+        raise TopologyError('%s.role: %r is not one of %s' % (where, spec['role'], ', '.join(ROLES)))
+    if not isinstance(spec['host'], str) or spec['host'] not in hostvars:
+        raise TopologyError('%s.host: %r is not declared under hosts' % (where, spec['host']))
+    if ':' in str(spec['address']):
+        raise TopologyError('%s.address: %s is IPv6: put it in address6 (address is the IPv4 service address)'
+                            % (where, spec['address']))
+    address, prefix = parse_address(spec['address'], where + '.address', 4, subnets)
+    claims.claim(address, where + '.address', where + '.address')
+    item = {'name': name, 'role': spec['role'], 'host': spec['host'], 'address': str(address),
+            'address_prefix': prefix, 'servername': spec['servername'], 'spare': None, 'volume': None}
+    if spec.get('address6') is not None:
+        address6, prefix6 = parse_address(spec['address6'], where + '.address6', 6, subnets)
+        claims.claim(address6, where + '.address6', where + '.address6')
+        item['address6'] = str(address6)
+        item['address6_prefix'] = prefix6
+    short = check_servername(where, spec['servername'])
+    if short in short_names:
+        raise TopologyError('%s.servername: %s has the same first label %r as instances.%s: servernames must '
+                            'differ before the first dot' % (where, spec['servername'], short, short_names[short]))
+    short_names[short] = name
+    item['vars'] = dict(_mapping(spec.get('vars'), where + '.vars', required=False))
+    return item
+
+
+def build_instances(raw, hostvars: dict, subnets: list, claims: AddressClaims) -> dict:
+    """``instances`` -> {instance: description}, in the file's order; servernames differ before the first dot."""
+    instances = _mapping(raw, 'instances')
     if not instances:
         raise TopologyError('instances: declare at least the mupdate master instance')
     described = {}
     short_names = {}
     for name, spec in instances.items():
-        where = 'instances.%s' % name
-        if not isinstance(name, str) or not INSTANCE_NAME.fullmatch(name):
-            raise TopologyError('%s: instance names are a lower-case letter then up to 30 of a-z 0-9 _ -' % where)
-        spec = _mapping(spec, where, INSTANCE_KEYS)
-        for key in ('role', 'host', 'address', 'servername'):
-            if spec.get(key) in (None, ''):
-                raise TopologyError('%s: %s is required' % (where, key))
-        if spec['role'] not in ROLES:
-            raise TopologyError('%s.role: %r is not one of %s' % (where, spec['role'], ', '.join(ROLES)))
-        if spec['host'] not in hostvars:
-            raise TopologyError('%s.host: %r is not declared under hosts' % (where, spec['host']))
-        if ':' in str(spec['address']):
-            raise TopologyError('%s.address: %s is IPv6: put it in address6 (address is the IPv4 service address)'
-                                % (where, spec['address']))
-        address, prefix = parse_address(spec['address'], where + '.address', 4, subnets)
-        claim(address, where + '.address', where + '.address')
-        item = {'name': name, 'role': spec['role'], 'host': spec['host'], 'address': str(address),
-                'address_prefix': prefix, 'servername': spec['servername'], 'spare': None, 'volume': None}
-        if spec.get('address6') is not None:
-            address6, prefix6 = parse_address(spec['address6'], where + '.address6', 6, subnets)
-            claim(address6, where + '.address6', where + '.address6')
-            item['address6'] = str(address6)
-            item['address6_prefix'] = prefix6
-        servername = spec['servername']
-        if not isinstance(servername, str) or not DNS_NAME.fullmatch(servername) or \
-                re.fullmatch(r'[0-9.]+', servername) or '.' not in servername:
-            raise TopologyError('%s.servername: %r must be a fully qualified host name (Cyrus derives '
-                                '<short>_password keys from the label before the first dot)' % (where, servername))
-        short = servername.split('.', 1)[0].lower()
-        if short in short_names:
-            raise TopologyError('%s.servername: %s has the same first label %r as instances.%s: servernames must '
-                                'differ before the first dot' % (where, servername, short, short_names[short]))
-        short_names[short] = name
-        item['vars'] = dict(_mapping(spec.get('vars'), where + '.vars', required=False))
-        described[name] = item
+        described[name] = build_instance(name, spec, hostvars, subnets, claims, short_names)
+    return described
+
+
+def check_master(described: dict) -> str:
+    """The name of the one mupdate master instance."""
     masters = [n for n, i in described.items() if i['role'] == 'mupdate']
     if len(masters) != 1:
         raise TopologyError('instances: a Murder has exactly one mupdate master instance, found %d%s'
                             % (len(masters), (' (%s)' % ', '.join(masters)) if masters else ''))
+    return masters[0]
 
-    spares = data.get('warm_spares') or []
+
+def parse_volume(where: str, raw, owner: str, seen: dict) -> dict:
+    """A pair's shared volume with its defaults; ``seen`` maps (uuid|label|device|mount, value) to the
+    instance that has it already (one volume, one mount point per instance)."""
+    volume = _mapping(raw, where + '.volume', VOLUME_KEYS)
+    if not isinstance(volume.get('mount'), str) or not volume['mount'].startswith('/'):
+        raise TopologyError('%s.volume.mount: an absolute path is required' % where)
+    identity = [(k, volume[k]) for k in ('uuid', 'label', 'device') if volume.get(k) not in (None, '')]
+    if not identity:
+        raise TopologyError('%s.volume: name the shared volume by uuid, label or device' % where)
+    if volume.get('device') is not None and not str(volume['device']).startswith('/'):
+        raise TopologyError('%s.volume.device: an absolute path is required' % where)
+    for key, value in identity:
+        if isinstance(value, (dict, list)):
+            raise TopologyError('%s.volume.%s: expected a string, got %s' % (where, key, type(value).__name__))
+        if (key, value) in seen:
+            raise TopologyError('%s.volume.%s: %s is already the volume of %s' % (where, key, value, seen[(key, value)]))
+        seen[(key, value)] = owner
+    if ('mount', volume['mount']) in seen:
+        raise TopologyError('%s.volume.mount: %s is already the mount point of %s'
+                            % (where, volume['mount'], seen[('mount', volume['mount'])]))
+    seen[('mount', volume['mount'])] = owner
+    return {'uuid': volume.get('uuid'), 'label': volume.get('label'), 'device': volume.get('device'),
+            'mount': volume['mount'], 'fstype': volume.get('fstype', 'ext4'), 'options': volume.get('options', 'defaults')}
+
+
+def attach_warm_spare(index: int, raw, described: dict, hostvars: dict, seen: dict) -> None:
+    """One ``warm_spares`` entry: sets ``spare`` and ``volume`` of its backend instance."""
+    where = 'warm_spares[%d]' % index
+    spec = _mapping(raw, where, SPARE_KEYS)
+    name = spec.get('instance')
+    if not isinstance(name, str) or name not in described:
+        raise TopologyError('%s.instance: %r is not declared under instances' % (where, name))
+    where = 'warm_spares[%d] (%s)' % (index, name)
+    item = described[name]
+    if item['role'] != 'backend':
+        raise TopologyError('%s: only backends have warm spares, and %s is a %s' % (where, name, item['role']))
+    if item['spare'] is not None:
+        raise TopologyError('%s: %s already has the warm spare %s' % (where, name, item['spare']))
+    home = spec.get('home', item['host'])
+    if home != item['host']:
+        raise TopologyError('%s.home: %r is not the host of instance %s (%s)' % (where, home, name, item['host']))
+    spare = spec.get('spare')
+    if not isinstance(spare, str) or spare not in hostvars:
+        raise TopologyError('%s.spare: %r is not declared under hosts' % (where, spare))
+    if spare == home:
+        raise TopologyError('%s.spare: the spare must be another host than the home host %s' % (where, home))
+    item['volume'] = parse_volume(where, spec.get('volume'), name, seen)
+    item['spare'] = spare
+
+
+def attach_warm_spares(raw, described: dict, hostvars: dict) -> None:
+    """``warm_spares`` -> each backend instance's ``spare`` and ``volume``."""
+    spares = raw or []
     if not isinstance(spares, list):
         raise TopologyError('warm_spares: expected a list of {instance, home, spare, volume}')
-    devices = {}
-    mounts = {}
+    seen = {}
     for index, spec in enumerate(spares):
-        where = 'warm_spares[%d]' % index
-        spec = _mapping(spec, where, SPARE_KEYS)
-        name = spec.get('instance')
-        if name not in described:
-            raise TopologyError('%s.instance: %r is not declared under instances' % (where, name))
-        where = 'warm_spares[%d] (%s)' % (index, name)
-        item = described[name]
-        if item['role'] != 'backend':
-            raise TopologyError('%s: only backends have warm spares, and %s is a %s' % (where, name, item['role']))
-        if item['spare'] is not None:
-            raise TopologyError('%s: %s already has the warm spare %s' % (where, name, item['spare']))
-        home = spec.get('home', item['host'])
-        if home != item['host']:
-            raise TopologyError('%s.home: %r is not the host of instance %s (%s)' % (where, home, name, item['host']))
-        spare = spec.get('spare')
-        if spare not in hostvars:
-            raise TopologyError('%s.spare: %r is not declared under hosts' % (where, spare))
-        if spare == home:
-            raise TopologyError('%s.spare: the spare must be another host than the home host %s' % (where, home))
-        volume = _mapping(spec.get('volume'), where + '.volume', VOLUME_KEYS)
-        if not isinstance(volume.get('mount'), str) or not volume['mount'].startswith('/'):
-            raise TopologyError('%s.volume.mount: an absolute path is required' % where)
-        identity = [(k, volume[k]) for k in ('uuid', 'label', 'device') if volume.get(k) not in (None, '')]
-        if not identity:
-            raise TopologyError('%s.volume: name the shared volume by uuid, label or device' % where)
-        if volume.get('device') is not None and not str(volume['device']).startswith('/'):
-            raise TopologyError('%s.volume.device: an absolute path is required' % where)
-        for key, value in identity:
-            if (key, value) in devices:
-                raise TopologyError('%s.volume.%s: %s is already the volume of %s'
-                                    % (where, key, value, devices[(key, value)]))
-            devices[(key, value)] = name
-        if volume['mount'] in mounts:
-            raise TopologyError('%s.volume.mount: %s is already the mount point of %s'
-                                % (where, volume['mount'], mounts[volume['mount']]))
-        mounts[volume['mount']] = name
-        item['spare'] = spare
-        item['volume'] = {'uuid': volume.get('uuid'), 'label': volume.get('label'), 'device': volume.get('device'),
-                          'mount': volume['mount'], 'fstype': volume.get('fstype', 'ext4'),
-                          'options': volume.get('options', 'defaults')}
+        attach_warm_spare(index, spec, described, hostvars, seen)
 
-    groups = {ALL_GROUP: list(hostvars), 'mupdate_master': [], 'backends': [], 'frontends': [], SPARE_GROUP: []}
+
+def place_instances(described: dict, hostvars: dict) -> None:
+    """Each instance (without its ``vars``) into its host's ``murder_instances`` and its spare's
+    ``murder_standby_instances``."""
     for item in described.values():
         public = {k: v for k, v in item.items() if k != 'vars'}
-        host = hostvars[item['host']]
-        host['murder_instances'].append(public)
+        hostvars[item['host']]['murder_instances'].append(public)
+        if item['spare'] is not None:
+            hostvars[item['spare']]['murder_standby_instances'].append(public)
+
+
+def build_groups(described: dict, hostvars: dict) -> dict:
+    """murder (every host), mupdate_master, backends, frontends (by the role of the instances a host
+    is home to) and spares; hosts in the order of the file."""
+    groups = {ALL_GROUP: list(hostvars), 'mupdate_master': [], 'backends': [], 'frontends': [], SPARE_GROUP: []}
+    for item in described.values():
         group = ROLE_GROUPS[item['role']]
         if item['host'] not in groups[group]:
             groups[group].append(item['host'])
-        if item['spare'] is not None:
-            hostvars[item['spare']]['murder_standby_instances'].append(public)
-            if item['spare'] not in groups[SPARE_GROUP]:
-                groups[SPARE_GROUP].append(item['spare'])
-    for name, host in hostvars.items():
+        if item['spare'] is not None and item['spare'] not in groups[SPARE_GROUP]:
+            groups[SPARE_GROUP].append(item['spare'])
+    return groups
+
+
+def first_instance_vars(described: dict, hostvars: dict) -> None:
+    """murder_role, murder_instance, murder_address(_prefix), murder_servername of each host's first
+    instance, and that instance's ``vars`` unless the host sets them."""
+    for host in hostvars.values():
         home = host['murder_instances']
         if home:
             first = home[0]
@@ -269,7 +330,27 @@ def build(data: dict) -> dict:
                         murder_address_prefix=first['address_prefix'], murder_servername=first['servername'])
             for key, value in described[first['name']]['vars'].items():
                 host.setdefault(key, value)
-    master = described[masters[0]]
-    extra = dict(_mapping(data.get('vars'), 'vars', required=False))
+
+
+def global_vars(raw, master: dict) -> dict:
+    """The variables of every host: ``vars``, and murder_mupdate_servername unless set there."""
+    extra = dict(_mapping(raw, 'vars', required=False))
     extra.setdefault('murder_mupdate_servername', master['servername'])
-    return {'groups': groups, 'hostvars': hostvars, 'vars': extra}
+    return extra
+
+
+def build(data: dict) -> dict:
+    """Validate a topology mapping; return {'groups': {group: [hosts]}, 'hostvars': {host: {...}},
+    'vars': {...}}."""
+    _require_netaddr()
+    data = _mapping(data, 'topology', TOP_KEYS)
+    subnets = parse_subnets(data.get('subnets'))
+    claims = AddressClaims()
+    hostvars = build_hosts(data.get('hosts'), subnets, claims)
+    described = build_instances(data.get('instances'), hostvars, subnets, claims)
+    master = check_master(described)
+    attach_warm_spares(data.get('warm_spares'), described, hostvars)
+    place_instances(described, hostvars)
+    groups = build_groups(described, hostvars)
+    first_instance_vars(described, hostvars)
+    return {'groups': groups, 'hostvars': hostvars, 'vars': global_vars(data.get('vars'), described[master])}

@@ -2,23 +2,34 @@
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """One lab for the whole integration run: brought up once, taken down at the end.
 
-CYHA_LAB_KEEP=1 keeps it up after the run (for working on one test file at a time).
+CYHA_LAB_KEEP=1 keeps it up after the run and CYHA_LAB_REUSE=1 starts from the lab that is up (for working on
+one test file at a time).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 
-import cyha_imapserver
-import labutil
+# The lab's rigs (lab/rigs: the lab driver, test instances, mounts, IP rigs) are shared with bench/.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'lab', 'rigs'))
+
+import cyha_imapserver  # noqa: E402
+import labutil  # noqa: E402
 
 
 @pytest.fixture(scope='session')
 def lab():
     if os.geteuid() != 0:
         pytest.fail('the integration tests need root: they build the lab of network namespaces')
+    # The tests bring the lab to the state they need: a lab left by `make lab` (deployed instances
+    # holding their service addresses) is taken down first, so the run starts from fresh hosts.
+    # CYHA_LAB_REUSE=1 keeps a lab that is already up (for working on one test file at a time).
+    if not os.environ.get('CYHA_LAB_REUSE'):
+        down = labutil.lab('down')
+        assert down.returncode == 0, f'lab down failed:\n{down.stderr}'
     proc = labutil.lab_up()
     assert proc.returncode == 0, f'lab up failed:\n{proc.stderr}'
     yield labutil.lab_hosts()

@@ -13,18 +13,32 @@ import stat
 import tempfile
 
 import pytest
+import yaml
 
 import cyha_cyrustest as ct
 import labutil
 
 pytestmark = pytest.mark.lab
-CLI = os.path.join(labutil.REPO, 'plugins', 'module_utils', 'cyrusconf.py')
+ROLE = os.path.join(labutil.REPO, 'roles', 'cyrus_instance')
+
+
+def install_support(directory: str) -> str:
+    """The support directory as the cyrus_instance role installs it (its list: the role's vars/main.yml);
+    the path of the config CLI in it."""
+    with open(os.path.join(ROLE, 'vars', 'main.yml'), encoding='utf-8') as handle:
+        data = yaml.safe_load(handle)
+    module_utils = data['__cyrus_instance_module_utils'].replace('{{ role_path }}', ROLE)
+    os.makedirs(directory)
+    for item in data['__cyrus_instance_support_files']:
+        path = item.replace('{{ role_path }}', ROLE).replace('{{ __cyrus_instance_module_utils }}', module_utils)
+        shutil.copyfile(path, os.path.join(directory, os.path.basename(path)))
+    return os.path.join(directory, 'cyrusconf_cli.py')
 
 
 @pytest.fixture(scope='module')
 def cyhatest(lab):
     scratch = tempfile.mkdtemp(prefix='cyha-cyrusconfig-', dir='/var/tmp')
-    state = {'pid': None, 'scratch': scratch}
+    state = {'pid': None, 'scratch': scratch, 'cli': install_support(os.path.join(scratch, 'cyrus-ha'))}
     try:
         ct.address('add')
         ct.make_instance()
@@ -88,7 +102,7 @@ def test_settings_change_then_do_not_then_check_mode_predicts(cyhatest):
 
 def test_the_validate_cli_on_the_node_accepts_and_refuses(cyhatest):
     dest = os.path.join(cyhatest['scratch'], 'cyrus.conf')
-    validate = f'/usr/bin/python3 {CLI} lint --kind cyrus --imapd-conf {ct.IMAPD} %s'
+    validate = f'/usr/bin/python3 {cyhatest["cli"]} lint --kind cyrus --imapd-conf {ct.IMAPD} %s'
     rc, good = module('ansible.builtin.copy', {'content': ct.CYRUS_TEXT, 'dest': dest, 'validate': validate})
     assert (rc, good['changed']) == (0, True)
     bad_text = ct.CYRUS_TEXT.replace(f'{ct.ADDRESS}:143', '143')

@@ -61,11 +61,11 @@ def test_append_then_verify_byte_for_byte(imap_server, tmp_path):
 
 def test_verify_fails_on_a_lost_or_changed_canary(imap_server, tmp_path):
     stored = check(tmp_path, action='append', count=2, tag='t2', **ALICE)['canaries']
-    lost = dict(stored[0], message_id='<cyha-never-stored@canary.invalid>')
+    lost = dict(stored[0], message_id='<cyrus-ha-never-stored@canary.invalid>')
     changed = dict(stored[1], sha256='0' * 64)
     result = check(tmp_path, action='verify', canaries=[lost, changed], **ALICE)
     assert result['failed'] and result['msg'] == '1 of 2 canaries missing and 1 changed in INBOX of alice@198.51.100.246:143'
-    assert result['missing'] == ['<cyha-never-stored@canary.invalid>']
+    assert result['missing'] == ['<cyrus-ha-never-stored@canary.invalid>']
     assert result['mismatched'][0]['message_id'] == stored[1]['message_id']
     report = check(tmp_path, action='verify', canaries=[lost], fail_on_loss=False, **ALICE)
     assert not report['failed'] and report['found'] == 0

@@ -20,9 +20,9 @@ import labutil
 pytestmark = pytest.mark.lab
 
 SITE = 'playbooks/site.yml'
-LAB_VARS = '@playbooks/vars/murder_lab.yml'
-LAB_HOSTS = '@playbooks/vars/murder_lab_hosts.yml'   # the plain lab inventory's host vars
-TOPOLOGY = os.path.join(labutil.REPO, 'tests', 'integration', 'files', 'lab-topology.yml')
+LAB_VARS = '@lab/vars/murder.yml'
+LAB_HOSTS = '@lab/vars/murder_hosts.yml'   # the plain lab inventory's host vars
+TOPOLOGY = os.path.join(labutil.REPO, 'lab', 'rigs', 'lab-topology.yml')
 INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
 ADMIN = ('cyrus', 'cyha-lab-admin')
 USERS = {'alice': 'cyha-lab-alice', 'bob': 'cyha-lab-bob', 'carol': 'cyha-lab-carol'}

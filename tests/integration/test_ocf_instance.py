@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 
 import pytest
+import yaml
 
 import cyha_imapserver
 import labutil
@@ -28,7 +29,7 @@ PIDFILE = f'{cyha_imapserver.RUN}/master.pid'
 FOREIGN = '198.51.100.247'   # on no lab host
 ABSENT = f'/etc/cyrus-ha/{NAME}-absent'
 AGENT_SRC = os.path.join(labutil.REPO, 'roles', 'cluster', 'files', 'cyrus_instance_ocf.py')
-CTL_SRC = os.path.join(labutil.REPO, 'roles', 'cyrus_instance', 'files', 'cyrus_instance_ctl.py')
+ROLE = os.path.join(labutil.REPO, 'roles', 'cyrus_instance')
 CLEAN_ENV = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL': 'C.UTF-8', 'OCF_ROOT': '/usr/lib/ocf'}
 GREETING_TIMEOUT = 2
 
@@ -48,15 +49,23 @@ def on_be2(argv: list[str], environ: dict | None = None, timeout: float = 120) -
 
 @pytest.fixture(name='installed', scope='module')
 def fixture_installed():
-    """The agent and the control script in a directory every user can read (ocf-tester runs the
-    meta-data as nobody), as the cluster role installs them: the agent executable, run by its path."""
+    """The agent and the support directory (the control script and the module_utils both import, the
+    list of the cyrus_instance role's vars/main.yml) in a directory every user can read (ocf-tester runs
+    the meta-data as nobody), as the cluster role installs them: the agent executable, run by its path
+    (beside the support files here; installed, it imports them from /usr/local/lib/cyrus-ha)."""
     directory = tempfile.mkdtemp(prefix='cyha-ocf-')
     os.chmod(directory, 0o755)
     paths = {'agent': os.path.join(directory, 'instance'), 'ctl': os.path.join(directory, 'cyrus_instance_ctl.py')}
+    with open(os.path.join(ROLE, 'vars', 'main.yml'), encoding='utf-8') as handle:
+        data = yaml.safe_load(handle)
+    module_utils = data['__cyrus_instance_module_utils'].replace('{{ role_path }}', ROLE)
+    for item in data['__cyrus_instance_support_files']:
+        source = item.replace('{{ role_path }}', ROLE).replace('{{ __cyrus_instance_module_utils }}', module_utils)
+        target = os.path.join(directory, os.path.basename(source))
+        shutil.copyfile(source, target)
+        os.chmod(target, 0o644)
     shutil.copyfile(AGENT_SRC, paths['agent'])
-    shutil.copyfile(CTL_SRC, paths['ctl'])
     os.chmod(paths['agent'], 0o755)
-    os.chmod(paths['ctl'], 0o644)
     yield paths
     shutil.rmtree(directory, ignore_errors=True)
 

@@ -37,10 +37,11 @@ def test_a_constructed_inventory_groups_hosts_by_verdict(tmp_path):
     before = labutil.run([os.path.join(labutil.BIN, 'ansible-inventory'), '-i', str(hosts), '-i', str(constructed),
                           '--graph'], **cache)
     assert 'storage_' not in before.stdout     # nothing cached yet: no verdict, no group
-    labutil.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', str(hosts), 'playbooks/probe_storage.yml',
-                 '-e', 'probe_storage_hosts=localhost', '-e', '{"probe_storage_paths": ["%s"], '
-                 '"probe_storage_checks": ["identity", "fcntl_locks"]}' % probed,
-                 '-e', f'probe_storage_report_file={tmp_path}/report.json'], check=True, **cache)
+    labutil.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', str(hosts), 'playbooks/storage_probe.yml',
+                 '-e', 'storage_probe_hosts=localhost', '-e', '{"storage_probe_paths": ["%s"], '
+                 '"storage_probe_checks": ["identity", "fcntl_locks"]}' % probed,
+                 '-e', f'storage_probe_report_file={tmp_path}/report.json', '-e', f'storage_probe_report_dir={tmp_path}'],
+                check=True, **cache)
     after = labutil.run([os.path.join(labutil.BIN, 'ansible-inventory'), '-i', str(hosts), '-i', str(constructed),
                          '--graph'], check=True, **cache)
     assert '@storage_safe:\n  |  |--localhost' in after.stdout and '@path_safe:' in after.stdout, after.stdout

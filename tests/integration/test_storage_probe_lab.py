@@ -1,7 +1,7 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Cross-host storage qualification on the lab: the storage_probe role through playbooks/probe_storage.yml
-and cyrus.ha.fs_probe_peer.
+"""Cross-host storage qualification on the lab: the storage_probe role through playbooks/storage_probe.yml
+and cyrus.ha.storage_probe_peer.
 
 A directory every lab host sees through the same local filesystem is safe; one export mounted on each lab
 host through its own sshfs mount (or its own FUSE passthrough mount) is two cluster clients with broken
@@ -146,12 +146,12 @@ def fuse_each(lab):
 
 
 def qualify(hosts: str, path: str, tmp_path, *extra: str, check: bool = True):
-    """playbooks/probe_storage.yml over hosts; returns (process, path report, JSON results)."""
-    report_file = tmp_path / 'probe_storage.json'
-    proc = labutil.playbook('playbooks/probe_storage.yml', '-e', 'probe_storage_hosts=%s' % hosts, '-e',
-                            json.dumps({'probe_storage_paths': [path], 'probe_storage_checks': SINGLE,
-                                        'probe_storage_timeout': 90}),
-                            '-e', 'probe_storage_report_file=%s' % report_file, *extra, check=check)
+    """playbooks/storage_probe.yml over hosts; returns (process, path report, JSON results)."""
+    report_file = tmp_path / 'storage_probe.json'  # the playbook's default name in storage_probe_report_dir
+    proc = labutil.playbook('playbooks/storage_probe.yml', '-e', 'storage_probe_hosts=%s' % hosts, '-e',
+                            json.dumps({'storage_probe_paths': [path], 'storage_probe_checks': SINGLE,
+                                        'storage_probe_timeout': 90}),
+                            '-e', 'storage_probe_report_dir=%s' % tmp_path, *extra, check=check)
     slug = re.sub('[^A-Za-z0-9]+', '-', path)
     report = json.loads((tmp_path / ('storage-probe%s.json' % slug)).read_text())
     markdown = (tmp_path / ('storage-probe%s.md' % slug)).read_text()
@@ -180,7 +180,7 @@ def test_shared_local_dir_is_safe_across_two_hosts(shared, tmp_path):
 
 
 def test_three_hosts_share_one_ring(shared, tmp_path):
-    proc, report, dummy = qualify('fe1:be1:be2', shared, tmp_path, '-e', '{"probe_storage_checks": ["identity"]}')
+    proc, report, dummy = qualify('fe1:be1:be2', shared, tmp_path, '-e', '{"storage_probe_checks": ["identity"]}')
     assert report['verdict'] == 'safe', report['failures']
     assert [key for key in report['pairs'][0] if key != 'check'] == ['be1 > be2', 'be1 > fe1']
     for pair in ('be1 > be2', 'be1 > fe1'):
@@ -241,7 +241,7 @@ def test_per_host_sshfs_mounts_are_unsafe_and_ping_pong_agrees(sshfs_each, share
 
 def test_per_host_fuse_mounts_are_unsafe(fuse_each, tmp_path):
     point = fuse_each.point
-    proc, report, dummy = qualify('be1:be2', point, tmp_path, '-e', 'probe_storage_report_only=true')
+    proc, report, dummy = qualify('be1:be2', point, tmp_path, '-e', 'storage_probe_fail_on_unsafe=false')
     assert labutil.recap(proc.stdout)['localhost']['failed'] == 0
     assert report['verdict'] == 'unsafe'
     statuses = pair_statuses(report, 'be1 > be2')
@@ -251,10 +251,10 @@ def test_per_host_fuse_mounts_are_unsafe(fuse_each, tmp_path):
 
 def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
     run_id = 'killtest%d' % os.getpid()
-    rundir = os.path.join(shared, '.cyha-fs-probe-xh-' + run_id)
+    rundir = os.path.join(shared, '.cyrus-ha-probe-xh-' + run_id)
     args = json.dumps({'path': shared, 'peers': ['be1', 'be2'], 'me': '{{ inventory_hostname }}', 'run_id': run_id,
                        'checks': ['lock_exclusion', 'pingpong_rw', 'lock_recovery'], 'step_timeout': 3})
-    argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'be1:be2', '-m', 'cyrus.ha.fs_probe_peer',
+    argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'be1:be2', '-m', 'cyrus.ha.storage_probe_peer',
             '-a', args]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=labutil.env(),
                             cwd=labutil.REPO)
@@ -270,8 +270,8 @@ def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
             proc.kill()
             proc.wait()
     found = {m.group(1): json.loads(m.group(2)) for m in re.finditer(r'^(be\d) \| \w+ => (\{.*?^\})', out, re.M | re.S)}
-    be1 = found['be1']['ansible_facts']['fs_probe_peer'][shared]
-    be2 = found['be2']['ansible_facts']['fs_probe_peer'][shared]
+    be1 = found['be1']['ansible_facts']['storage_probe_peer'][shared]
+    be2 = found['be2']['ansible_facts']['storage_probe_peer'][shared]
     assert be1['checks']['lock_recovery']['status'] == 'fail'
     assert be1['checks']['lock_recovery']['reason'] == \
         'be2 did not answer within 3 s: the host or its probe process is gone'
@@ -288,9 +288,9 @@ def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
 
 def test_module_bad_input_and_check_mode(shared):
     base = {'path': shared, 'peers': ['be1'], 'me': 'be1', 'run_id': 'solo0001'}
-    ok = json.loads(labutil.ansible('be1', 'cyrus.ha.fs_probe_peer', json.dumps(base), '--check').stdout
+    ok = json.loads(labutil.ansible('be1', 'cyrus.ha.storage_probe_peer', json.dumps(base), '--check').stdout
                     .partition('=>')[2])
-    rep = ok['ansible_facts']['fs_probe_peer'][shared]
+    rep = ok['ansible_facts']['storage_probe_peer'][shared]
     assert ok['changed'] is False and rep['skipped'] is True and rep['verdict'] == 'safe'
     cases = [
         (dict(base, me='be9'), 'me (be9) is not one of the peers (be1)'),
@@ -301,6 +301,6 @@ def test_module_bad_input_and_check_mode(shared):
         (dict(base, neighbour_files=0), 'neighbour_files must be between 1 and 1000000, got 0'),
     ]
     for args, message in cases:
-        bad = labutil.ansible('be1', 'cyrus.ha.fs_probe_peer', json.dumps(args), check=False)
+        bad = labutil.ansible('be1', 'cyrus.ha.storage_probe_peer', json.dumps(args), check=False)
         assert bad.returncode != 0 and json.loads(bad.stdout.partition('=>')[2])['msg'] == message, bad.stdout
     assert os.listdir(shared) == []

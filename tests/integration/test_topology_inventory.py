@@ -13,7 +13,7 @@ import pytest
 import labutil
 
 pytestmark = pytest.mark.lab
-TOPOLOGY = os.path.join(labutil.REPO, 'tests', 'integration', 'files', 'lab-topology.yml')
+TOPOLOGY = os.path.join(labutil.REPO, 'lab', 'rigs', 'lab-topology.yml')
 
 
 def test_each_murder_group_reaches_its_lab_hosts(lab):

@@ -22,8 +22,8 @@ from cyha_cluster import login_works
 
 pytestmark = pytest.mark.lab
 
-VARS = ('-e', '@playbooks/vars/murder_lab.yml', '-e', '@playbooks/vars/murder_lab_hosts.yml',
-        '-e', '@playbooks/vars/warm_spare_lab.yml')
+VARS = ('-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
+        '-e', '@lab/vars/warm_spare.yml')
 INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
 ADMIN = ('cyrus', 'cyha-lab-admin')
 ALICE = ('alice', 'cyha-lab-alice')
@@ -250,7 +250,7 @@ FAILOVER_PHASES = {
 @pytest.mark.parametrize('run, failure', [('1', 'planned'), ('2', 'planned'), ('3', 'instance-killed'),
                                           ('4', 'link-down')])
 def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, failure):
-    proc = play('drill.yml', '-e', '@playbooks/vars/drill_lab.yml', '-e', 'warm_spare_instance=be1',
+    proc = play('drill.yml', '-e', '@lab/vars/drill.yml', '-e', 'warm_spare_instance=be1',
                 '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
                 '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}', '-e', f'drill_failure={failure}',
                 check=False)
@@ -288,7 +288,7 @@ def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, f
 def test_unplanned_failover_fences_the_home_node_first(pair, failure):
     with cyha_imap.imap(FE1_ADDR, *ALICE) as conn:
         subject = cyha_imap.append_and_fetch(conn)
-    fence = os.path.join(labutil.REPO, 'playbooks', 'tasks', 'warm_spare_lab_fence.yml')
+    fence = os.path.join(labutil.REPO, 'lab', 'hooks', 'fence_home.yml')
     try:
         if failure == 'instance killed':
             for pid in cyha_imap.instance_pids('be1', 'cyha-be1'):

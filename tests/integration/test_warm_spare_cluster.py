@@ -167,8 +167,12 @@ def test_the_engine_drill_reports_an_unattended_failover(cluster, tmp_path, fail
     assert report['passed'], proc.stdout[-3000:]
     assert report['engine'] == 'pacemaker' and report['from'] == victim and report['to'] == active() != victim
     assert report['canaries']['missing'] == 0 and report['canaries']['changed'] == 0
-    assert [c['ok'] for c in report['checks']] == [True, True, True], report['checks']
-    fencing = report['checks'][2]['name']
+    assert [c['ok'] for c in report['checks']] == [True, True, True, True], report['checks']
+    assert [c['name'] for c in report['checks'][:3]] == [
+        'every canary intact after the failover', 'the delivery made during the outage arrives, intact',
+        'the instance runs on the surviving node']
+    assert report['outage_delivery']['delivered'] is True and report['outage_delivery']['found'] is True
+    fencing = report['checks'][3]['name']
     assert fencing == ('no fencing (the instance failed, its node did not)' if failure == 'instance-killed'
                        else 'the failed node fenced before the volume was mounted')
     assert 0 < report['failover_seconds'] < FAILOVER_TIMEOUT

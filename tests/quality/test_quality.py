@@ -127,6 +127,9 @@ def test_built_collection_installs_and_works(tmp_path):
     listing = run(['tar', '-tzf', str(tarballs[0])]).stdout.split()
     assert 'plugins/filter/text_table.py' in listing and 'galaxy.yml' not in listing
     assert not [p for p in listing if p.startswith(('tests/output', '.venv', 'build/', '.git/'))]
+    # The built-in lab (its builder, fence agent, hooks, vars with its passwords, rigs) never ships.
+    assert not [p for p in listing if p == 'lab' or p.startswith('lab/')], [p for p in listing if 'lab' in p]
+    assert 'roles/drill/tasks/report.yml' in listing and 'examples/README.md' in listing
     install = tmp_path / 'installed'
     work = tmp_path / 'elsewhere'
     work.mkdir()
@@ -147,6 +150,18 @@ def test_built_collection_installs_and_works(tmp_path):
     proc = run([os.path.join(BIN, 'ansible-playbook'), '-i', 'localhost,', '-c', 'local', str(play)],
                cwd=str(work), **env)
     assert proc.returncode == 0 and 'failed=0' in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_the_product_names_nothing_of_the_lab():
+    """`cyha` (the lab's prefix), its fence agent and its builder appear only in lab/, tests/ and bench/."""
+    product = [p for p in tracked_files() if p.startswith(('playbooks/', 'roles/', 'plugins/', 'examples/', 'meta/'))]
+    assert product, 'no product files found'
+    hits = []
+    for rel in product:
+        with open(os.path.join(REPO, rel), encoding='utf-8', errors='replace') as handle:
+            text = handle.read()
+        hits += [f'{rel}: {word}' for word in ('cyha', 'fence_cyhalab', 'lab.py') if word in text]
+    assert not hits, '\n'.join(hits)
 
 
 def test_test_file_basenames_are_unique():

@@ -10,7 +10,8 @@ own; stop asks pacemakerd to shut down, waits for it to exit (stopping Corosync 
 node fenced by its peer), then shuts Corosync down. The processes are those of THIS node: same
 network and mount namespace as the caller. The answer is one JSON object on stdout
 (changed, state, pids, msg); the exit status is 0 unless the action failed.
-Python 3.9+, standard library only.
+Python 3.9+, standard library only. Installed in the support directory (/usr/local/lib/cyrus-ha) beside
+the collection's procfs.py, the one reader of /proc/<pid>/stat.
 """
 
 from __future__ import annotations
@@ -23,37 +24,37 @@ import subprocess
 import sys
 import time
 
+try:
+    from ansible_collections.cyrus.ha.plugins.module_utils import procfs
+except ImportError:   # installed: procfs.py is beside this file, in the support directory
+    import procfs
+
 DAEMONS = ('corosync', 'pacemakerd')
 # Where each daemon's own output goes (their logs proper go to syslog and their log files).
 OUTPUT = {'corosync': '/var/log/corosync/corosync.out', 'pacemakerd': '/var/log/pacemaker/pacemakerd.out'}
 
 
-def same_node(pid: int) -> bool:
-    try:
-        return all(os.stat(f'/proc/{pid}/ns/{ns}').st_ino == os.stat(f'/proc/self/ns/{ns}').st_ino
-                   for ns in ('net', 'mnt'))
-    except OSError:
-        return False
+def same_node(pid: int, proc_root: str = procfs.PROC) -> bool:
+    """Whether a process shares the caller's network and mount namespaces (this node's, in the lab)."""
+    for kind in ('net', 'mnt'):
+        theirs = procfs.namespace(pid, kind, proc_root)
+        if theirs is None or theirs != procfs.namespace('self', kind, proc_root):
+            return False
+    return True
 
 
-def daemon_pid(name: str):
-    for entry in os.listdir('/proc'):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f'/proc/{entry}/stat', encoding='utf-8') as handle:
-                data = handle.read()
-        except OSError:
-            continue
-        comm = data[data.index('(') + 1:data.rindex(')')]
-        state = data.rpartition(')')[2].split()[0]
-        if comm == name and state not in ('Z', 'X') and same_node(int(entry)):
-            return int(entry)
+def daemon_pid(name: str, proc_root: str = procfs.PROC):
+    """The PID of this node's live process whose comm is name, None when there is none."""
+    for pid in procfs.pids(proc_root):
+        found = procfs.read_stat(pid, proc_root)
+        if found is not None and found.comm == name and found.state not in procfs.GONE_STATES \
+                and same_node(pid, proc_root):
+            return pid
     return None
 
 
-def pids() -> dict:
-    return {name: daemon_pid(name) for name in DAEMONS}
+def pids(proc_root: str = procfs.PROC) -> dict:
+    return {name: daemon_pid(name, proc_root) for name in DAEMONS}
 
 
 def wait(predicate, timeout: float) -> bool:
@@ -82,7 +83,7 @@ def spawn(argv: list) -> None:
 
 
 def start(args) -> dict:
-    before = pids()
+    before = pids(args.proc_root)
     if all(before.values()):
         return {'changed': False, 'state': 'started', 'pids': before, 'msg': 'corosync and pacemakerd are running'}
     if args.check:
@@ -94,13 +95,13 @@ def start(args) -> dict:
                            'and the corosync log')
     if not before['pacemakerd']:
         spawn(['pacemakerd'])
-    if not wait(lambda: daemon_pid('pacemakerd'), args.timeout):
+    if not wait(lambda: daemon_pid('pacemakerd', args.proc_root), args.timeout):
         raise RuntimeError(f'pacemakerd did not start: see {OUTPUT["pacemakerd"]}')
-    return {'changed': True, 'state': 'started', 'pids': pids(), 'msg': 'cluster stack started'}
+    return {'changed': True, 'state': 'started', 'pids': pids(args.proc_root), 'msg': 'cluster stack started'}
 
 
 def stop(args) -> dict:
-    before = pids()
+    before = pids(args.proc_root)
     if not any(before.values()):
         return {'changed': False, 'state': 'stopped', 'pids': before, 'msg': 'the cluster stack is not running'}
     if args.check:
@@ -110,16 +111,16 @@ def stop(args) -> dict:
         # --shutdown returns at once; the resources move away while pacemakerd winds down
         subprocess.run(['pacemakerd', '--shutdown'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False, timeout=30)
-        if not wait(lambda: daemon_pid('pacemakerd') is None, args.timeout):
+        if not wait(lambda: daemon_pid('pacemakerd', args.proc_root) is None, args.timeout):
             raise RuntimeError(f'pacemakerd (pid {pcmk}) did not stop within {args.timeout:g} s: its resources may '
                                'still be stopping; corosync left running so that the peer does not fence this node')
-    coro = daemon_pid('corosync')
+    coro = daemon_pid('corosync', args.proc_root)
     if coro:
         subprocess.run(['corosync-cfgtool', '-H'], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                        check=False, timeout=30)
-        if not wait(lambda: daemon_pid('corosync') is None, args.timeout):
+        if not wait(lambda: daemon_pid('corosync', args.proc_root) is None, args.timeout):
             os.kill(coro, signal.SIGTERM)
-            if not wait(lambda: daemon_pid('corosync') is None, 10):
+            if not wait(lambda: daemon_pid('corosync', args.proc_root) is None, 10):
                 raise RuntimeError(f'corosync (pid {coro}) did not stop')
     return {'changed': True, 'state': 'stopped', 'pids': before, 'msg': 'cluster stack stopped'}
 
@@ -129,10 +130,11 @@ def main(argv: list | None = None) -> int:
     parser.add_argument('action', choices=['status', 'start', 'stop'])
     parser.add_argument('--timeout', type=float, default=120)
     parser.add_argument('--check', action='store_true')
+    parser.add_argument('--proc-root', default=procfs.PROC, help=argparse.SUPPRESS)   # a recorded /proc, for tests
     args = parser.parse_args(argv)
     try:
         if args.action == 'status':
-            now = pids()
+            now = pids(args.proc_root)
             state = 'started' if all(now.values()) else 'stopped' if not any(now.values()) else 'partial'
             result = {'changed': False, 'state': state, 'pids': now, 'msg': f'cluster stack {state}'}
         else:

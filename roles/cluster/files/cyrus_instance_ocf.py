@@ -18,6 +18,19 @@ import time
 import xml.etree.ElementTree as ET
 from collections import namedtuple
 
+# The instance conventions (paths, master binaries) are the collection's cyrusinstance.py: from the
+# collection when it is importable (the unit tests), else beside the agent, else from the support
+# directory where the roles install it with the control script.
+SUPPORT_DIR = '/usr/local/lib/cyrus-ha'
+try:
+    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance
+except ImportError:
+    sys.path.append(SUPPORT_DIR)
+    try:
+        import cyrusinstance
+    except ImportError:
+        cyrusinstance = None
+
 __doc__ = """OCF resource agent for one Cyrus IMAP instance (installed as ocf:cyrus:instance).
 
     instance {start|stop|monitor|status|validate-all|meta-data|usage}
@@ -26,7 +39,8 @@ Parameters come from OCF_RESKEY_<name> (see meta-data). The agent does not manag
 itself: it runs the instance control script (cyrus_instance_ctl.py: status, start, stop with
 SIGTERM then SIGKILL) and adds what the cluster needs on top: the OCF return codes, timeouts
 derived from the action's timeout, and a health check that reads the IMAP greeting from the
-instance's service address.
+instance's service address. The control script and the module_utils it imports live in the support
+directory /usr/local/lib/cyrus-ha (the cluster role installs it).
 """
 
 OCF_SUCCESS = 0
@@ -40,8 +54,10 @@ OCF_NOT_RUNNING = 7
 AGENT_VERSION = '1.0'
 # Debian's master (the path the cyrus_instance role starts, so both name the process alike), RHEL's, then
 # Debian's /usr/sbin link to it
-MASTER_CANDIDATES = ('/usr/lib/cyrus/bin/master', '/usr/libexec/cyrus-imapd/cyrus-master', '/usr/sbin/cyrmaster')
-DEFAULT_CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
+MASTER_CANDIDATES = cyrusinstance.MASTER_CANDIDATES if cyrusinstance else ()
+DEFAULT_CTL = os.path.join(SUPPORT_DIR, 'cyrus_instance_ctl.py')
+# How the paths of instance INSTANCE look (for the meta-data)
+EXAMPLE = cyrusinstance.paths('INSTANCE') if cyrusinstance else {}
 DEFAULT_ACTION_TIMEOUT = 60.0   # seconds, when the cluster gives no OCF_RESKEY_CRM_meta_timeout
 ESCALATION_SHARE = 0.7          # of the action timeout, for the ctl's own wait (SIGTERM, then SIGKILL)
 MIN_ESCALATION = 2.0            # seconds
@@ -60,12 +76,12 @@ PARAMETERS = (
               'run-time paths and every message of the agent.'),
     Parameter('imapd_conf', 'string', None, False, False, 'imapd.conf path',
               'The instance\'s imapd.conf. Every process of the instance carries this path after -C, '
-              'which is how they are found. Default: /etc/cyrus-ha/INSTANCE/imapd.conf.'),
+              'which is how they are found. Default: ' + EXAMPLE.get('imapd_conf', '') + '.'),
     Parameter('cyrus_conf', 'string', None, False, False, 'cyrus.conf path',
               'The instance\'s cyrus.conf (the services master runs). '
-              'Default: /etc/cyrus-ha/INSTANCE/cyrus.conf.'),
+              'Default: ' + EXAMPLE.get('cyrus_conf', '') + '.'),
     Parameter('pidfile', 'string', None, False, False, 'Master PID file',
-              'The PID file of the instance\'s master. Default: /run/cyrus-ha/INSTANCE/master.pid.'),
+              'The PID file of the instance\'s master. Default: ' + EXAMPLE.get('pidfile', '') + '.'),
     Parameter('master', 'string', None, False, False, 'Cyrus master binary',
               'The Cyrus master binary. Default: the first of ' + ', '.join(MASTER_CANDIDATES) +
               ' that exists (Debian, then the RHEL family).'),
@@ -154,19 +170,13 @@ def parse_bool(value: str) -> bool | None:
 
 def default_master() -> str:
     """The first candidate master binary that exists, else the first candidate (validate reports it)."""
-    for candidate in MASTER_CANDIDATES:
-        if os.path.exists(candidate):
-            return candidate
-    return MASTER_CANDIDATES[0]
+    return cyrusinstance.default_master(MASTER_CANDIDATES)
 
 
 def resolve(environ) -> dict:
     """Every parameter's value, defaults applied (as strings: validation reads them)."""
     values = {p.name: environ.get(f'OCF_RESKEY_{p.name}', '').strip() for p in PARAMETERS}
-    instance = values['instance']
-    computed = {'imapd_conf': f'/etc/cyrus-ha/{instance}/imapd.conf',
-                'cyrus_conf': f'/etc/cyrus-ha/{instance}/cyrus.conf',
-                'pidfile': f'/run/cyrus-ha/{instance}/master.pid'}
+    computed = cyrusinstance.paths(values['instance'])
     for param in PARAMETERS:
         if not values[param.name]:
             if param.name in computed:
@@ -448,6 +458,11 @@ def main(argv: list[str] | None = None, environ=None) -> int:
         print(usage(), file=sys.stderr)
         return OCF_ERR_ARGS
     action = argv[0]
+    if cyrusinstance is None and action not in ('usage', 'help'):
+        # without its module_utils the agent cannot name a default; say what to install
+        print(f'ocf-exit-reason:cyrusinstance.py is missing from {SUPPORT_DIR}: install it with the cyrus.ha.cluster '
+              'role', file=sys.stderr)
+        return OCF_ERR_INSTALLED
     if action == 'meta-data':
         sys.stdout.write(meta_data())
         return OCF_SUCCESS

@@ -11,7 +11,9 @@ crash for failover drills: SIGKILL to every process of the instance, the pidfile
 (changed, state, pid, msg); the exit status is 0 unless the action failed. The instance is
 identified by its pidfile and by its imapd.conf path, which every process of the instance
 carries after -C: processes of other instances on the same machine are never touched.
-Python 3.9+, standard library only (it runs on the managed node).
+Python 3.9+, standard library only (it runs on the managed node). The cyrus_instance role installs it
+in the support directory (/usr/local/lib/cyrus-ha) beside the collection's module_utils it imports:
+the instance conventions (cyrusinstance.py, procfs.py) and the imapd.conf parser (cyrusconf.py).
 """
 
 from __future__ import annotations
@@ -27,79 +29,39 @@ import subprocess
 import sys
 import time
 
+try:
+    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance
+    from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import SOCKET_KEYS, parse_imapd_lines
+except ImportError:   # installed: the module_utils are beside this file, in the support directory
+    import cyrusinstance
+    from cyrusconf import SOCKET_KEYS, parse_imapd_lines
+
 RUN_KEYS = ('proc_path', 'mboxname_lockpath')
-SOCKET_KEYS = ('lmtpsocket', 'idlesocket', 'notifysocket', 'ptloader_sock')
 
 
 def read_imapd_conf(path: str) -> dict[str, str]:
-    options = {}
-    with open(path, encoding='utf-8') as handle:
-        for line in handle:
-            line = line.strip()
-            if not line or line.startswith('#') or ':' not in line:
-                continue
-            key, dummy, value = line.partition(':')
-            options[key.strip()] = value.strip()
-    return options
-
-
-def proc_state(pid: int) -> str | None:
-    """The one-letter state of a process, or None when it no longer exists."""
-    try:
-        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
-            data = handle.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return data.rpartition(')')[2].split()[0]
-
-
-def alive(pid: int) -> bool:
-    state = proc_state(pid)
-    return state is not None and state not in ('Z', 'X')
-
-
-def cmdline(pid: int) -> list[str]:
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as handle:
-            return [arg.decode('utf-8', 'replace') for arg in handle.read().split(b'\0') if arg]
-    except OSError:
-        return []
-
-
-def carries_conf(argv: list[str], conf: str) -> bool:
-    return any(a == '-C' and i + 1 < len(argv) and argv[i + 1] == conf for i, a in enumerate(argv))
+    """The options of an imapd.conf (keys lower-cased, as Cyrus reads them); RuntimeError naming the
+    file and line when it does not parse."""
+    with open(path, encoding='utf-8', newline='') as handle:
+        conf, problems = parse_imapd_lines(handle.read(), path)
+    if problems:
+        raise RuntimeError(f'{path} does not parse: ' + '; '.join(str(p) for p in problems))
+    return conf.options
 
 
 def master_pid(args) -> int | None:
-    """The PID of this instance's running master, from its pidfile, checked against /proc."""
-    try:
-        with open(args.pidfile, encoding='utf-8') as handle:
-            pid = int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    if alive(pid) and carries_conf(cmdline(pid), args.imapd_conf):
-        return pid
-    return None
+    """The PID of this instance's running master (cyrusinstance.master_status: the pidfile, checked
+    against /proc for a live master binary carrying -C imapd.conf); None when it does not run."""
+    names = cyrusinstance.MASTER_NAMES + (os.path.basename(args.master),)
+    status = cyrusinstance.master_status(args.pidfile, args.imapd_conf, args.proc_root, names)
+    return status['pid'] if status['running'] else None
 
 
-def net_namespace(pid: int | str) -> str | None:
-    try:
-        return os.readlink(f'/proc/{pid}/ns/net')
-    except OSError:
-        return None
-
-
-def instance_pids(conf: str) -> list[int]:
+def instance_pids(args) -> list[int]:
     """Every live process started for this instance (its master and the services it forked) on this
     node: processes in another network namespace are another node's copy of the instance (a warm
     spare's, when nodes share a PID namespace) and are never counted."""
-    pids = []
-    own = net_namespace('self')
-    for entry in os.listdir('/proc'):
-        if entry.isdigit() and int(entry) != os.getpid() and carries_conf(cmdline(int(entry)), conf):
-            if alive(int(entry)) and net_namespace(entry) == own:
-                pids.append(int(entry))
-    return pids
+    return cyrusinstance.instance_pids(args.imapd_conf, args.proc_root, exclude=(os.getpid(),))
 
 
 def address_is_local(address: str) -> bool:
@@ -145,6 +107,14 @@ def prepare(args) -> list[str]:
     return make_dirs(wanted, args.user, args.group, args.check)
 
 
+def syslog_prefix(path: str) -> str:
+    """The instance's syslog_prefix, for messages ('cyrus' when the file does not tell)."""
+    try:
+        return read_imapd_conf(path).get('syslog_prefix', 'cyrus')
+    except (OSError, RuntimeError):
+        return 'cyrus'
+
+
 def start(args) -> dict:
     pid = master_pid(args)
     if pid:
@@ -168,13 +138,13 @@ def start(args) -> dict:
         pid = master_pid(args)
     if proc.returncode != 0 or not pid:
         raise RuntimeError(f'master for {args.imapd_conf} did not start (exit status {proc.returncode}): '
-                           f'see the syslog lines of {read_imapd_conf(args.imapd_conf).get("syslog_prefix", "cyrus")}')
+                           f'see the syslog lines of {syslog_prefix(args.imapd_conf)}')
     return {'changed': True, 'state': 'started', 'pid': pid, 'msg': 'master started'}
 
 
 def stop(args) -> dict:
     pid = master_pid(args)
-    others = instance_pids(args.imapd_conf)
+    others = instance_pids(args)
     if not pid and not others:
         return {'changed': False, 'state': 'stopped', 'pid': None, 'msg': 'master is not running'}
     if args.check:
@@ -182,11 +152,11 @@ def stop(args) -> dict:
     if pid:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
-    while instance_pids(args.imapd_conf) and time.monotonic() < deadline:
+    while instance_pids(args) and time.monotonic() < deadline:
         time.sleep(0.05)
-    for left in instance_pids(args.imapd_conf):
+    for left in instance_pids(args):
         os.kill(left, signal.SIGKILL)
-    while instance_pids(args.imapd_conf):
+    while instance_pids(args):
         time.sleep(0.05)
     try:
         os.unlink(args.pidfile)
@@ -197,7 +167,7 @@ def stop(args) -> dict:
 
 def kill(args) -> dict:
     """A crash, for drills: SIGKILL to the master and every service of the instance at once."""
-    victims = instance_pids(args.imapd_conf)
+    victims = instance_pids(args)
     if not victims:
         return {'changed': False, 'state': 'stopped', 'pid': None, 'msg': 'no process of the instance runs'}
     if args.check:
@@ -208,7 +178,7 @@ def kill(args) -> dict:
         except ProcessLookupError:
             pass
     deadline = time.monotonic() + args.timeout
-    while instance_pids(args.imapd_conf) and time.monotonic() < deadline:
+    while instance_pids(args) and time.monotonic() < deadline:
         time.sleep(0.02)
     return {'changed': True, 'state': 'killed', 'pid': None, 'msg': f'killed {len(victims)} processes',
             'killed': sorted(victims)}
@@ -227,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--group', default='mail')
     parser.add_argument('--timeout', type=float, default=30.0)
     parser.add_argument('--check', action='store_true', help='report what would change, change nothing')
+    parser.add_argument('--proc-root', default='/proc', help=argparse.SUPPRESS)   # a recorded /proc, for tests
     args = parser.parse_args(argv)
     try:
         if args.action == 'status':

@@ -11,7 +11,7 @@ import os
 import pytest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SPEC = importlib.util.spec_from_file_location('cyha_lab', os.path.join(HERE, '..', '..', 'lab', 'lab.py'))
+SPEC = importlib.util.spec_from_file_location('cyha_lab', os.path.join(HERE, '..', '..', '..', 'lab', 'lab.py'))
 lab = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(lab)
 

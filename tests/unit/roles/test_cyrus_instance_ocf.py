@@ -208,12 +208,30 @@ def test_meta_data_passes_xmllint_and_the_ocf_dtd(capsys):
 
 
 @pytest.mark.skipif(not os.access('/usr/bin/python3', os.X_OK), reason='no /usr/bin/python3')
-def test_the_file_runs_as_an_executable():
-    """The shell line hands the file to /usr/bin/python3: as Pacemaker runs it, by its path."""
+def test_the_file_runs_as_an_executable(support_dir):
+    """The shell line hands the file to /usr/bin/python3: as Pacemaker runs it, by its path (here beside
+    the support directory's module_utils, which it imports; installed, from /usr/local/lib/cyrus-ha)."""
     assert os.stat(AGENT_PATH).st_mode & 0o777 == 0o755
-    proc = subprocess.run([AGENT_PATH, 'meta-data'], capture_output=True, text=True, env={}, check=False)
+    agent = support_dir / 'instance'
+    shutil.copyfile(AGENT_PATH, agent)
+    agent.chmod(0o755)
+    proc = subprocess.run([str(agent), 'meta-data'], capture_output=True, text=True, env={}, check=False)
     assert proc.returncode == 0, proc.stderr
     assert ET.fromstring(proc.stdout).get('name') == 'instance'
+
+
+@pytest.mark.skipif(not os.access('/usr/bin/python3', os.X_OK), reason='no /usr/bin/python3')
+@pytest.mark.skipif(os.path.exists(os.path.join(ocf.SUPPORT_DIR, 'cyrusinstance.py')),
+                    reason='this machine has the support directory installed')
+def test_without_its_module_utils_the_agent_says_what_to_install(tmp_path):
+    agent = tmp_path / 'instance'
+    shutil.copyfile(AGENT_PATH, agent)
+    agent.chmod(0o755)
+    for action in ('meta-data', 'monitor'):
+        proc = subprocess.run([str(agent), action], capture_output=True, text=True, env={}, check=False)
+        assert (proc.returncode, proc.stdout) == (ocf.OCF_ERR_INSTALLED, '')
+        assert proc.stderr == ('ocf-exit-reason:cyrusinstance.py is missing from /usr/local/lib/cyrus-ha: install it '
+                               'with the cyrus.ha.cluster role\n')
 
 
 @pytest.mark.parametrize('argv, code', [

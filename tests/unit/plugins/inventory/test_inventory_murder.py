@@ -10,7 +10,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
-LAB_TOPOLOGY = os.path.join(REPO, 'tests', 'integration', 'files', 'lab-topology.yml')
+LAB_TOPOLOGY = os.path.join(REPO, 'lab', 'rigs', 'lab-topology.yml')
 BIN = os.path.dirname(sys.executable)
 
 

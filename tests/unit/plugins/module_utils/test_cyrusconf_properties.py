@@ -1,6 +1,6 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Property tests of cyrusconf: any text round-trips, rendered data parses back to itself."""
+"""Property tests of cyrusconf (and cyrusconf_lint.check_listen): any text round-trips, rendered data parses back to itself."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import (
-    check_listen, parse_cyrus, parse_cyrus_lines, parse_imapd, parse_imapd_lines, parse_listen, render_cyrus,
-    render_imapd)
+    parse_cyrus, parse_cyrus_lines, parse_imapd, parse_imapd_lines, parse_listen, render_cyrus, render_imapd)
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf_lint import check_listen
 
 # Lines made of the characters that matter to both grammars, plus anything else.
 SPECIAL = st.sampled_from(list(' \t\r\f\v#:="{}[]/-_@\\')

@@ -131,3 +131,25 @@ def test_the_daemon_directory_of_debian_and_rhel(tmp_path, daemon):
     (rhel / daemon).write_text('')
     assert cyrusfacts.find_bindir((str(debian), str(rhel))) == str(rhel)
     assert cyrusfacts.find_bindir((str(debian),)) is None
+
+
+@pytest.mark.parametrize('master', ['/usr/libexec/cyrus-imapd/cyrus-master', '/usr/lib/cyrus/bin/master'])
+def test_cyrus_facts_reports_a_running_rhel_and_debian_master(tmp_path, proc, master):
+    """The recorded /proc of a RHEL host, whose binary is cyrus-master: the instance runs (and Debian's)."""
+    etc, run = tmp_path / 'etc', tmp_path / 'run'
+    (etc / 'be1').mkdir(parents=True)
+    (etc / 'be2').mkdir()
+    for name in ('be1', 'be2'):
+        (etc / name / 'imapd.conf').write_text(f'configdirectory: /var/lib/cyrus-ha/{name}\n')
+        (etc / name / 'cyrus.conf').write_text('SERVICES {\n}\n')
+        (run / name).mkdir(parents=True)
+    imapd = str(etc / 'be1' / 'imapd.conf')
+    proc.add(4242, [master, '-C', imapd, '-M', str(etc / 'be1' / 'cyrus.conf'), '-p', str(run / 'be1' / 'master.pid'),
+                    '-D'], comm=os.path.basename(master))
+    (run / 'be1' / 'master.pid').write_text('4242\n')
+    (run / 'be2' / 'master.pid').write_text('4242\n')   # be2's stale pidfile names be1's master
+    facts = gather(config_root=str(etc), run_root=str(run), include_default=False, with_usage=False,
+                   bindirs=(str(tmp_path / 'nobin'),), proc_root=proc.root, run=lambda argv: (1, '', ''))
+    be1, be2 = facts['instances']['be1'], facts['instances']['be2']
+    assert (be1['running'], be1['master_pid'], be1['pidfile']) == (True, 4242, str(run / 'be1' / 'master.pid'))
+    assert (be2['running'], be2['master_pid']) == (False, None)

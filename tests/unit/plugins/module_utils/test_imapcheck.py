@@ -16,8 +16,8 @@ def test_canary_is_a_crlf_message_with_a_unique_message_id():
     assert first_id != second_id and first != second
     assert b'\n' not in first.replace(b'\r\n', b'')
     parsed = email.message_from_bytes(first)
-    assert parsed['Message-ID'] == first_id and parsed['X-Cyha-Canary'] == 'drill-1 0'
-    assert first_id.startswith('<cyha-drill-1-0-') and first_id.endswith('@canary.invalid>')
+    assert parsed['Message-ID'] == first_id and parsed['X-Cyrus-HA-Canary'] == 'drill-1 0'
+    assert first_id.startswith('<cyrus-ha-drill-1-0-') and first_id.endswith('@canary.invalid>')
     assert all(len(line) <= 78 for line in first.split(b'\r\n'))
 
 

@@ -150,10 +150,10 @@ def test_wait_dad_outcomes():
 def test_missing_namespace_and_failed_setns(tmp_path, monkeypatch):
     monkeypatch.setattr(iproute, 'NETNS_DIR', str(tmp_path))
     with pytest.raises(IpError) as caught:
-        iproute.enter_netns('cyha-none')
-    assert str(caught.value) == (f"network namespace 'cyha-none' does not exist (no {tmp_path}/cyha-none): "
-                                 'create it with `ip netns add cyha-none`')
-    (tmp_path / 'cyha-file').write_text('')
+        iproute.enter_netns('netns-none')
+    assert str(caught.value) == (f"network namespace 'netns-none' does not exist (no {tmp_path}/netns-none): "
+                                 'create it with `ip netns add netns-none`')
+    (tmp_path / 'netns-file').write_text('')
 
     class Libc:
         @staticmethod
@@ -162,5 +162,5 @@ def test_missing_namespace_and_failed_setns(tmp_path, monkeypatch):
             return -1
     monkeypatch.setattr(iproute.ctypes, 'get_errno', lambda: 22)
     with pytest.raises(IpError) as caught:
-        iproute.enter_netns('cyha-file', libc=Libc())
+        iproute.enter_netns('netns-file', libc=Libc())
     assert str(caught.value) == 'setns() into the network namespace failed: Invalid argument'

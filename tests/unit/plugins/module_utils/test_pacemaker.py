@@ -52,7 +52,7 @@ ADDRESS = {'id': 'be1-address', 'agent': 'ocf:heartbeat:IPaddr2',
            'operations': [{'name': 'monitor', 'interval': '10s', 'timeout': '20s'}]}
 CYRUS = {'id': 'be1-cyrus', 'agent': 'ocf:cyrus:instance', 'params': {'instance': 'be1', 'address': '198.51.100.121'}}
 FENCE = {'id': 'fence-be1', 'agent': 'stonith:fence_ipmilan',
-         'params': {'ip': '192.0.2.11', 'username': 'admin', 'password': 'secret', 'lanplus': True,
+         'params': {'ip': '203.0.113.11', 'username': 'admin', 'password': 'secret', 'lanplus': True,
                     'pcmk_host_list': 'be1'}}
 
 PARAMS = {
@@ -346,7 +346,7 @@ def test_plan_on_an_empty_configuration_creates_everything_in_schema_order():
     assert child_attrs(topology) == [('fencing-level', {'id': 'fl-be1-1', 'target': 'be1', 'index': '1',
                                                         'devices': 'fence-be1'})]
     assert nvpairs(resources.find("primitive[@id='fence-be1']")) == [
-        ('fence-be1-instance_attributes-ip', 'ip', '192.0.2.11'),
+        ('fence-be1-instance_attributes-ip', 'ip', '203.0.113.11'),
         ('fence-be1-instance_attributes-lanplus', 'lanplus', 'true'),
         ('fence-be1-instance_attributes-password', 'password', 'secret'),
         ('fence-be1-instance_attributes-pcmk_host_list', 'pcmk_host_list', 'be1'),
@@ -691,7 +691,7 @@ def test_apply_verifies_the_whole_cib_then_replaces_the_configuration(tmp_path):
     assert verify == ['crm_verify', '--verbose', '--xml-file', verify_path]
     assert replace == ['cibadmin', '--replace', '--scope', 'configuration', '--xml-file', replace_path]
     workdir = os.path.dirname(verify_path)
-    assert os.path.dirname(workdir) == str(tmp_path) and os.path.basename(workdir).startswith('cyha-cib-')
+    assert os.path.dirname(workdir) == str(tmp_path) and os.path.basename(workdir).startswith('cyrus-ha-cib-')
     assert (os.path.basename(verify_path), os.path.dirname(replace_path), os.path.basename(replace_path)) == \
         ('cib.xml', workdir, 'configuration.xml')
     assert verify_files['mode'] == replace_files['mode'] == 0o600

@@ -23,12 +23,12 @@ PAIR2 = {'instance': 'be2', 'home': 'be2', 'spare': 'spare', 'address': '2001:db
          'volume': {'uuid': UUID, 'mount': '/srv/cyrus-ha/be2'}}
 NODES = ['be1', 'spare']
 DEVICES = [{'id': 'fence-be1', 'agent': 'fence_ipmilan', 'targets': ['be1'],
-            'params': {'ip': '192.0.2.11', 'username': 'admin', 'password': 'secret', 'lanplus': True}},
+            'params': {'ip': '203.0.113.11', 'username': 'admin', 'password': 'secret', 'lanplus': True}},
            {'id': 'fence-spare', 'agent': 'fence_ipmilan', 'targets': ['spare'],
-            'params': {'ip': '192.0.2.12', 'username': 'admin', 'password': 'secret', 'lanplus': True,
+            'params': {'ip': '203.0.113.12', 'username': 'admin', 'password': 'secret', 'lanplus': True,
                        'pcmk_delay_base': '5s'}}]
 DEVICES3 = DEVICES + [{'id': 'fence-be2', 'agent': 'fence_redfish', 'targets': ['be2'],
-                       'params': {'ip': '192.0.2.13', 'username': 'root', 'password': 'secret'}}]
+                       'params': {'ip': '203.0.113.13', 'username': 'root', 'password': 'secret'}}]
 NO_FENCING = 'no fence devices: without fencing Pacemaker cannot move a volume safely (set cluster_fence_devices)'
 
 VOLUME_OPS = [{'name': 'start', 'interval': '0s', 'timeout': '60s'},
@@ -198,11 +198,11 @@ def test_fence_devices_constraints_and_levels_without_heuristics():
     resources, constraints, levels = fencing(NODES, DEVICES, [])
     assert resources == [
         {'id': 'fence-be1', 'agent': 'stonith:fence_ipmilan',
-         'params': {'ip': '192.0.2.11', 'username': 'admin', 'password': 'secret', 'lanplus': True,
+         'params': {'ip': '203.0.113.11', 'username': 'admin', 'password': 'secret', 'lanplus': True,
                     'pcmk_host_list': 'be1'},
          'operations': FENCE_OPS},
         {'id': 'fence-spare', 'agent': 'stonith:fence_ipmilan',
-         'params': {'ip': '192.0.2.12', 'username': 'admin', 'password': 'secret', 'lanplus': True,
+         'params': {'ip': '203.0.113.12', 'username': 'admin', 'password': 'secret', 'lanplus': True,
                     'pcmk_delay_base': '5s', 'pcmk_host_list': 'spare'},
          'operations': FENCE_OPS}]
     assert constraints == [
@@ -242,9 +242,9 @@ def test_no_heuristics_device_without_ping_targets():
 
 def test_one_device_for_several_targets_and_an_explicit_host_list():
     devices = [{'id': 'pdu', 'agent': 'fence_apc_snmp', 'targets': ['be1', 'be2'],
-                'params': {'ip': '192.0.2.20', 'pcmk_host_map': 'be1:1;be2:2'}},
+                'params': {'ip': '203.0.113.20', 'pcmk_host_map': 'be1:1;be2:2'}},
                {'id': 'fence-spare', 'agent': 'fence_ipmilan', 'targets': ['spare'],
-                'params': {'ip': '192.0.2.12', 'pcmk_host_list': 'spare.example.org'}}]
+                'params': {'ip': '203.0.113.12', 'pcmk_host_list': 'spare.example.org'}}]
     resources, constraints, levels = fencing(['be1', 'be2', 'spare'], devices, [])
     assert [r['params']['pcmk_host_list'] for r in resources] == ['be1 be2', 'spare.example.org']
     assert [(c['resource'], c['node']) for c in constraints] == [('pdu', 'be1'), ('pdu', 'be2'),
@@ -371,7 +371,7 @@ def test_ha_cluster_vars_shape():
         'operations': [{'action': 'monitor', 'attrs': [{'name': 'interval', 'value': '10s'},
                                                        {'name': 'timeout', 'value': '20s'}]}]}
     assert primitives[0]['instance_attrs'] == [{'attrs': [
-        {'name': 'ip', 'value': '192.0.2.11'}, {'name': 'lanplus', 'value': 'true'},
+        {'name': 'ip', 'value': '203.0.113.11'}, {'name': 'lanplus', 'value': 'true'},
         {'name': 'password', 'value': 'secret'}, {'name': 'pcmk_host_list', 'value': 'be1'},
         {'name': 'username', 'value': 'admin'}]}]
     assert out['ha_cluster_resource_groups'] == [{'id': 'cyrus-be1',

@@ -8,8 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.cyrus.ha.plugins.filter.drill_report import drill_report
-from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, render, summarize
+from ansible_collections.cyrus.ha.plugins.filter.drill_report import drill_record, drill_report
+from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, build_record, render, summarize
 
 from ansible.errors import AnsibleFilterError
 
@@ -95,3 +95,105 @@ def test_filter_wraps_errors_with_its_name():
     with pytest.raises(AnsibleFilterError) as info:
         drill_report({}, 'data')
     assert str(info.value).startswith('cyrus.ha.drill_report: phases must be')
+
+
+# -- build_record: the record from the evidence a drill gathered -------------------------------------
+
+def verified(expected=3, found=3, missing=(), mismatched=()):
+    return {'expected': expected, 'found': found, 'missing': list(missing),
+            'mismatched': [{'message_id': m} for m in mismatched]}
+
+
+def outage_job(attempts=3, message_id='<m-outage@x>', finished=True, failed=False):
+    return {'finished': finished, 'failed': failed,
+            'canaries': [{'message_id': message_id, 'attempts': attempts, 'queued_seconds': 2.5,
+                          'first_refusal': '451 4.4.1 backend gone'}]}
+
+
+EVIDENCE = {
+    'instance': 'be1', 'failure': 'planned', 'engine': 'ansible', 'from': 'be1', 'to': 'spare', 'frontend': 'fe1',
+    'name': 'drill-be1-0', 'unused': 'dropped',
+    'timelines': [[{'phase': 'failure injected', 'at': T0, 'host': 'be1'}], [],
+                  [{'phase': 'first IMAP login', 'at': T0 + 4, 'host': 'fe1'}], None],
+    'verifications': [{'name': 'after the failover', 'result': verified()},
+                      {'name': 'after the failback', 'result': verified()}],
+    'outage_job': outage_job(),
+    'checks': [{'name': 'instance back on its home node', 'ok': True, 'detail': 'be1'}],
+}
+
+
+def test_record_from_evidence_keeps_the_drill_and_lists_every_check_in_order():
+    record = build_record(EVIDENCE)
+    assert {k: record[k] for k in ('instance', 'failure', 'engine', 'from', 'to', 'frontend', 'name')} == {
+        'instance': 'be1', 'failure': 'planned', 'engine': 'ansible', 'from': 'be1', 'to': 'spare',
+        'frontend': 'fe1', 'name': 'drill-be1-0'}
+    assert 'unused' not in record and 'timelines' not in record
+    assert [p['phase'] for p in record['phases']] == ['failure injected', 'first IMAP login']
+    assert record['canaries'] == {'expected': 3, 'found': 3, 'missing': 0, 'changed': 0}
+    assert [(c['name'], c['ok']) for c in record['checks']] == [
+        ('every canary intact after the failover', True), ('every canary intact after the failback', True),
+        ('the delivery made during the outage arrives, intact', True), ('instance back on its home node', True)]
+    assert record['checks'][2]['detail'] == ('refused 2 time(s) while the instance was away (451 4.4.1 backend '
+                                             'gone), kept queued and accepted after 2.5 s')
+    assert record['outage_delivery'] == {'delivered': True, 'found': True, 'attempts': 3, 'queued_seconds': 2.5,
+                                         'first_refusal': '451 4.4.1 backend gone', 'error': ''}
+    report = summarize(record)
+    assert report['passed'] is True and report['failover_seconds'] == 4.0
+
+
+@pytest.mark.parametrize('change, failed_check, detail', [
+    ({'verifications': [{'name': 'after the failover', 'result': verified(found=2, missing=['<a@x>'])}]},
+     'every canary intact after the failover', '2 of 3'),
+    ({'verifications': [{'name': 'after the failover', 'result': verified(mismatched=['<m-outage@x>'])}]},
+     'every canary intact after the failover', '3 of 3'),
+    ({'outage_job': outage_job(finished=False) | {'msg': ''}}, 'the delivery made during the outage arrives, intact',
+     'not delivered: not finished'),
+    ({'outage_job': {'finished': True, 'failed': True, 'msg': 'gave up after 300 s'}},
+     'the delivery made during the outage arrives, intact', 'not delivered: gave up after 300 s'),
+    ({'outage_job': outage_job(message_id='<a@x>'), 'verifications': [
+        {'name': 'after the failover', 'result': verified(found=2, missing=['<a@x>'])}]},
+     'the delivery made during the outage arrives, intact',
+     'refused 2 time(s) while the instance was away (451 4.4.1 backend gone), kept queued and accepted after 2.5 s'),
+])
+def test_a_loss_fails_the_check_that_names_it(change, failed_check, detail):
+    record = build_record(dict(EVIDENCE, **change))
+    failed = {c['name']: c['detail'] for c in record['checks'] if not c['ok']}
+    assert failed[failed_check] == detail
+    assert summarize(record)['passed'] is False
+
+
+def test_without_an_outage_delivery_there_is_no_outage_check():
+    evidence = {k: v for k, v in EVIDENCE.items() if k != 'outage_job'}
+    record = build_record(evidence)
+    assert 'outage_delivery' not in record
+    assert [c['name'] for c in record['checks']] == ['every canary intact after the failover',
+                                                    'every canary intact after the failback',
+                                                    'instance back on its home node']
+
+
+def test_first_attempt_is_said_plainly():
+    record = build_record(dict(EVIDENCE, outage_job=outage_job(attempts=1)))
+    assert record['checks'][2]['detail'] == 'accepted at the first attempt'
+
+
+@pytest.mark.parametrize('evidence, message', [
+    ([], 'the drill evidence must be a mapping, not list'),
+    (dict(EVIDENCE, timelines='x'), 'timelines must be a list of phase lists'),
+    (dict(EVIDENCE, timelines=[{'phase': 'a'}]), 'timelines[0] must be a list of phases, not dict'),
+    (dict(EVIDENCE, verifications=[]), 'verifications must hold at least one check of the canaries'),
+    (dict(EVIDENCE, verifications=[{'name': 'x'}]),
+     'verifications[0] must be a mapping with a string "name" and the imap_check verify result as "result"'),
+    (dict(EVIDENCE, verifications=[{'name': 'x', 'result': {'expected': '3', 'found': 3}}]),
+     "verifications[0] (x): result.expected must be a whole number, not '3'"),
+    (dict(EVIDENCE, checks='ok'), 'checks must be a list of {name, ok, detail} mappings'),
+])
+def test_bad_evidence_is_named(evidence, message):
+    with pytest.raises(DrillReportError) as info:
+        build_record(evidence)
+    assert str(info.value) == message
+
+
+def test_the_filter_names_itself_in_its_error():
+    with pytest.raises(AnsibleFilterError) as info:
+        drill_record([])
+    assert str(info.value) == 'cyrus.ha.drill_record: the drill evidence must be a mapping, not list'

@@ -1,0 +1,793 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The built-in lab: virtual hosts on one Debian machine, reached by Ansible over real SSH.
+
+Each lab host is a network namespace ``cyha-<name>`` joined to the bridge ``cyha-br0`` in the
+root namespace (the controller, 198.51.100.1). Each runs its own sshd inside a private mount
+namespace with its own /run, /dev/shm, /etc/hosts and /dev/log (bound to a per-host syslog
+socket of the lab's rsyslogd), and its own host name (UTS namespace).
+
+Usage (as root)::
+
+    python3 lab/lab.py up [--frontends N] [--backends N] [--spares N]
+    python3 lab/lab.py down
+    python3 lab/lab.py revive         # boot again the hosts a crash or a fence killed
+    python3 lab/lab.py status
+    python3 lab/lab.py leftovers      # exit 1 and list what a lab left behind
+
+Everything the lab makes carries the ``cyha-`` prefix or lives under the lab directory
+(``$CYHA_LAB_DIR``, default /var/lib/cyha-lab); ``down`` removes exactly that and only
+processes it can tie to the lab (its namespaces, its PID files, its control sockets).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+PREFIX = 'cyha-'
+BRIDGE = PREFIX + 'br0'
+NET4 = ipaddress.ip_network('198.51.100.0/24')
+NET6 = ipaddress.ip_network('2001:db8::/64')
+CONTROLLER4 = '198.51.100.1'
+CONTROLLER6 = '2001:db8::1'
+DOMAIN = 'cyha.test'
+DEFAULT_DIR = '/var/lib/cyha-lab'
+SAN_SIZE = 128 * 1024 * 1024
+LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?)$')
+
+# The boot address plan: one block of host numbers per kind of host. Service addresses
+# (Cyrus instances, later) use 198.51.100.100-199; other rigs use 203.0.113.0/24.
+KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30}
+# Directories each host keeps private (bind-mounted from its host directory, first filled with a copy
+# of the machine's own): what a cluster stack on a real host keeps to itself.
+PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/lib/pacemaker', '/var/log/pacemaker',
+                '/var/log/corosync')
+# The lab's fence agent (lab/fence_cyhalab), installed where Pacemaker's fencer looks.
+FENCE_AGENT = '/usr/sbin/fence_cyhalab'
+KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares'}
+
+HOST_INIT = r'''
+set -eu
+hostname "$1"
+mount -t tmpfs -o mode=0755,size=64m cyha-run /run
+mkdir -p /run/sshd /run/lock
+mount -t tmpfs -o mode=1777,size=256m cyha-shm /dev/shm
+mount --bind "$2" /etc/hosts
+mount --bind "$3" /dev/log
+sshd_config="$4"
+shift 4
+# private state directories (cluster stacks: /etc/corosync, /var/lib/pacemaker, ...): SRC=DST
+for pair in "$@"; do
+    mount --bind "${pair%%=*}" "${pair#*=}"
+done
+exec /usr/sbin/sshd -D -e -f "$sshd_config"
+'''
+
+SSHD_CONFIG = '''# cyrus.ha lab host {name}: generated, do not edit
+ListenAddress {addr4}
+ListenAddress {addr6}
+Port 22
+HostKey {hostkey}
+PidFile /run/sshd.pid
+AuthorizedKeysFile {authorized_keys}
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+UseDNS no
+PrintMotd no
+MaxSessions 64
+MaxStartups 64:30:128
+AcceptEnv LANG LC_*
+Subsystem sftp /usr/lib/openssh/sftp-server
+'''
+
+RSYSLOG_CONFIG = '''# cyrus.ha lab syslog: one socket per lab host, one file per host
+global(workDirectory="{workdir}")
+module(load="imuxsock" SysSock.Use="off")
+template(name="cyhaFile" type="string" string="{logdir}/%HOSTNAME%.log")
+template(name="cyhaLine" type="string"
+         string="%TIMESTAMP:::date-rfc3339% %HOSTNAME% %syslogtag%%msg:::sp-if-no-1st-sp%%msg:::drop-last-lf%\\n")
+{inputs}
+*.* action(type="omfile" dynaFile="cyhaFile" template="cyhaLine" dirCreateMode="0750" fileCreateMode="0640")
+'''
+
+
+class LabError(Exception):
+    """A lab step failed; the message says which and why."""
+
+
+def log(msg: str) -> None:
+    print(f'lab: {msg}', file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], check: bool = True, capture: bool = True, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run one command from an argv list (never a shell string)."""
+    proc = subprocess.run(argv, capture_output=capture, text=True, timeout=timeout, check=False,
+                          env=dict(os.environ, LC_ALL='C'))
+    if check and proc.returncode != 0:
+        raise LabError(f"{' '.join(argv)} failed ({proc.returncode}): {(proc.stderr or '').strip()}")
+    return proc
+
+
+def ip_json(*args: str) -> list:
+    out = run(['ip', '-j', *args]).stdout.strip()
+    return json.loads(out) if out else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Topology
+# ---------------------------------------------------------------------------------------------
+
+def topology(frontends: int, backends: int, spares: int) -> list[dict]:
+    """Return the lab's hosts in start order: name, kind, addresses, namespace, link."""
+    for label, count, top in (('frontends', frontends, 9), ('backends', backends, 9), ('spares', spares, 9)):
+        if not 0 <= count <= top:
+            raise LabError(f'{label} must be between 0 and {top}, not {count}')
+    names = [('mupdate', 'mupdate', 0)]
+    names += [(f'fe{i}', 'frontend', i) for i in range(1, frontends + 1)]
+    names += [(f'be{i}', 'backend', i) for i in range(1, backends + 1)]
+    if spares == 1:
+        names.append(('spare', 'spare', 0))
+    else:
+        names += [(f'spare{i}', 'spare', i - 1) for i in range(1, spares + 1)]
+    hosts = []
+    for name, kind, index in names:
+        number = KIND_BASE[kind] + index
+        hosts.append({
+            'name': name,
+            'kind': kind,
+            'group': KIND_GROUP[kind],
+            'fqdn': f'{name}.{DOMAIN}',
+            'addr4': str(NET4[number]),
+            'addr6': f'2001:db8::{number}',
+            'netns': PREFIX + name,
+            'link': PREFIX + name,
+            # The service address of the Cyrus instance this host is home to (not configured
+            # by the lab: the roles take it up, and a spare takes it over).
+            'service_name': f'{name}-svc',
+            'service_fqdn': f'{name}-svc.{DOMAIN}',
+            'service_addr4': str(NET4[100 + number]),
+        })
+    return hosts
+
+
+class Lab:
+    """The lab's state directory and the operations on it."""
+
+    def __init__(self, directory: str):
+        self.dir = os.path.abspath(directory)
+        self.state_file = os.path.join(self.dir, 'lab.json')
+        self.key = os.path.join(self.dir, 'id_ed25519')
+        self.authorized_keys = os.path.join(self.dir, 'authorized_keys')
+        self.known_hosts = os.path.join(self.dir, 'known_hosts')
+        self.hosts_file = os.path.join(self.dir, 'etc-hosts')
+        self.inventory = os.path.join(self.dir, 'inventory.yml')
+        self.topology = os.path.join(self.dir, 'topology.yml')
+        self.cp_dir = os.path.join(self.dir, 'cp')
+        self.log_dir = os.path.join(self.dir, 'log')
+        self.sock_dir = os.path.join(self.dir, 'syslog')
+        self.rsyslog_conf = os.path.join(self.dir, 'rsyslog.conf')
+        self.rsyslog_pid = os.path.join(self.dir, 'rsyslogd.pid')
+        self.netns_dir = os.path.join(self.dir, 'netns')
+
+    # -- state ---------------------------------------------------------------------------------
+    def load(self) -> dict:
+        try:
+            with open(self.state_file, encoding='utf-8') as handle:
+                return json.load(handle)
+        except FileNotFoundError:
+            return {}
+
+    def save(self, state: dict) -> None:
+        write_atomic(self.state_file, json.dumps(state, indent=2, sort_keys=True) + '\n', 0o600)
+
+    def host_dir(self, name: str) -> str:
+        return os.path.join(self.dir, 'hosts', name)
+
+    # -- up ------------------------------------------------------------------------------------
+    def up(self, frontends: int, backends: int, spares: int) -> dict:
+        for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd', 'mkfs.ext4', 'losetup'):
+            if not shutil.which(tool):
+                raise LabError(f'{tool} is not installed: run `make deps` (apt packages in bindep.txt)')
+        if os.geteuid() != 0:
+            raise LabError('the lab needs root (network and mount namespaces)')
+        hosts = topology(frontends, backends, spares)
+        state = self.load()
+        self.install_fence_agent()
+        if state and state.get('up') and state.get('params') == [frontends, backends, spares]:
+            self.revive(state)
+        if state and (state.get('params') != [frontends, backends, spares] or not self.healthy(state)):
+            log('existing lab differs from the request or is unhealthy: rebuilding it')
+            self.down()
+            state = {}
+        if state:
+            if 'san' not in state:      # a lab made before SAN disks existed: add them in place
+                self.make_san(state, hosts)
+                self.save(state)
+            else:
+                log('lab already up: nothing to do')
+            self.repair_network(hosts)
+            self.write_inventory(hosts, state)
+            self.write_topology(hosts, state)
+            return state
+
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.cp_dir, mode=0o700, exist_ok=True)
+        os.makedirs(self.log_dir, mode=0o750, exist_ok=True)
+        os.makedirs(self.sock_dir, mode=0o755, exist_ok=True)
+        state = {'params': [frontends, backends, spares], 'hosts': hosts, 'pids': {}, 'created_dev_log': False}
+        self.save(state)   # saved before anything is made, so a failed `up` is undone by `down`
+        self.ensure_keys()
+        self.write_hosts_file(hosts)
+        self.start_syslog(state, hosts)
+        self.make_bridge()
+        fail_after = os.environ.get('CYHA_LAB_FAIL_AFTER')
+        for host in hosts:
+            self.make_host(host, state)
+            self.save(state)
+            if fail_after == host['name']:
+                raise LabError(f'injected failure after host {host["name"]} (CYHA_LAB_FAIL_AFTER)')
+        # every namespace is named under the lab directory before any host boots, so that each host
+        # sees the others' (the lab's fence agent finds its target there)
+        for host in hosts:
+            self.name_netns(host)
+        for host in hosts:
+            self.spawn_host(host, state)
+            self.save(state)
+        self.make_san(state, hosts)
+        self.wait_sshd(hosts)
+        self.write_known_hosts(hosts)
+        self.write_inventory(hosts, state)
+        self.write_topology(hosts, state)
+        state['up'] = True
+        self.save(state)
+        log(f'lab up: {len(hosts)} hosts; inventory {self.inventory}')
+        return state
+
+    def repair_network(self, hosts: list[dict]) -> None:
+        """A lab left behind by a run that cut links or deleted addresses gets them back: each host's
+        link up and its boot addresses present, as `up` made them."""
+        for host in hosts:
+            netns = host['netns']
+            run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
+            run(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+            run(['ip', '-n', netns, 'addr', 'replace', f"{host['addr4']}/24", 'dev', 'eth0'])
+            run(['ip', '-n', netns, 'addr', 'replace', f"{host['addr6']}/64", 'dev', 'eth0', 'nodad'])
+
+    def make_san(self, state: dict, hosts: list[dict]) -> None:
+        """One "SAN" disk per backend: an ext4 image with multiple-mount protection (update
+        interval 1 s), reached by one loop device for the backend and one for each spare: several
+        block devices for one disk, each host using its own."""
+        san_dir = os.path.join(self.dir, 'san')
+        os.makedirs(san_dir, mode=0o700, exist_ok=True)
+        spares = [h['name'] for h in hosts if h['kind'] == 'spare']
+        state['san'] = {}
+        for host in (h for h in hosts if h['kind'] == 'backend'):
+            name = host['name']
+            image = os.path.join(san_dir, f'{name}.img')
+            volume = {'image': image, 'uuid': str(uuid.uuid4()), 'label': f'cyha-{name}', 'devices': {}}
+            state['san'][name] = volume
+            self.save(state)
+            with open(image, 'wb') as handle:
+                handle.truncate(SAN_SIZE)
+            run(['mkfs.ext4', '-q', '-F', '-O', 'mmp', '-E', 'mmp_update_interval=1', '-L', volume['label'],
+                 '-U', volume['uuid'], image])
+            for user in [name] + spares:
+                volume['devices'][user] = run(['losetup', '-f', '--show', image]).stdout.strip()
+                self.save(state)
+
+    def healthy(self, state: dict) -> bool:
+        if not state.get('up'):
+            return False
+        attached = {d['name']: d.get('back-file') for d in loop_devices()}
+        for volume in state.get('san', {}).values():
+            if any(attached.get(dev) != volume['image'] for dev in volume['devices'].values()):
+                return False
+        if not pid_alive(state.get('pids', {}).get('rsyslogd'), 'rsyslogd'):
+            return False
+        namespaces = set(list_netns())
+        for host in state.get('hosts', []):
+            if host['netns'] not in namespaces:
+                return False
+            if not pid_alive(state['pids'].get(host['name']), 'sshd'):
+                return False
+        return True
+
+    def ensure_keys(self) -> None:
+        if not os.path.exists(self.key):
+            run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'cyha-lab', '-f', self.key])
+        with open(self.key + '.pub', encoding='utf-8') as handle:
+            write_atomic(self.authorized_keys, handle.read(), 0o600)
+
+    def write_hosts_file(self, hosts: list[dict]) -> None:
+        lines = ['# cyrus.ha lab: generated, bound over /etc/hosts inside each lab host',
+                 '127.0.0.1\tlocalhost', '::1\tlocalhost ip6-localhost ip6-loopback',
+                 f'{CONTROLLER4}\tcontroller.{DOMAIN} controller', f'{CONTROLLER6}\tcontroller.{DOMAIN} controller']
+        for host in hosts:
+            lines.append(f"{host['addr4']}\t{host['fqdn']} {host['name']}")
+            lines.append(f"{host['addr6']}\t{host['fqdn']} {host['name']}")
+        for host in hosts:
+            lines.append(f"{host['service_addr4']}\t{host['service_fqdn']} {host['service_name']}")
+        # Rewritten in place: lab hosts bind-mount this inode, so it must never be replaced.
+        with open(self.hosts_file, 'w', encoding='utf-8') as handle:
+            handle.write('\n'.join(lines) + '\n')
+        os.chmod(self.hosts_file, 0o644)
+
+    def start_syslog(self, state: dict, hosts: list[dict]) -> None:
+        inputs = []
+        if not os.path.exists('/dev/log'):
+            # The lab's socket becomes the machine's /dev/log; hosts bind their own over it.
+            inputs.append('input(type="imuxsock" Socket="/dev/log" HostName="controller")')
+            state['created_dev_log'] = True
+            self.save(state)
+        for host in hosts:
+            sock = os.path.join(self.sock_dir, host['name'] + '.sock')
+            inputs.append(f'input(type="imuxsock" Socket="{sock}" HostName="{host["name"]}")')
+        workdir = os.path.join(self.dir, 'rsyslog')
+        os.makedirs(workdir, mode=0o700, exist_ok=True)
+        write_atomic(self.rsyslog_conf, RSYSLOG_CONFIG.format(workdir=workdir, logdir=self.log_dir,
+                                                              inputs='\n'.join(inputs)), 0o644)
+        proc = spawn(['rsyslogd', '-n', '-f', self.rsyslog_conf, '-i', self.rsyslog_pid],
+                     os.path.join(self.dir, 'rsyslogd.out'))
+        state['pids']['rsyslogd'] = proc.pid
+        self.save(state)
+        wanted = [os.path.join(self.sock_dir, h['name'] + '.sock') for h in hosts]
+        if state['created_dev_log']:
+            wanted.append('/dev/log')
+        wait_for(lambda: all(os.path.exists(p) for p in wanted), 10, 'rsyslogd sockets')
+
+    def make_bridge(self) -> None:
+        if not link_exists(BRIDGE):
+            run(['ip', 'link', 'add', BRIDGE, 'type', 'bridge'])
+        run(['ip', 'link', 'set', BRIDGE, 'up'])
+        have = {a['local'] for link in ip_json('addr', 'show', 'dev', BRIDGE) for a in link.get('addr_info', [])}
+        if CONTROLLER4 not in have:
+            run(['ip', 'addr', 'add', f'{CONTROLLER4}/24', 'dev', BRIDGE])
+        if CONTROLLER6 not in have:
+            run(['ip', 'addr', 'add', f'{CONTROLLER6}/64', 'dev', BRIDGE, 'nodad'])
+
+    def make_host(self, host: dict, state: dict) -> None:
+        name, netns, link = host['name'], host['netns'], host['link']
+        hdir = self.host_dir(name)
+        os.makedirs(hdir, mode=0o700, exist_ok=True)
+        hostkey = os.path.join(hdir, 'ssh_host_ed25519_key')
+        if not os.path.exists(hostkey):
+            run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', f'root@{name}', '-f', hostkey])
+        sshd_conf = os.path.join(hdir, 'sshd_config')
+        write_atomic(sshd_conf, SSHD_CONFIG.format(name=name, addr4=host['addr4'], addr6=host['addr6'],
+                                                   hostkey=hostkey, authorized_keys=self.authorized_keys), 0o600)
+        run(['ip', 'netns', 'add', netns])
+        run(['ip', 'link', 'add', link, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns])
+        run(['ip', 'link', 'set', link, 'master', BRIDGE, 'up'])
+        run(['ip', '-n', netns, 'link', 'set', 'lo', 'up'])
+        run(['ip', '-n', netns, 'addr', 'add', f"{host['addr4']}/24", 'dev', 'eth0'])
+        run(['ip', '-n', netns, 'addr', 'add', f"{host['addr6']}/64", 'dev', 'eth0', 'nodad'])
+        run(['ip', '-n', netns, 'link', 'set', 'eth0', 'up'])
+        # a link cut by a test (a fenced host) comes back with its IPv6 boot address
+        run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
+        # a new lab's hosts start with fresh private directories (a revived host keeps its own)
+        shutil.rmtree(os.path.join(hdir, 'private'), ignore_errors=True)
+
+    def name_netns(self, host: dict) -> None:
+        """Bind the host's namespace at <lab dir>/netns/<netns>, a path every lab host can see."""
+        os.makedirs(self.netns_dir, mode=0o755, exist_ok=True)
+        handle = os.path.join(self.netns_dir, host['netns'])
+        if handle not in mounts_under(self.netns_dir):
+            with open(handle, 'a', encoding='ascii'):
+                pass
+            run(['mount', '--bind', f'/run/netns/{host["netns"]}', handle])
+
+    def private_dirs(self, name: str) -> list[str]:
+        """SRC=DST bind pairs of the host's private copies of PRIVATE_DIRS that exist on this machine."""
+        pairs = []
+        for path in PRIVATE_DIRS:
+            if not os.path.isdir(path):
+                continue
+            copy = os.path.join(self.host_dir(name), 'private', path.strip('/').replace('/', '_'))
+            if not os.path.isdir(copy):
+                os.makedirs(os.path.dirname(copy), mode=0o755, exist_ok=True)
+                shutil.copytree(path, copy, symlinks=True)
+                shutil.copystat(path, copy)
+                stat = os.stat(path)
+                os.chown(copy, stat.st_uid, stat.st_gid)
+            pairs.append(f'{copy}={path}')
+        return pairs
+
+    def spawn_host(self, host: dict, state: dict) -> None:
+        """Boot the host: its init (private mounts, host name) that becomes its sshd."""
+        name, hdir = host['name'], self.host_dir(host['name'])
+        sock = os.path.join(self.sock_dir, name + '.sock')
+        proc = spawn(['ip', 'netns', 'exec', host['netns'], 'unshare', '--mount', '--uts', '--propagation', 'private',
+                      'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock,
+                      os.path.join(hdir, 'sshd_config')] + self.private_dirs(name),
+                     os.path.join(hdir, 'sshd.log'))
+        state['pids'][name] = proc.pid
+
+    def revive(self, state: dict) -> list[str]:
+        """Boot again the hosts whose every process was killed (a crash or a fence: their namespace and
+        link remain). Like a rebooted machine, a revived host has only its boot addresses."""
+        namespaces = set(list_netns())
+        dead = [h for h in state.get('hosts', []) if h['netns'] in namespaces
+                and not pid_alive(state.get('pids', {}).get(h['name']), 'sshd') and not pids_in_netns(h['netns'])]
+        if dead:
+            # SSH control masters to a host that died without closing its connections would hang
+            for pid in pids_matching(lambda cmd: self.cp_dir in cmd):
+                kill_pid(pid)
+        for host in dead:
+            log(f'host {host["name"]} is down: booting it again')
+            run(['ip', '-n', host['netns'], 'addr', 'flush', 'dev', 'eth0'])
+            self.repair_network([host])
+            self.spawn_host(host, state)
+        if dead:
+            self.save(state)
+            self.wait_sshd(dead)
+        return [h['name'] for h in dead]
+
+    def install_fence_agent(self) -> None:
+        source = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fence_cyhalab')
+        with open(source, encoding='utf-8') as handle:
+            write_atomic(FENCE_AGENT, handle.read(), 0o755)
+
+    def wait_sshd(self, hosts: list[dict]) -> None:
+        waiting = list(hosts)
+
+        def ready() -> bool:
+            while waiting:
+                try:
+                    with socket.create_connection((waiting[0]['addr4'], 22), timeout=0.5) as conn:
+                        if not conn.recv(64).startswith(b'SSH-'):
+                            return False
+                except OSError:
+                    return False
+                waiting.pop(0)
+            return True
+        try:
+            wait_for(ready, 20, 'sshd on every lab host')
+        except LabError as exc:
+            name = waiting[0]['name']
+            with open(os.path.join(self.host_dir(name), 'sshd.log'), encoding='utf-8', errors='replace') as handle:
+                tail = handle.read()[-600:].strip()
+            raise LabError(f'{exc}: sshd on {name} is not answering; its log ends: {tail}') from exc
+
+    def write_known_hosts(self, hosts: list[dict]) -> None:
+        lines = []
+        for host in hosts:
+            with open(os.path.join(self.host_dir(host['name']), 'ssh_host_ed25519_key.pub'), encoding='utf-8') as handle:
+                keytype, key = handle.read().split()[:2]
+            names = ','.join([host['name'], host['fqdn'], host['addr4'], host['addr6']])
+            lines.append(f'{names} {keytype} {key}')
+        write_atomic(self.known_hosts, '\n'.join(lines) + '\n', 0o644)
+
+    def write_inventory(self, hosts: list[dict], state: dict) -> None:
+        groups: dict[str, dict] = {}
+        san = state.get('san', {})
+        for host in hosts:
+            groups.setdefault(host['group'], {'hosts': {}})['hosts'][host['name']] = {
+                # The SAN volumes this host reaches, each through its own block device.
+                'cyha_lab_san_devices': {vol: v['devices'][host['name']] for vol, v in san.items()
+                                         if host['name'] in v['devices']},
+                'ansible_host': host['addr4'],
+                'cyha_lab_addr6': host['addr6'],
+                'cyha_lab_netns': host['netns'],
+                'cyha_lab_kind': host['kind'],
+                'cyha_lab_service_name': host['service_fqdn'],
+                'cyha_lab_service_addr4': host['service_addr4'],
+            }
+        ssh_args = (f'-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes '
+                    '-o IdentitiesOnly=yes -o ConnectTimeout=10')
+        inventory = {'all': {'children': {'cyha_lab': {'children': groups}}, 'vars': {
+            'ansible_user': 'root',
+            'ansible_ssh_private_key_file': self.key,
+            'ansible_ssh_common_args': ssh_args,
+            'ansible_control_path_dir': self.cp_dir,
+            'ansible_python_interpreter': '/usr/bin/python3',
+            'cyha_lab_dir': self.dir,
+            # the lab's own files (hooks, vars) for the product playbooks' hooks
+            'cyha_lab_home': os.path.dirname(os.path.abspath(__file__)),
+            'cyha_lab_san': {vol: {'uuid': v['uuid'], 'label': v['label']} for vol, v in san.items()},
+            'cyha_lab_log_dir': self.log_dir,
+        }}}
+        # JSON is YAML: no YAML library is needed to write it.
+        write_atomic(self.inventory, '# cyrus.ha lab inventory: generated by lab/lab.py\n'
+                     + json.dumps(inventory, indent=2, sort_keys=True) + '\n', 0o644)
+
+    def write_topology(self, hosts: list[dict], state: dict) -> None:
+        """The lab's Murder as a cyrus.ha.murder topology (use it beside inventory.yml)."""
+        role = {'mupdate': 'mupdate', 'frontend': 'frontend', 'backend': 'backend'}
+        spares = [h['name'] for h in hosts if h['kind'] == 'spare']
+        topo = {
+            'plugin': 'cyrus.ha.murder',
+            'subnets': [str(NET4), str(NET6)],
+            'hosts': {h['name']: {'address': h['addr4'], 'address6': h['addr6']} for h in hosts},
+            'instances': {h['name']: {'role': role[h['kind']], 'host': h['name'], 'address': h['service_addr4'],
+                                      'servername': h['service_fqdn']} for h in hosts if h['kind'] in role},
+            'warm_spares': [{'instance': name, 'home': name, 'spare': spares[0],
+                             'volume': {'label': volume['label'], 'mount': f'/srv/cyrus-ha/{name}'}}
+                            for name, volume in sorted(state.get('san', {}).items()) if spares],
+        }
+        write_atomic(self.topology, '# cyrus.ha lab topology: generated by lab/lab.py\n'
+                     + json.dumps(topo, indent=2, sort_keys=True) + '\n', 0o644)
+
+    # -- down ----------------------------------------------------------------------------------
+    def down(self) -> None:
+        state = self.load()
+        # 1. The controller's SSH control masters for lab hosts (they would keep sessions alive).
+        for pid in pids_matching(lambda cmd: self.cp_dir in cmd):
+            kill_pid(pid)
+        # 2. Every process inside a lab namespace, found by its network namespace, by PID.
+        #    Lab namespaces are those of its hosts (from the state, or by the lab's host-name
+        #    pattern after a lost state); other cyha- rigs (module tests) are not the lab's.
+        ours = {h['netns'] for h in state.get('hosts', [])}
+        namespaces = [ns for ns in list_netns() if ns in ours or LAB_NAME.match(ns)]
+        targets = []
+        for netns in namespaces:
+            targets += pids_in_netns(netns)
+        terminate(targets)
+        # 3. The lab's syslog daemon, by its recorded PID (checked to be ours).
+        pid = state.get('pids', {}).get('rsyslogd') or read_pid(self.rsyslog_pid)
+        if pid and self.rsyslog_conf in proc_cmdline(pid):
+            terminate([pid])
+        # 4. Namespaces and links.
+        for netns in namespaces:
+            run(['ip', 'netns', 'del', netns], check=False)
+        for name in list_links():
+            if name in ours or name == BRIDGE or LAB_NAME.match(name):
+                run(['ip', 'link', 'del', name], check=False)
+        # 5. Mounts and loop devices the lab or its tests left under the lab directory.
+        for mountpoint in sorted(mounts_under(self.dir), key=len, reverse=True):
+            run(['umount', '-l', mountpoint], check=False)
+        for dev in loops_under(self.dir):
+            run(['losetup', '-d', dev], check=False)
+        if os.path.isdir(self.netns_dir):
+            shutil.rmtree(self.netns_dir)
+        if os.path.isdir(os.path.join(self.dir, 'san')):
+            shutil.rmtree(os.path.join(self.dir, 'san'))
+        if os.path.exists(FENCE_AGENT):
+            os.unlink(FENCE_AGENT)
+        # 6. The /dev/log socket, when the lab made it.
+        if state.get('created_dev_log') and os.path.exists('/dev/log'):
+            os.unlink('/dev/log')
+        for path in (self.state_file, self.inventory, self.topology, self.rsyslog_pid):
+            if os.path.exists(path):
+                os.unlink(path)
+        if os.path.isdir(self.sock_dir):
+            shutil.rmtree(self.sock_dir)
+        wait_for(lambda: not [n for n in list_links() if n in ours or n == BRIDGE or LAB_NAME.match(n)], 10,
+                 'lab links to disappear')
+        log('lab down')
+
+    def status(self) -> dict:
+        state = self.load()
+        return {'dir': self.dir, 'up': bool(state) and self.healthy(state), 'hosts': state.get('hosts', []),
+                'inventory': self.inventory if os.path.exists(self.inventory) else None}
+
+    def leftovers(self) -> list[str]:
+        """Everything named cyha- or tied to the lab directory that still exists."""
+        found = [f'netns {n}' for n in list_netns() if n.startswith(PREFIX)]
+        found += [f'link {n}' for n in list_links() if n.startswith(PREFIX)]
+        me = os.getpid()
+        for pid in pids_matching(lambda cmd: self.dir in cmd or 'cyha-host-init' in cmd):
+            if pid != me:
+                found.append(f'process {pid}: {proc_cmdline(pid)}')
+        root_ns = os.stat('/proc/self/ns/net').st_ino
+        for pid in all_pids():
+            try:
+                if os.stat(f'/proc/{pid}/ns/net').st_ino != root_ns and proc_state(pid) != 'Z' \
+                        and PREFIX in ' '.join(netns_names_of(pid)):
+                    found.append(f'process {pid} in a lab namespace: {proc_cmdline(pid)}')
+            except OSError:
+                continue
+        found += [f'mount {m}' for m in mounts_under(self.dir)]
+        found += [f'mount {m}' for m in all_mounts() if PREFIX in m]
+        found += [f'loop device {d}' for d in loops_under(PREFIX)]
+        found += [f'file {FENCE_AGENT}'] if os.path.exists(FENCE_AGENT) else []
+        return sorted(set(found))
+
+
+# ---------------------------------------------------------------------------------------------
+# Small system helpers
+# ---------------------------------------------------------------------------------------------
+
+def write_atomic(path: str, text: str, mode: int) -> None:
+    """Write a file through a temp file in the same directory and an atomic rename."""
+    tmp = f'{path}.{os.getpid()}.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            handle.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def spawn(argv: list[str], logfile: str) -> subprocess.Popen:
+    """Start a daemon detached from this process; its output goes to logfile."""
+    with open(logfile, 'ab') as out:
+        return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise LabError(f'timed out after {timeout:.0f} s waiting for {what}')
+
+
+def list_netns() -> list[str]:
+    try:
+        return sorted(os.listdir('/run/netns'))
+    except FileNotFoundError:
+        return []
+
+
+def list_links() -> list[str]:
+    return [link['ifname'] for link in ip_json('link', 'show')]
+
+
+def link_exists(name: str) -> bool:
+    return name in list_links()
+
+
+def all_pids() -> list[int]:
+    return [int(p) for p in os.listdir('/proc') if p.isdigit()]
+
+
+def proc_cmdline(pid: int) -> str:
+    try:
+        with open(f'/proc/{pid}/cmdline', 'rb') as handle:
+            return handle.read().replace(b'\0', b' ').decode('utf-8', 'replace').strip()
+    except OSError:
+        return ''
+
+
+def proc_state(pid: int) -> str:
+    try:
+        with open(f'/proc/{pid}/stat', encoding='utf-8') as handle:
+            return handle.read().rsplit(')', 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ''
+
+
+def pid_alive(pid, name: str) -> bool:
+    return bool(pid) and proc_state(pid) not in ('', 'Z', 'X') and name in proc_cmdline(pid)
+
+
+def read_pid(path: str):
+    try:
+        with open(path, encoding='utf-8') as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def pids_matching(predicate) -> list[int]:
+    me = os.getpid()
+    return [pid for pid in all_pids() if pid != me and proc_state(pid) != 'Z' and predicate(proc_cmdline(pid))]
+
+
+def netns_inode(netns: str):
+    try:
+        return os.stat(os.path.join('/run/netns', netns)).st_ino
+    except OSError:
+        return None
+
+
+def pids_in_netns(netns: str) -> list[int]:
+    inode = netns_inode(netns)
+    found = []
+    for pid in all_pids():
+        try:
+            if os.stat(f'/proc/{pid}/ns/net').st_ino == inode:
+                found.append(pid)
+        except OSError:
+            continue
+    return found
+
+
+def netns_names_of(pid: int) -> list[str]:
+    inode = os.stat(f'/proc/{pid}/ns/net').st_ino
+    return [ns for ns in list_netns() if netns_inode(ns) == inode]
+
+
+def kill_pid(pid: int, sig: int = signal.SIGTERM) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def terminate(pids: list[int], grace: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL after the grace time; wait until each is gone or a zombie."""
+    for pid in pids:
+        kill_pid(pid)
+
+    def gone() -> bool:
+        return all(proc_state(p) in ('', 'Z', 'X') for p in pids)
+    try:
+        wait_for(gone, grace, 'processes to stop')
+    except LabError:
+        for pid in pids:
+            kill_pid(pid, signal.SIGKILL)
+        wait_for(gone, 10, 'processes to die after SIGKILL')
+
+
+def all_mounts() -> list[str]:
+    points = []
+    with open('/proc/self/mountinfo', encoding='utf-8') as handle:
+        for line in handle:
+            fields = line.split()
+            points.append(fields[4].replace('\\040', ' '))
+    return points
+
+
+def mounts_under(directory: str) -> list[str]:
+    return [m for m in all_mounts() if m == directory or m.startswith(directory + '/')]
+
+
+def loop_devices() -> list[dict]:
+    out = run(['losetup', '-J', '-l'], check=False).stdout.strip()
+    return json.loads(out).get('loopdevices', []) if out else []
+
+
+def loops_under(fragment: str) -> list[str]:
+    return [d['name'] for d in loop_devices() if fragment in (d.get('back-file') or '')]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description='cyrus.ha lab of virtual hosts')
+    parser.add_argument('--dir', default=os.environ.get('CYHA_LAB_DIR', DEFAULT_DIR))
+    sub = parser.add_subparsers(dest='command', required=True)
+    up = sub.add_parser('up')
+    up.add_argument('--frontends', type=int, default=int(os.environ.get('CYHA_FRONTENDS', '2')))
+    up.add_argument('--backends', type=int, default=int(os.environ.get('CYHA_BACKENDS', '2')))
+    up.add_argument('--spares', type=int, default=int(os.environ.get('CYHA_SPARES', '1')))
+    sub.add_parser('down')
+    sub.add_parser('revive')
+    sub.add_parser('status')
+    sub.add_parser('leftovers')
+    args = parser.parse_args(argv)
+    lab = Lab(args.dir)
+    try:
+        if args.command == 'up':
+            lab.up(args.frontends, args.backends, args.spares)
+        elif args.command == 'down':
+            lab.down()
+        elif args.command == 'revive':
+            state = lab.load()
+            if not state.get('up'):
+                raise LabError('the lab is not up')
+            lab.revive(state)
+        elif args.command == 'status':
+            print(json.dumps(lab.status(), indent=2))
+        else:
+            found = lab.leftovers()
+            for item in found:
+                print(item)
+            return 1 if found else 0
+    except (LabError, subprocess.TimeoutExpired, OSError) as exc:
+        log(f'error: {exc}')
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

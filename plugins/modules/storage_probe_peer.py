@@ -1,0 +1,207 @@
+#!/usr/bin/python
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+---
+module: storage_probe_peer
+short_description: Qualify a filesystem shared by several hosts for a Cyrus IMAP mail store
+version_added: 0.1.0
+description:
+  - Runs the cross-host storage checks among the hosts O(peers) that share O(path). Run it as one task
+    over all of them at the same time (every host of O(peers) in the same play batch, C(forks) at least
+    the number of hosts, no C(serial)). The hosts cooperate through token files in a run directory
+    C(.cyrus-ha-probe-xh-<run_id>) that the first host of O(peers) (the leader, "A") creates under O(path).
+  - The leader sets each check up and plays A; every other host plays B at the same time, so N hosts
+    cost about the wall time of two.
+  - C(lock_exclusion) A holds a whole-file C(fcntl) write lock and a C(flock); B must be refused both and
+    C(F_GETLK) must show the holder. C(pingpong_rw), C(pingpong_cyrus), C(pingpong_mmap) one process per
+    host chases the others round a ring of K+1 one-byte locks (as CTDB's C(ping_pong -rw)), reading with
+    C(pread), from a never-remapped read-only mapping (Cyrus's index), or through a writable mapping +
+    C(msync); every increment must equal the number of hosts K.
+  - C(append_visibility) A appends under a lock + C(fdatasync); B locks, and C(fstat), C(pread) and a
+    mapping made before the append must show it. C(rename_visibility) A renames a new C(cyrus.header) over
+    the one B holds open; right after locking B must see the new inode. C(metadata_coherence) create,
+    C(link) and C(unlink) on A seen by C(stat)/C(open) on B (a link count other than 2 only warns).
+    C(excl_race) every host races one C(O_EXCL) create, exactly one must win. C(lock_recovery) A's lock holder
+    is killed with C(SIGKILL); B must get the lock, the time is reported. C(neighbour_stat) B stats a
+    Cyrus-like tree A created (rate and p99 reported, missing files fail).
+  - A host that does not post its token within O(step_timeout) (it died, its probe process was killed, or
+    it does not see the same filesystem) fails the checks with a message naming it, and is not waited for
+    again. Every process the module starts has a hard deadline, is killed and reaped by PID, and dies with
+    the module; the leader removes the run directory whatever happens.
+author:
+  - cyrus.ha contributors (@cyrus-ha)
+options:
+  path:
+    description: The shared directory, as this host sees it (the mount point may differ per host).
+    type: path
+    required: true
+  peers:
+    description:
+      - Every host taking part, in the same order on every host; the first one is the leader.
+      - With a single host nothing is compared and every check is V(skip).
+    type: list
+    elements: str
+    required: true
+  me:
+    description: This host's name in O(peers).
+    type: str
+    required: true
+  run_id:
+    description:
+      - The same token on every host of one run (6 to 64 letters, digits, C(-) or C(_)), unique per run,
+        for example a random string made once on the controller.
+    type: str
+    required: true
+  checks:
+    description: The checks to run; V(all) runs every one.
+    type: list
+    elements: str
+    default: [all]
+    choices: [all, lock_exclusion, pingpong_rw, pingpong_cyrus, pingpong_mmap, append_visibility,
+              rename_visibility, metadata_coherence, excl_race, lock_recovery, neighbour_stat]
+  timeout:
+    description: Hard time budget in seconds of the whole run on this host.
+    type: float
+    default: 120
+  step_timeout:
+    description: Seconds a host waits for another host's token before declaring it gone.
+    type: float
+    default: 10
+  recovery_timeout:
+    description: Seconds B waits for the lock of a SIGKILLed holder on A.
+    type: float
+    default: 10
+  pingpong_iterations:
+    description: Lock steps each host makes round the ping-pong ring, per flavour.
+    type: int
+    default: 2000
+  neighbour_files:
+    description: Files A creates for the C(neighbour_stat) check.
+    type: int
+    default: 256
+attributes:
+  check_mode:
+    description: Can run in check_mode and return changed status prediction without modifying target.
+    support: full
+    details: The checks write only in their own run directory, which the leader removes, so they run in
+      check mode too; the module never reports a change.
+  diff_mode:
+    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    support: none
+  facts:
+    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
+    support: full
+  platform:
+    description: Target OS/families that can be operated against.
+    support: full
+    platforms: posix
+notes:
+  - Linux only (C(fork), C(prctl), C(fcntl) locks through ctypes).
+  - The role C(cyrus.ha.storage_probe) runs this module and M(cyrus.ha.storage_probe) (the single-host checks) and
+    renders one report per path on the controller.
+  - This module was called C(cyrus.ha.fs_probe_peer) before; that name still works until 2.0.0.
+seealso:
+  - module: cyrus.ha.storage_probe
+  - name: CTDB ping_pong
+    description: The cluster filesystem lock and coherence test the ping-pong checks agree with.
+    link: https://wiki.samba.org/index.php/Ping_pong
+'''
+
+EXAMPLES = r'''
+- name: Cross-host checks among the backends sharing the mail spool
+  cyrus.ha.storage_probe_peer:
+    path: /srv/cyrus/shared
+    peers: "{{ ansible_play_hosts_all | sort }}"
+    me: "{{ inventory_hostname }}"
+    run_id: "{{ hostvars[ansible_play_hosts_all[0]].spool_run_id }}"
+
+- name: Only the lock checks, quickly
+  cyrus.ha.storage_probe_peer:
+    path: /srv/cyrus/shared
+    peers: [be1, be2]
+    me: "{{ inventory_hostname }}"
+    run_id: locks0001
+    checks: [lock_exclusion, pingpong_rw, lock_recovery]
+    step_timeout: 5
+'''
+
+RETURN = r'''
+ansible_facts:
+  description: Facts to add to C(ansible_facts).
+  returned: always
+  type: complex
+  contains:
+    storage_probe_peer:
+      description:
+        - This host's report per path (the key is the absolute path) with C(path), C(me), C(leader),
+          C(peers), C(run_dir), C(run_dir_cleanup) (V(removed) on the leader, or why not; V(not mine)
+          elsewhere), C(verdict) (V(safe), V(degraded) or V(unsafe)), C(reasons), C(gone) (hosts that
+          stopped answering), C(duration) (seconds), C(error) (when the run could not start or was cut
+          short) and C(checks).
+        - C(checks) maps each check to C(name), C(status) (V(pass), V(fail), V(warn), V(skip)), C(reason),
+          C(evidence) and C(duration). On the leader a check fails naming the peers where it failed
+          (C(evidence.failed_peers)) or that were gone (C(evidence.gone)); on the others it says what this
+          host saw.
+      type: dict
+      returned: always
+      sample:
+        /srv/cyrus/shared:
+          path: /srv/cyrus/shared
+          me: be2
+          leader: be1
+          peers: [be1, be2]
+          verdict: unsafe
+          reasons: ['lock_exclusion: a whole-file fcntl write lock was granted here while be1 held one']
+          gone: []
+          checks:
+            lock_recovery:
+              name: lock_recovery
+              status: pass
+              reason: got the lock 0.014 s after the holder on be1 was SIGKILLed
+              evidence: {recovery_s: 0.014}
+              duration: 0.2
+'''
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost
+
+LIMITS = (('timeout', 5, 86400), ('step_timeout', 0.5, 3600), ('recovery_timeout', 0.5, 3600),
+          ('pingpong_iterations', 100, 10 ** 7), ('neighbour_files', 1, 10 ** 6))
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            path=dict(type='path', required=True),
+            peers=dict(type='list', elements='str', required=True),
+            me=dict(type='str', required=True),
+            run_id=dict(type='str', required=True),
+            checks=dict(type='list', elements='str', default=['all'], choices=['all'] + list(crosshost.CHECK_NAMES)),
+            timeout=dict(type='float', default=crosshost.DEFAULTS['timeout']),
+            step_timeout=dict(type='float', default=crosshost.DEFAULTS['step_timeout']),
+            recovery_timeout=dict(type='float', default=crosshost.DEFAULTS['recovery_timeout']),
+            pingpong_iterations=dict(type='int', default=crosshost.DEFAULTS['pingpong_iterations']),
+            neighbour_files=dict(type='int', default=crosshost.DEFAULTS['neighbour_files']),
+        ),
+        supports_check_mode=True,
+    )
+    params = module.params
+    try:
+        report = crosshost.run_checked(params, LIMITS)
+    except (ValueError, crosshost.Interrupted) as exc:
+        module.fail_json(msg=str(exc))
+    except Exception as exc:  # noqa: BLE001 - never a traceback for the user: say where it stopped
+        module.fail_json(msg='the cross-host checks of %s stopped on an unexpected error: %s' % (params['path'], exc),
+                         exception=traceback.format_exc())
+    module.exit_json(changed=False, ansible_facts={'storage_probe_peer': {report['path']: report}})
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,113 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Cross-host checks in one process tree: every 'host' is a forked process on one local directory."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost, crosshost_checks, result, verdict
+
+
+def _host(queue, path, run_id, me, peers, checks, opts):
+    queue.put((me, crosshost.run(path, run_id, me, peers, checks, opts)))
+
+
+def run_hosts(path, peers, checks, present=None, **opts):
+    opts = dict({'step_timeout': 2.0, 'pingpong_iterations': 400, 'neighbour_files': 32}, **opts)
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_host, args=(queue, path, 'unit%06d' % os.getpid(), me, peers, checks, opts))
+             for me in (present or peers)]
+    for proc in procs:
+        proc.start()
+    out = dict(queue.get(timeout=120) for dummy in procs)
+    for proc in procs:
+        proc.join(30)
+    return out
+
+
+def test_three_hosts_on_one_local_directory_pass_everything(tmp_path):
+    out = run_hosts(str(tmp_path), ['a', 'b', 'c'], ['all'])
+    for me, rep in out.items():
+        assert rep['verdict'] == 'safe', (me, rep['reasons'])
+        assert {c['status'] for c in rep['checks'].values()} == {'pass'}
+    assert out['b']['checks']['pingpong_rw']['evidence']['values'] == [3]
+    assert sorted(out['a']['checks']['excl_race']['evidence']['winners']).__len__() == 1
+    assert out['a']['run_dir_cleanup'] == 'removed' and os.listdir(tmp_path) == []
+
+
+def test_a_missing_host_is_named_and_not_waited_for_twice(tmp_path):
+    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion', 'metadata_coherence'], present=['a'],
+                    step_timeout=1.0)
+    rep = out['a']
+    assert rep['gone'] == ['b'] and rep['verdict'] == 'unsafe'
+    assert rep['checks']['lock_exclusion']['reason'] == 'b did not answer within 1 s: the host or its probe process ' \
+                                                        'is gone'
+    assert rep['checks']['metadata_coherence']['status'] == 'fail'
+    assert rep['checks']['pingpong_rw']['status'] == 'skip' and os.listdir(tmp_path) == []
+
+
+def test_a_peer_without_the_leader_says_so(tmp_path):
+    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion'], present=['b'], step_timeout=0.5)
+    assert out['b']['error'].startswith('the run directory %s/.cyrus-ha-probe-xh-unit' % tmp_path)
+    assert out['b']['checks']['lock_exclusion']['status'] == 'fail'
+
+
+def test_a_killed_leader_is_named_and_the_next_peer_removes_the_run_directory(tmp_path):
+    # The leader 'a' dies (SIGKILL, its module and worker with it) once the run has begun.
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    opts = {'step_timeout': 1.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'recovery_timeout': 1.0}
+    run_id = 'kill%06d' % os.getpid()
+    hosts = {me: ctx.Process(target=_host, args=(queue, str(tmp_path), run_id, me, ['a', 'b', 'c'],
+                                                 ['lock_exclusion', 'metadata_coherence'], opts))
+             for me in ('a', 'b', 'c')}
+    for proc in hosts.values():
+        proc.start()
+    rundir = tmp_path / ('.cyrus-ha-probe-xh-' + run_id)
+    deadline = time.monotonic() + 20
+    while not (rundir / 't-pid-a').exists() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(hosts['a'].pid, signal.SIGKILL)
+    out = dict(queue.get(timeout=60) for dummy in range(2))
+    for proc in hosts.values():
+        proc.join(30)
+    assert sorted(out) == ['b', 'c']
+    assert 'a' in out['b']['gone'] and out['b']['verdict'] == 'unsafe'
+    assert out['b']['run_dir_cleanup'] == 'removed (the leader a was gone)'
+    assert out['c']['run_dir_cleanup'] == 'not mine'
+    assert os.listdir(tmp_path) == []
+
+
+def test_one_host_skips_everything(tmp_path):
+    rep = crosshost.run(str(tmp_path), 'solo0001', 'a', ['a'])
+    assert rep['skipped'] is True and rep['verdict'] == 'safe'
+    assert {c['status'] for c in rep['checks'].values()} == {'skip'}
+
+
+@pytest.mark.parametrize('run_id, me, peers, message', [
+    ('short', 'a', ['a', 'b'], "run_id 'short' must be 6 to 64 letters, digits, - or _"),
+    ('abcdef', 'c', ['a', 'b'], 'me (c) is not one of the peers (a, b)'),
+    ('abcdef', 'a', ['a', 'a'], 'peers name a host twice: a, a'),
+])
+def test_names_are_checked(run_id, me, peers, message):
+    with pytest.raises(ValueError) as err:
+        crosshost.check_names(run_id, me, peers)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize('statuses, expected', [
+    ({'lock_exclusion': 'pass', 'neighbour_stat': 'pass'}, 'safe'),
+    ({'lock_exclusion': 'pass', 'neighbour_stat': 'fail'}, 'degraded'),
+    ({'metadata_coherence': 'warn'}, 'degraded'),
+    ({'lock_exclusion': 'fail', 'neighbour_stat': 'warn'}, 'unsafe'),
+])
+def test_decide(statuses, expected):
+    results = {name: result.result(name, status, 'r') for name, status in statuses.items()}
+    assert verdict.decide(results, crosshost_checks.CRITICAL)['verdict'] == expected

@@ -1,0 +1,224 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cyrus_instance role's control script (cyrus_instance_ctl.py), imported by its path: its imapd.conf
+reading, its master and instance processes on recorded /proc trees (Debian master, RHEL cyrus-master,
+another instance, zombies), and the decisions of status, layout, start, stop and kill (check mode, or with
+the signals faked). The real thing: tests/integration/test_ocf_instance.py and the role's lab runs."""
+
+from __future__ import annotations
+
+import grp
+import importlib.util
+import json
+import os
+import pwd
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+SPEC = importlib.util.spec_from_file_location(
+    'cyrus_instance_ctl', os.path.join(REPO, 'roles', 'cyrus_instance', 'files', 'cyrus_instance_ctl.py'))
+ctl = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(ctl)
+
+ME = pwd.getpwuid(os.getuid()).pw_name
+MY_GROUP = grp.getgrgid(os.getgid()).gr_name
+DEBIAN = '/usr/lib/cyrus/bin/master'
+RHEL = '/usr/libexec/cyrus-imapd/cyrus-master'
+
+
+class Instance:
+    """An instance's files in tmp_path and the control script's arguments for it."""
+
+    def __init__(self, tmp_path, proc, master=DEBIAN):
+        self.proc = proc
+        self.etc = tmp_path / 'etc'
+        self.etc.mkdir()
+        self.run_dir = tmp_path / 'run' / 'be9'
+        self.imapd = str(self.etc / 'imapd.conf')
+        self.cyrus = str(self.etc / 'cyrus.conf')
+        self.pidfile = str(self.run_dir / 'master.pid')
+        self.master = master
+        with open(self.imapd, 'w', encoding='utf-8') as handle:
+            handle.write(f'# be9\nConfigDirectory: {tmp_path}/lib\nsyslog_prefix: cyrus-be9\n'
+                         f'proc_path: {self.run_dir}/proc\nmboxname_lockpath: {self.run_dir}/lock\n'
+                         f'lmtpsocket: {self.run_dir}/socket/lmtp\n')
+
+    def argv(self, action: str, *extra: str) -> list:
+        return [action, '--imapd-conf', self.imapd, '--cyrus-conf', self.cyrus, '--pidfile', self.pidfile,
+                '--master', self.master, '--user', ME, '--group', MY_GROUP, '--proc-root', self.proc.root,
+                '--timeout', '1', *extra]
+
+    def running(self, pid: int = 4242, state: str = 'S') -> int:
+        self.proc.add(pid, [self.master, '-C', self.imapd, '-M', self.cyrus, '-p', self.pidfile, '-d'], state)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.pidfile, 'w', encoding='utf-8') as handle:
+            handle.write(f'{pid}\n')
+        return pid
+
+
+def ctl_args(argv: list):
+    """The argparse namespace main() builds, without running an action."""
+    seen = {}
+
+    def capture(args):
+        seen['args'] = args
+        return {'changed': False}
+    real = ctl.start
+    ctl.start = capture
+    try:
+        ctl.main(['start'] + argv[1:])
+    finally:
+        ctl.start = real
+    args = seen['args']
+    args.action = argv[0]
+    return args
+
+
+def run(capsys, argv: list) -> tuple:
+    code = ctl.main(argv)
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture(name='be9')
+def fixture_be9(tmp_path, proc):
+    return Instance(tmp_path, proc)
+
+
+# reading the configuration ---------------------------------------------------------------------------------
+
+
+def test_imapd_conf_is_read_by_the_collection_s_parser(be9, tmp_path):
+    options = ctl.read_imapd_conf(be9.imapd)
+    assert options['configdirectory'] == f'{tmp_path}/lib'      # keys lower-cased, as Cyrus reads them
+    assert options['syslog_prefix'] == 'cyrus-be9'
+    with open(be9.imapd, 'a', encoding='utf-8') as handle:
+        handle.write('proc_path /elsewhere\n')
+    with pytest.raises(RuntimeError) as info:
+        ctl.read_imapd_conf(be9.imapd)
+    assert str(info.value) == f'{be9.imapd} does not parse: {be9.imapd}:7: invalid option name: expected "key: value"'
+    assert ctl.syslog_prefix(be9.imapd) == 'cyrus'
+    assert ctl.syslog_prefix(str(tmp_path / 'missing.conf')) == 'cyrus'
+
+
+# which processes are the instance's ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('master', [DEBIAN, RHEL, '/usr/sbin/cyrmaster', '/opt/cyrus/mymaster'])
+def test_status_finds_the_master_of_each_platform(tmp_path, proc, capsys, master):
+    be9 = Instance(tmp_path, proc, master)
+    assert run(capsys, be9.argv('status')) == (0, {'changed': False, 'state': 'stopped', 'pid': None,
+                                                   'msg': 'master is not running'})
+    be9.running()
+    assert run(capsys, be9.argv('status')) == (0, {'changed': False, 'state': 'started', 'pid': 4242,
+                                                   'msg': 'master is running'})
+
+
+@pytest.mark.parametrize('argv, state', [
+    (['{master}', '-C', '/etc/cyrus-ha/other/imapd.conf'], 'S'),   # the pid now belongs to another instance
+    (['{master}', '-C', '{imapd}'], 'Z'),                          # a zombie
+    (['/usr/lib/postfix/sbin/master', '-w'], 'S'),                 # postfix's master
+])
+def test_status_does_not_take_another_process_for_the_master(be9, capsys, argv, state):
+    be9.proc.add(4242, [a.format(master=be9.master, imapd=be9.imapd) for a in argv], state)
+    be9.run_dir.mkdir(parents=True)
+    with open(be9.pidfile, 'w', encoding='utf-8') as handle:
+        handle.write('4242\n')
+    assert run(capsys, be9.argv('status'))[1]['state'] == 'stopped'
+
+
+def test_instance_pids_are_this_node_s_processes_carrying_the_conf(be9):
+    be9.running(10)
+    be9.proc.add(11, ['imapd', '-C', be9.imapd])
+    be9.proc.add(12, ['imapd', '-C', be9.imapd], netns='net:[2]')   # the other node's copy
+    be9.proc.add(13, ['imapd', '-C', '/etc/cyrus-ha/other/imapd.conf'])
+    be9.proc.add(os.getpid(), ['python3', 'cyrus_instance_ctl.py', 'stop', '-C', be9.imapd])
+    assert ctl.instance_pids(ctl_args(be9.argv('stop'))) == [10, 11]
+
+
+# decisions -------------------------------------------------------------------------------------------------
+
+
+def test_start_of_a_running_master_changes_nothing(be9, capsys):
+    be9.running()
+    assert run(capsys, be9.argv('start', '--address', '192.0.2.99')) == (0, {
+        'changed': False, 'state': 'started', 'pid': 4242, 'msg': 'master is running'})
+
+
+def test_start_refuses_an_address_that_is_not_on_this_host(be9, capsys):
+    assert run(capsys, be9.argv('start', '--address', '192.0.2.99', '--check')) == (1, {
+        'changed': False, 'failed': True, 'msg': 'service address 192.0.2.99 is not configured on this host: take the '
+                                                 'address up before starting the instance'})
+
+
+def test_start_in_check_mode_predicts_and_changes_nothing(be9, capsys):
+    assert run(capsys, be9.argv('start', '--address', '127.0.0.1', '--check')) == (0, {
+        'changed': True, 'state': 'started', 'pid': None, 'msg': 'master would be started'})
+    assert not be9.run_dir.exists()
+
+
+def test_start_reports_a_master_that_does_not_come_up(be9, capsys, tmp_path):
+    be9.master = str(tmp_path / 'false-master')
+    with open(be9.master, 'w', encoding='utf-8') as handle:
+        handle.write('#!/bin/sh\nexit 75\n')
+    os.chmod(be9.master, 0o755)
+    code, answer = run(capsys, be9.argv('start', '--address', '127.0.0.1'))
+    assert code == 1 and answer['msg'] == (f'master for {be9.imapd} did not start (exit status 75): see the syslog '
+                                           'lines of cyrus-be9')
+    assert sorted(os.listdir(be9.run_dir)) == ['lock', 'proc', 'socket']   # prepare made the run-time directories
+
+
+def test_stop_when_nothing_runs_changes_nothing(be9, capsys):
+    assert run(capsys, be9.argv('stop')) == (0, {'changed': False, 'state': 'stopped', 'pid': None,
+                                                 'msg': 'master is not running'})
+
+
+def test_stop_in_check_mode_predicts(be9, capsys):
+    be9.running()
+    assert run(capsys, be9.argv('stop', '--check')) == (0, {'changed': True, 'state': 'stopped', 'pid': 4242,
+                                                            'msg': 'master would be stopped'})
+    assert os.path.exists(be9.pidfile)
+
+
+def test_stop_signals_the_master_then_kills_what_is_left(be9, capsys, monkeypatch):
+    be9.running(10)
+    be9.proc.add(11, ['imapd', '-C', be9.imapd])
+    be9.proc.add(12, ['imapd', '-C', '/etc/cyrus-ha/other/imapd.conf'])
+    sent = []
+
+    def kill(pid, sig):
+        sent.append((pid, sig))
+        if sig == ctl.signal.SIGKILL or pid == 10:
+            with open(os.path.join(be9.proc.root, str(pid), 'stat'), 'w', encoding='utf-8') as handle:
+                handle.write(f'{pid} (x) {"Z" if pid == 10 else "X"} 1\n')
+    monkeypatch.setattr(ctl.os, 'kill', kill)
+    monkeypatch.setattr(ctl.time, 'sleep', lambda seconds: None)
+    assert run(capsys, be9.argv('stop')) == (0, {'changed': True, 'state': 'stopped', 'pid': 10,
+                                                 'msg': 'master stopped'})
+    assert sent == [(10, ctl.signal.SIGTERM), (11, ctl.signal.SIGKILL)]
+    assert not os.path.exists(be9.pidfile)
+
+
+def test_kill_in_check_mode_and_with_nothing_running(be9, capsys):
+    assert run(capsys, be9.argv('kill')) == (0, {'changed': False, 'state': 'stopped', 'pid': None,
+                                                 'msg': 'no process of the instance runs'})
+    be9.running()
+    assert run(capsys, be9.argv('kill', '--check')) == (0, {'changed': True, 'state': 'killed', 'pid': 4242,
+                                                            'msg': 'would be killed'})
+
+
+def test_layout_and_prepare_make_the_directories_once(be9, capsys, tmp_path):
+    wanted = [str(tmp_path / 'lib'), str(tmp_path / 'lib' / 'db')]
+    argv = be9.argv('layout', *[f'--directory={d}' for d in wanted])
+    assert run(capsys, argv + ['--check'])[1]['changed'] is True and not os.path.exists(wanted[0])
+    assert run(capsys, argv) == (0, {'changed': True, 'state': 'laid out', 'pid': None, 'msg': ' '.join(wanted)})
+    assert all(os.stat(d).st_mode & 0o777 == 0o750 for d in wanted)
+    assert run(capsys, argv)[1]['changed'] is False
+    made = run(capsys, be9.argv('prepare'))[1]
+    assert made['changed'] is True and sorted(made['msg'].split()) == sorted(
+        [str(be9.run_dir), str(be9.run_dir / 'proc'), str(be9.run_dir / 'lock'), str(be9.run_dir / 'socket')])
+
+
+def test_layout_refuses_a_relative_directory(be9, capsys):
+    assert run(capsys, be9.argv('layout', '--directory=spool')) == (1, {
+        'changed': False, 'failed': True, 'msg': "directory 'spool' is not an absolute path"})
