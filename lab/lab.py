@@ -53,6 +53,8 @@ KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30}
 # of the machine's own): what a cluster stack on a real host keeps to itself.
 PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/lib/pacemaker', '/var/log/pacemaker',
                 '/var/log/corosync')
+# Files each host keeps private, starting empty (a server's own shell start-up files).
+PRIVATE_FILES = ('/root/.bashrc', '/root/.profile')
 # The lab's fence agent (lab/fence_cyhalab), installed where Pacemaker's fencer looks.
 FENCE_AGENT = '/usr/sbin/fence_cyhalab'
 KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares'}
@@ -404,6 +406,14 @@ class Lab:
                 stat = os.stat(path)
                 os.chown(copy, stat.st_uid, stat.st_gid)
             pairs.append(f'{copy}={path}')
+        # Root's shell start-up file on this machine sets up developer tools (pyenv init: ~0.2 s on every
+        # SSH command Ansible runs); a lab host, like a server, has a plain one of its own.
+        for path in PRIVATE_FILES:
+            if os.path.isfile(path):
+                copy = os.path.join(self.host_dir(name), 'private', path.strip('/').replace('/', '_'))
+                if not os.path.isfile(copy):
+                    write_atomic(copy, '# cyrus.ha lab host: a plain shell start-up file of its own\n', 0o644)
+                pairs.append(f'{copy}={path}')
         return pairs
 
     def spawn_host(self, host: dict, state: dict) -> None:
