@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
 from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import RUN_ROOT
 from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
     FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, flatten_addresses,
     link_state)
@@ -27,7 +28,7 @@ from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
 # address even when it is the only global address of its family on its interface (an IPv6 service
 # address beside an IPv4-only boot configuration), which the boot-address rule alone would take for
 # the node's own address.
-MARK_DIR = '/run/cyrus-ha/service_ip'
+MARK_DIR = os.path.join(RUN_ROOT, 'service_ip')
 
 # The conflict probe's defaults (the module's probe_count and probe_timeout).
 PROBE_COUNT = 2

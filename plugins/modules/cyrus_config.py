@@ -76,17 +76,14 @@ options:
     description: Keep a timestamped copy of O(path) before changing it.
     type: bool
     default: false
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 notes:
   - The file keeps its owner, group and mode when edited.
 '''

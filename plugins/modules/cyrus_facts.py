@@ -42,20 +42,15 @@ options:
       - This walks the whole partition; set V(false) on large mail stores.
     type: bool
     default: true
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.facts
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 notes:
   - Reads files under O(config_root), C(/proc) and the partitions; changes nothing.
 '''

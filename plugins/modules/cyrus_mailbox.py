@@ -22,6 +22,8 @@ author:
   - cyrus.ha contributors (@cyrus-ha)
 extends_documentation_fragment:
   - cyrus.ha.imap_connection
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.platform
 options:
   name:
     description: The mailbox, for example V(user.alice).
@@ -59,14 +61,12 @@ options:
 attributes:
   check_mode:
     support: full
-    description: Logs in and reads; creates, changes and deletes nothing, and predicts whether it would.
+    details:
+      - Logs in and reads; creates, changes and deletes nothing, and predicts whether it would.
   diff_mode:
     support: full
-    description: RV(diff) shows whether the mailbox exists and its quota, before and after.
-  platform:
-    description: Target OS/families that can be operated against.
-    platforms: [posix]
-    support: full
+    details:
+      - RV(diff) shows whether the mailbox exists and its quota, before and after.
 notes:
   - Uses only the Python standard library (imaplib). The password is never logged.
 '''

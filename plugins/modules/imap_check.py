@@ -25,6 +25,8 @@ author:
   - cyrus.ha contributors (@cyrus-ha)
 extends_documentation_fragment:
   - cyrus.ha.imap_connection
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.platform
 options:
   action:
     description: What to do.
@@ -102,14 +104,10 @@ options:
 attributes:
   check_mode:
     support: full
-    description: V(login) and V(verify) run as usual; V(append) logs in but stores nothing; V(deliver) sends nothing.
+    details:
+      - V(login) and V(verify) run as usual; V(append) logs in but stores nothing; V(deliver) sends nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  platform:
-    description: Target OS/families that can be operated against.
-    platforms: [posix]
-    support: full
 notes:
   - Uses only the Python standard library (imaplib, smtplib).
 '''

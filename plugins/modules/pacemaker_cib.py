@@ -95,13 +95,17 @@ options:
 notes:
   - Needs C(cibadmin) and C(crm_verify) from Pacemaker on the node.
   - In check mode, a node where the cluster is not running yet predicts that every object is created.
+extends_documentation_fragment:
+  - cyrus.ha.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports every change it would make; the CIB is only read.
+    details:
+      - Reports every change it would make; the CIB is only read.
   diff_mode:
     support: full
-    description: Shows the managed objects before and after, as XML.
+    details:
+      - Shows the managed objects before and after, as XML.
 '''
 
 EXAMPLES = r'''

@@ -156,21 +156,20 @@ options:
       - Returned in RV(forced) so that the run records who overrode the probe and why.
     type: str
     choices: [fenced, down]
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
     details:
       - Sends nothing (no probe, no announcement), changes nothing, and predicts C(changed) exactly.
       - Because the conflict probe is not sent, a conflict shows only in a real run.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: full
-    details: Before and after are the address's settings (empty when absent).
+    details:
+      - Before and after are the address's settings (empty when absent).
   platform:
-    description: Target OS/families that can be operated against.
-    platforms: [posix]
-    support: full
     details: Linux with iproute2 C(ip) supporting C(-j) (iproute2 4.14 or later); runs as root.
 notes:
   - If Ansible reaches the host through the service address, removing or moving that address cuts

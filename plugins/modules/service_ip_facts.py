@@ -27,21 +27,18 @@ options:
     type: list
     elements: str
     default: []
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.facts
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: Reads only.
+    details:
+      - Reads only.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
   platform:
-    description: Target OS/families that can be operated against.
-    platforms: [posix]
-    support: full
     details: Linux with iproute2 C(ip) supporting C(-j).
 seealso:
   - module: cyrus.ha.service_ip

@@ -105,16 +105,15 @@ options:
     description: Seconds to wait after SIGTERM before SIGKILL of the O(pidfile) process.
     type: float
     default: 10
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
     support: full
-    description: Reads the disk and the mount table, watches the MMP heartbeat, and predicts; changes nothing.
+    details:
+      - Reads the disk and the mount table, watches the MMP heartbeat, and predicts; changes nothing.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
-    support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    platforms: [posix]
     support: full
 notes:
   - Needs root, util-linux (C(blkid), C(findmnt), C(mount)) and, for ext4, e2fsprogs.

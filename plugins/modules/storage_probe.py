@@ -93,22 +93,17 @@ options:
       - Leftovers of other hosts or of a run still going are only reported.
     type: bool
     default: false
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.facts
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The probe writes only in its own work directory, which it removes, so it runs in check
-      mode too; only O(clean_leftovers) is predicted instead of done.
+    details:
+      - The probe writes only in its own work directory, which it removes, so it runs in check mode too; only O(clean_leftovers) is predicted instead of done.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 notes:
   - A path that does not exist, is not a directory, is not writable, is read-only, lacks the free
     space or inodes the probe needs (or runs out of them during the probe), or does not answer

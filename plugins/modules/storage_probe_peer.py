@@ -83,22 +83,17 @@ options:
     description: Files A creates for the C(neighbour_stat) check.
     type: int
     default: 256
+extends_documentation_fragment:
+  - cyrus.ha.attributes
+  - cyrus.ha.attributes.facts
+  - cyrus.ha.attributes.platform
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
     support: full
-    details: The checks write only in their own run directory, which the leader removes, so they run in
-      check mode too; the module never reports a change.
+    details:
+      - The checks write only in their own run directory, which the leader removes, so they run in check mode too; the module never reports a change.
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
     support: none
-  facts:
-    description: Action returns an C(ansible_facts) dictionary that will update existing host facts.
-    support: full
-  platform:
-    description: Target OS/families that can be operated against.
-    support: full
-    platforms: posix
 notes:
   - Linux only (C(fork), C(prctl), C(fcntl) locks through ctypes).
   - The role C(cyrus.ha.storage_probe) runs this module and M(cyrus.ha.storage_probe) (the single-host checks) and
