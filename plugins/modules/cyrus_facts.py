@@ -104,7 +104,7 @@ ansible_facts:
           type: dict
           sample:
             be1:
-              servername: be1-svc.cyha.test
+              servername: be1-svc.example.org
               murder_role: backend
               running: true
               master_pid: 4242

@@ -49,7 +49,8 @@ def request(address='203.0.113.50/24', **params):
     return sip.Request(dict({'state': 'present', 'namespace': None}, **params), ipaddress.ip_interface(address))
 
 
-def takeover(req, ip=None, link=ETH0, existing=(), result=None):
+def takeover(req, ip=None, link=None, existing=(), result=None):
+    link = link or ETH0
     target = sip.Target(link['ifname'], link, list(existing), list(existing))
     return sip.Takeover(req, ip or Ip(), target, {}, dict({'changed': False}, **(result or {})))
 

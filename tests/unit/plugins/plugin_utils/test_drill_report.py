@@ -166,9 +166,8 @@ def test_without_an_outage_delivery_there_is_no_outage_check():
     evidence = {k: v for k, v in EVIDENCE.items() if k != 'outage_job'}
     record = build_record(evidence)
     assert 'outage_delivery' not in record
-    assert [c['name'] for c in record['checks']] == ['every canary intact after the failover',
-                                                    'every canary intact after the failback',
-                                                    'instance back on its home node']
+    assert [c['name'] for c in record['checks']] == [
+        'every canary intact after the failover', 'every canary intact after the failback', 'instance back on its home node']
 
 
 def test_first_attempt_is_said_plainly():

@@ -76,7 +76,7 @@ def test_groups_and_host_variables():
     ('subnets.1', '2001:DB8::/64', 'subnets[1]: write 2001:DB8::/64 as 2001:db8::/64'),
     ('subnets.1', '198.51.100.128/25', 'subnets[1]: 198.51.100.128/25 overlaps subnets[0] 198.51.100.0/24'),
     ('hosts.be1.address', '203.0.113.21', "hosts.be1.address: 203.0.113.21 is outside the declared IPv4 subnets "
-                                        "(198.51.100.0/24)"),
+                                          "(198.51.100.0/24)"),
     ('hosts.be1.address', '198.51.100.021', "hosts.be1.address: '198.51.100.021' is not a valid IPv4 address"),
     ('hosts.be1.address', '198.51.100.21/24', 'hosts.be1.address: 198.51.100.21/24 has a prefix length: write the '
                                               'address alone (the prefix comes from subnets)'),
