@@ -72,6 +72,24 @@ def test_a_role_run_leaves_an_operator_stop_alone(cluster):
         crm('be1', 'crm_mon', '-1r').stdout
 
 
+@pytest.mark.parametrize('runbook', ['failover.yml', 'failback.yml', 'drill.yml'])
+def test_runbooks_refuse_a_pair_the_cluster_manages(cluster, runbook):
+    """Two managers for one resource: a warm-spare move of an instance Pacemaker runs is refused before
+    anything changes, naming the cluster's own ways."""
+    node = active()
+    assert node in NODES
+    proc = labutil.playbook(f'playbooks/{runbook}', *CLUSTER_VARS, '-e', 'warm_spare_instance=be1',
+                            '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
+                            check=False)
+    assert proc.returncode != 0
+    assert 'instance be1 is managed by the Pacemaker cluster running on' in proc.stdout, proc.stdout[-3000:]
+    assert '(primitive be1-cyrus): refusing to move it here as well' in proc.stdout
+    assert 'crm_resource --move --resource cyrus-be1 --node NODE' in proc.stdout
+    # nothing moved: the cluster's node still runs the whole group, and users are served
+    assert active() == node and group_started_on('be1', node) and has_address(node) and mounted(node)
+    assert login_works()
+
+
 @pytest.mark.parametrize('extra, message', [
     ({'cluster_fence_devices': []},
      'cyrus.ha.cluster_config: no fence devices: without fencing Pacemaker cannot move a volume safely '
