@@ -176,7 +176,7 @@ def one_move(tool: str, family: int, monitor: AddressMonitor, rsc: dict, probe: 
     while rig.connect(rig.CLIENT, address) != rig.HOLDER:
         if time.monotonic() > deadline:
             raise RuntimeError('the client cannot reach the holder')
-    params = {'address': f'{address}/{prefix}', 'conflict_probe': probe}
+    params = {'address': f'{address}/{prefix}', 'conflict_probe': probe, **({} if probe else {'peer_state': 'down'})}
     if tool == 'ipaddr2':
         ipaddr2(rig.HOLDER, 'stop', address, prefix, rsc[rig.HOLDER])
     else:

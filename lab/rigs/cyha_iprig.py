@@ -227,3 +227,74 @@ def module(args: dict, check: bool = False, diff: bool = False, name: str = 'cyr
                                  f'\n{proc.stderr[-3000:]}')
         with open(out, encoding='utf-8') as handle:
             return json.load(handle)
+
+
+# --------------------------------------------------------------------------- extra hosts and markers
+
+MARK_DIR = '/run/cyrus-ha/service_ip'     # service_ip's markers (module_utils/service_ip.py MARK_DIR)
+
+
+def host_up(netns: str, index: int, v4: bool = True, v6: str | None = None) -> None:
+    """One more host on the rig's bridge (`netns` must start with PREFIX, so down() removes it too): eth0 with
+    203.0.113.INDEX/24 when v4, and the IPv6 address `v6`/64 (no DAD) as its own address when given."""
+    assert netns.startswith(PREFIX) and netns not in (SW, *HOSTS), netns
+    port = 'p-' + netns[len(PREFIX):]
+    sh('ip', 'netns', 'add', netns)
+    sh('ip', '-n', netns, 'link', 'set', 'lo', 'up')
+    sh('ip', '-n', SW, 'link', 'add', port, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', netns)
+    sh('ip', '-n', SW, 'link', 'set', port, 'master', 'br0', 'up')
+    sh('ip', 'netns', 'exec', netns, 'sysctl', '-q', '-w', 'net.ipv6.conf.eth0.accept_ra=0')
+    if v4:
+        sh('ip', '-n', netns, 'addr', 'add', f'203.0.113.{index}/24', 'dev', 'eth0')
+    if v6:
+        sh('ip', '-n', netns, 'addr', 'add', f'{v6}/64', 'dev', 'eth0', 'nodad')
+    sh('ip', '-n', netns, 'link', 'set', 'eth0', 'up')
+
+
+def host_down(netns: str) -> None:
+    """Remove one extra host: its processes by PID, its namespace, its bridge port (deleted explicitly:
+    namespace teardown is asynchronous)."""
+    for pid in pids_in(netns):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    sh('ip', 'netns', 'del', netns, check=False)
+    sh('ip', '-n', SW, 'link', 'del', 'p-' + netns[len(PREFIX):], check=False)
+
+
+def mark_file(address: str, netns: str | None) -> str:
+    return os.path.join(MARK_DIR, f'{address}@{netns or "-"}')
+
+
+def read_mark(address: str, netns: str | None) -> dict | None:
+    try:
+        with open(mark_file(address, netns), encoding='utf-8') as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def drop_marks(netns: str) -> None:
+    """Remove the markers service_ip left for `netns` (tests that kill it leave some on purpose)."""
+    try:
+        names = os.listdir(MARK_DIR)
+    except FileNotFoundError:
+        return
+    for name in names:
+        if name.endswith(f'@{netns}'):
+            try:
+                os.unlink(os.path.join(MARK_DIR, name))
+            except FileNotFoundError:
+                pass
+
+
+def kill_module_in(netns: str) -> list[int]:
+    """SIGKILL every process inside `netns` (a module that entered it with setns()); the PIDs killed."""
+    pids = pids_in(netns)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return pids

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import math
 import select
 import socket
 import struct
@@ -219,15 +220,26 @@ class Link:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, dummy, dummy = select.select([self.sock], [], [], left)
-            if not ready:
-                return None
-            frame, addr = self.sock.recvfrom(65535)
+            try:
+                ready, dummy, dummy = select.select([self.sock], [], [], left)
+                if not ready:
+                    return None
+                frame, addr = self.sock.recvfrom(65535)
+            except (OSError, ValueError) as exc:
+                raise AnnounceError(f'listening on {self.interface} failed: {getattr(exc, "strerror", None) or exc}') from None
             if len(addr) > 2 and addr[2] == PACKET_OUTGOING:
                 continue
             found = match(frame)
             if found is not None:
                 return found
+
+
+def check_timing(what: str, value, low: float, high: float) -> None:
+    """A count or a number of seconds must be a finite number within [low, high] before it reaches select() or
+    sleep() (NaN compares false with everything, inf overflows time_t, a huge one hangs the run)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise AnnounceError(f'{what} must be a finite number from {low} to {high}, not {value!r}')
 
 
 def ethertype_for(ip: str) -> int:
@@ -265,6 +277,8 @@ def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.
     With `keeper`, its socket is used (and left open).
 
     Returns {'conflict': bool, 'mac': str|None, 'probes': n, 'seconds': float}."""
+    check_timing('probe count', count, 1, 1000)
+    check_timing('probe timeout', timeout, 0, 3600)
     version = ipaddress.ip_address(ip).version
     started = time.monotonic()
     if version == 4:
@@ -290,10 +304,14 @@ def probe(interface: str, mac: str, ip: str, count: int = 2, timeout: float = 0.
 
 
 def announce(interface: str, mac: str, ip: str, count: int = 3, interval: float = 0.2, mode: str = 'request',
-             sock_factory=socket.socket, clock_zero: float | None = None, keeper: LinkKeeper | None = None) -> dict:
+             sock_factory=socket.socket, clock_zero: float | None = None, keeper: LinkKeeper | None = None,
+             on_round=None) -> dict:
     """Send `count` announcements `interval` seconds apart (the interval is honoured).
 
-    mode (IPv4): 'request', 'reply' or 'both' (a request then a reply each round)."""
+    mode (IPv4): 'request', 'reply' or 'both' (a request then a reply each round). `on_round(n)` is called
+    after round n (1-based) has been sent: the caller's step boundary."""
+    check_timing('announcement count', count, 0, 1000)
+    check_timing('announcement interval', interval, 0, 3600)
     version = ipaddress.ip_address(ip).version
     if version == 4:
         ethertype = ETH_P_ARP
@@ -316,4 +334,6 @@ def announce(interface: str, mac: str, ip: str, count: int = 3, interval: float 
                 if first is None:
                     first = stamp
                 sent += 1
+            if on_round is not None:
+                on_round(n + 1)
     return {'sent': sent, 'first': None if first is None else round(first - zero, 6)}

@@ -13,6 +13,7 @@ import ctypes
 import ctypes.util
 import ipaddress
 import json
+import math
 import os
 import re
 import time
@@ -35,7 +36,8 @@ class IpError(Exception):
 
 
 def check_name(kind: str, name: str, pattern=NAME_RE) -> str:
-    if not isinstance(name, str) or not pattern.match(name):
+    # fullmatch, not match: `$` would accept a trailing newline ('eth0\n')
+    if not isinstance(name, str) or not pattern.fullmatch(name):
         raise IpError(f'{kind} {name!r} is not a valid name: use letters, digits, ".", "_", "-" '
                       f'(no spaces, slashes or shell metacharacters), at most 15 characters'
                       if pattern is NAME_RE else
@@ -47,7 +49,7 @@ def check_name(kind: str, name: str, pattern=NAME_RE) -> str:
 def check_label(label: str, interface: str) -> str:
     if len(label) > 15:
         raise IpError(f'label {label!r} is {len(label)} characters long: the kernel allows at most 15')
-    if not LABEL_RE.match(label):
+    if not LABEL_RE.fullmatch(label):
         raise IpError(f'label {label!r} is not a valid label: use letters, digits, ".", "_", "-", ":" '
                       '(no spaces, slashes or shell metacharacters)')
     if not label.startswith(interface):
@@ -123,8 +125,21 @@ def parse_json(text: str, what: str):
         raise IpError(f'`ip -j {what}` did not print JSON: {text[:200]!r}') from None
 
 
+def canonical(text):
+    """One textual form per address (Python's ipaddress form), whoever wrote it: `ip` prints an IPv4-mapped
+    IPv6 address as ::ffff:192.0.2.1, Python as ::ffff:c000:201; both become the latter. Text that is not an
+    address is returned unchanged."""
+    if not isinstance(text, str):
+        return text
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
+
+
 def flatten_addresses(links: list) -> list[dict]:
-    """`ip -j addr show` -> one dict per address, in the kernel's order, with its interface."""
+    """`ip -j addr show` -> one dict per address, in the kernel's order, with its interface; every address
+    in canonical() form, so that it compares equal to the same address parsed by ipaddress."""
     out = []
     for link in links:
         index_in_family: dict = {}
@@ -144,7 +159,7 @@ def flatten_addresses(links: list) -> list[dict]:
                 'ifindex': link.get('ifindex'),
                 'mac': link.get('address'),
                 'family': 4 if family == 'inet' else 6,
-                'local': info.get('local'),
+                'local': canonical(info.get('local')),
                 'prefix': info.get('prefixlen'),
                 'scope': info.get('scope'),
                 'label': info.get('label'),
@@ -275,6 +290,8 @@ class IpRoute:
 
     def wait_dad(self, local: str, dev: str, timeout: float, interval: float = 0.01) -> str:
         """Wait until an IPv6 address leaves `tentative`. Returns 'done', 'dadfailed' or 'timeout'."""
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in (timeout, interval)):
+            raise IpError(f'wait_dad needs finite, non-negative seconds, not timeout={timeout!r} interval={interval!r}')
         deadline = time.monotonic() + timeout
         while True:
             state = 'gone'

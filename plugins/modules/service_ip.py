@@ -30,9 +30,17 @@ description:
     deleting it would make the kernel delete secondary addresses with it.
   - The node's own (boot) address, the oldest global address of its family on an interface that
     this module did not add, and the address the Ansible connection came in on, are never managed.
-    The module remembers what it added with one empty file per address under C(/run/cyrus-ha/service_ip)
+    The module remembers what it added with one small record per address under C(/run/cyrus-ha/service_ip)
     (gone after a reboot, like the runtime address itself), so an IPv6 service address on a host
-    without another global IPv6 address is still a service address.
+    without another global IPv6 address is still a service address. A record is trusted only while it
+    names this boot (the boot id), this network namespace (its inode, so a namespace deleted and created
+    again under the same name is another one) and the interface holding the address (its index); a
+    record from a previous life is ignored (the address counts as the node's own and is never removed)
+    and deleted by the next run.
+  - A run killed half way (SIGKILL, a crash) is finished by the next one. The record says C(adding)
+    from before the address is added until the announcements went out; a later V(present) run that
+    finds the address with such a record announces it again, reports a change and says why in
+    RV(interrupted).
   - An interface without an Ethernet address (tun, GRE, WireGuard) gets no ARP, neighbour
     advertisement or conflict probe; the module refuses it unless O(announce_count=0) and
     O(conflict_probe=false).
@@ -44,7 +52,8 @@ options:
     description:
       - The service address with its prefix length, C(203.0.113.50/24) or C(2001:db8::50/64).
       - Network and broadcast addresses (host bits all zero or all one) are refused, as are
-        multicast, loopback and unspecified addresses.
+        multicast, loopback, unspecified, link-local (C(169.254.0.0/16), C(fe80::/10)) and IPv4-mapped
+        IPv6 addresses, addresses with a zone index (C(%eth0)) and anything but printable ASCII.
     type: str
     required: true
   interface:
@@ -54,7 +63,7 @@ options:
         C(ip route list match ADDRESS/PREFIX), the routes covering the whole subnet. Only directly
         connected routes count (for IPv4 scope C(link)), never a default, unreachable, blackhole,
         prohibit or throw route or a route via a gateway; the longest prefix wins, then the lowest
-        metric. Required for an IPv6 link-local address.
+        metric.
     type: str
   label:
     description:
@@ -67,8 +76,8 @@ options:
     type: str
   preferred_lft:
     description:
-      - Preferred lifetime, C(forever) or seconds. C(0) makes the address deprecated (it stays usable
-        but is not chosen as a source address).
+      - Preferred lifetime, C(forever) or seconds (ASCII digits, at most 4294967295). C(0) makes the address
+        deprecated (it stays usable but is not chosen as a source address).
     type: str
   noprefixroute:
     description:
@@ -90,12 +99,13 @@ options:
     default: present
   announce_count:
     description:
-      - Number of gratuitous ARPs or unsolicited neighbour advertisements to send. V(0) sends none.
+      - Number of gratuitous ARPs or unsolicited neighbour advertisements to send. V(0) sends none; at most 100.
     type: int
     default: 3
   announce_interval:
     description:
-      - Seconds between two announcements (honoured exactly; the first is sent at once).
+      - Seconds between two announcements (honoured exactly; the first is sent at once), a finite number
+        from 0 to 10.
     type: float
     default: 0.2
   announce_mode:
@@ -109,11 +119,14 @@ options:
   conflict_probe:
     description:
       - Probe the link before adding the address and refuse it if another host answers.
+      - V(false) needs O(peer_state), the statement that the peer cannot answer (without the probe nothing
+        stops two nodes from holding the address), except on a loopback interface or one without an
+        Ethernet address, where no probe can be sent.
     type: bool
     default: true
   probe_count:
     description:
-      - Number of probes, spread evenly over O(probe_timeout).
+      - Number of probes, spread evenly over O(probe_timeout), 1 to 100.
     type: int
     default: 2
   probe_timeout:
@@ -124,7 +137,7 @@ options:
         4.3 ms in 1200 probes on a loaded 2-core test machine, C(bench/probe_latency.py)), so the
         default keeps IPv4 takeover as fast as Pacemaker's IPaddr2, which does not probe at all.
         Raise it where a holder may answer late (virtual machines with CPU steal, congested or
-        long links); the probe then costs that much per takeover.
+        long links); the probe then costs that much per takeover. A finite number from 0.001 to 10.
     type: float
     default: 0.02
   ipv6_dad:
@@ -135,7 +148,8 @@ options:
     default: true
   dad_timeout:
     description:
-      - Seconds to wait for duplicate address detection before giving up (and removing the address).
+      - Seconds to wait for duplicate address detection before giving up (and removing the address),
+        a finite number from 0 to 300.
     type: float
     default: 10
   require_link_up:
@@ -151,8 +165,8 @@ options:
     default: false
   peer_state:
     description:
-      - The operator's statement, required with O(force=true), of why the answering peer does not
-        count, V(fenced) (powered off or isolated by a fence device) or V(down) (known to be down).
+      - The operator's statement, required with O(force=true) and with O(conflict_probe=false), of why the
+        peer does not count, V(fenced) (powered off or isolated by a fence device) or V(down) (known to be down).
       - Returned in RV(forced) so that the run records who overrode the probe and why.
     type: str
     choices: [fenced, down]
@@ -260,6 +274,11 @@ conflict_probe:
   returned: always
   type: dict
   sample: {"conflict": false, "mac": null, "probes": 2, "seconds": 0.2002}
+interrupted:
+  description: Present when a previous run added the address and was stopped before announcing it; this run announced it.
+  returned: when a previous run was interrupted
+  type: str
+  sample: "a previous run added 198.51.100.121 on eth0 but stopped before announcing it (its marker says `adding`): this run announces it"
 forced:
   description: Present when O(force) overrode an answered probe, with O(peer_state) and the MAC that answered.
   returned: when forced

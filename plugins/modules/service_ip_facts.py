@@ -14,6 +14,9 @@ description:
     play knows which node serves which instance.
   - A boot address is the oldest global address of its family on an interface that
     M(cyrus.ha.service_ip) did not add, the same rule M(cyrus.ha.service_ip) uses to refuse managing it.
+    What M(cyrus.ha.service_ip) added is known from its records, trusted only while they name this boot,
+    this network namespace and the interface holding the address (a record from a namespace deleted and
+    created again under the same name is ignored).
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
@@ -65,19 +68,20 @@ ansible_facts:
     cyrus_ha_service_ips:
       description:
         - The service addresses held now, each with C(address), C(prefix), C(family) (V(ipv4) or
-          V(ipv6)), C(interface), C(label) (IPv4), C(tentative) and C(dadfailed).
+          V(ipv6)), C(interface), C(label) (IPv4), C(tentative), C(dadfailed) and C(interrupted) (added by a
+          M(cyrus.ha.service_ip) run that stopped before announcing it; the next V(present) run announces it).
       returned: always
       type: list
       elements: dict
       sample: [{"address": "198.51.100.121", "prefix": 24, "family": "ipv4", "interface": "eth0",
-                "label": "eth0:imap1", "tentative": false, "dadfailed": false}]
+                "label": "eth0:imap1", "tentative": false, "dadfailed": false, "interrupted": false}]
     cyrus_ha_boot_ips:
       description: The node's own boot addresses, in the same form.
       returned: always
       type: list
       elements: dict
       sample: [{"address": "198.51.100.30", "prefix": 24, "family": "ipv4", "interface": "eth0",
-                "label": "eth0", "tentative": false, "dadfailed": false}]
+                "label": "eth0", "tentative": false, "dadfailed": false, "interrupted": false}]
 '''
 
 from ansible.module_utils.basic import AnsibleModule

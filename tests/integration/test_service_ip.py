@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 
 import pytest
 
@@ -254,6 +255,150 @@ BAD = [
 
 @pytest.mark.parametrize('bad, message', BAD, ids=[m[:40] for dummy, m in BAD])
 def test_bad_input_fails_with_its_message_and_changes_nothing(clean, bad, message):
+    before = {ns: rig.addresses(ns) for ns in rig.HOSTS}
+    result = rig.module(dict({'namespace': rig.SPARE}, **bad))
+    assert failed(result) == message
+    assert result['changed'] is False
+    assert {ns: rig.addresses(ns) for ns in rig.HOSTS} == before
+
+
+# --------------------------------------------------------------------------- issue 19: markers and interrupted runs
+
+KILL_AT = 'CYRUS_HA_SERVICE_IP_KILL_AT'   # the module's test hook: SIGKILL itself at this step (service_ip.py)
+
+
+def interrupted_msg(ns: str, vip: str) -> str:
+    return (f'a previous run added {vip} on eth0 in network namespace {ns} but stopped before announcing it (its '
+            'marker says `adding`): this run announces it')
+
+
+def test_a_marker_from_a_deleted_namespace_is_not_trusted_by_the_one_made_again(clean):
+    """The marker outlives the namespace; the namespace made again under the same name holds the address as
+    its own (its only global IPv6 address): facts call it a boot address and state=absent refuses it."""
+    ns, vip = rig.PREFIX + 'reborn', '2001:db8::cafe:60'
+
+    def facts_of():
+        return ok(rig.module({'namespace': ns}, name='cyrus.ha.service_ip_facts'))['ansible_facts']
+    rig.host_down(ns)
+    try:
+        rig.host_up(ns, 4)
+        ok(rig.module({'address': f'{vip}/64', 'namespace': ns, 'interface': 'eth0', 'ipv6_dad': False}))
+        assert rig.read_mark(vip, ns)['state'] == 'announced'
+        assert [f['address'] for f in facts_of()['cyrus_ha_service_ips']] == [vip]
+        rig.host_down(ns)
+        rig.host_up(ns, 4, v6=vip)
+        assert rig.read_mark(vip, ns) is not None, 'the old marker is still there: the test would prove nothing'
+        facts = facts_of()
+        assert vip not in [f['address'] for f in facts['cyrus_ha_service_ips']]
+        assert vip in [f['address'] for f in facts['cyrus_ha_boot_ips']]
+        result = rig.module({'address': f'{vip}/64', 'namespace': ns, 'state': 'absent'})
+        assert failed(result) == (f'{vip} is the own (boot) address of eth0 in network namespace {ns}: service_ip '
+                                  'manages only service addresses added beside it, never the address the node itself '
+                                  'is reached at')
+        assert result['changed'] is False and rig.has_address(ns, vip)
+    finally:
+        rig.host_down(ns)
+        rig.drop_marks(ns)
+
+
+def test_a_run_killed_right_after_adding_is_announced_by_the_next(clean, monkeypatch):
+    """Killed between the add and the first announcement: the client still has the old owner's MAC; the next
+    run announces (changed, and says why), the client follows, the run after that changes nothing."""
+    holder_mac, spare_mac = rig.mac(rig.HOLDER), rig.mac(rig.SPARE)
+    # the client last saw the address at the holder (set directly: a real connection to the holder could
+    # retransmit later, re-probe the old MAC and empty the entry, which would prove nothing either way)
+    rig.sh('ip', '-n', rig.CLIENT, 'neigh', 'replace', rig.VIP4, 'lladdr', holder_mac, 'dev', 'eth0', 'nud', 'stale')
+    try:
+        monkeypatch.setenv(KILL_AT, 'added')
+        died = rig.module(args(rig.SPARE, 4))
+        monkeypatch.delenv(KILL_AT)
+        assert died['cyha_status'] == 'failed', died
+        assert rig.has_address(rig.SPARE, rig.VIP4) and rig.read_mark(rig.VIP4, rig.SPARE)['state'] == 'adding'
+        assert rig.neigh_mac(rig.CLIENT, rig.VIP4) == holder_mac, 'nothing was announced'
+        facts = ok(rig.module({'namespace': rig.SPARE}, name='cyrus.ha.service_ip_facts'))['ansible_facts']
+        assert [(f['address'], f['interrupted']) for f in facts['cyrus_ha_service_ips']] == [(rig.VIP4, True)]
+
+        predicted = ok(rig.module(args(rig.SPARE, 4), check=True))
+        assert predicted['changed'] is True and predicted['interrupted'] == interrupted_msg(rig.SPARE, rig.VIP4)
+        assert rig.neigh_mac(rig.CLIENT, rig.VIP4) == holder_mac, 'check mode sends nothing'
+        done = ok(rig.module(args(rig.SPARE, 4)))
+        assert done['changed'] is True and done['announcements']['sent'] == 3
+        assert done['interrupted'] == interrupted_msg(rig.SPARE, rig.VIP4)
+        assert rig.wait_neigh(rig.CLIENT, rig.VIP4, spare_mac), rig.neigh_mac(rig.CLIENT, rig.VIP4)
+        assert labutil.poll(lambda: rig.connect(rig.CLIENT, rig.VIP4) == rig.SPARE, 5)
+        assert rig.read_mark(rig.VIP4, rig.SPARE)['state'] == 'announced'
+        assert ok(rig.module(args(rig.SPARE, 4)))['changed'] is False
+    finally:
+        monkeypatch.delenv(KILL_AT, raising=False)
+        ok(rig.module(args(rig.SPARE, 4, state='absent')))
+    assert rig.read_mark(rig.VIP4, rig.SPARE) is None
+
+
+@pytest.mark.parametrize('step', ['marked', 'announced-1'])
+def test_a_run_killed_at_a_step_is_finished_or_undone(clean, monkeypatch, step):
+    """Killed before the add (marker written): the next run takes the address as if new. Killed after the first
+    announcement: the next run announces again. state=absent after a kill removes address and marker."""
+    vip = rig.VIP6
+    monkeypatch.setenv(KILL_AT, step)
+    assert failed(rig.module(args(rig.SPARE, 6, ipv6_dad=False))) is not None
+    monkeypatch.delenv(KILL_AT)
+    assert rig.has_address(rig.SPARE, vip) is (step != 'marked')
+    done = ok(rig.module(args(rig.SPARE, 6, ipv6_dad=False)))
+    assert done['changed'] is True and done['announcements']['sent'] == 3
+    assert done.get('interrupted') == (None if step == 'marked' else interrupted_msg(rig.SPARE, vip))
+    assert rig.has_address(rig.SPARE, vip)
+    monkeypatch.setenv(KILL_AT, 'announced-2')
+    failed(rig.module(args(rig.SPARE, 6, ipv6_dad=False, state='announced')))
+    monkeypatch.delenv(KILL_AT)
+    gone = ok(rig.module(args(rig.SPARE, 6, state='absent')))
+    assert gone['changed'] is True and not rig.has_address(rig.SPARE, vip) and rig.read_mark(vip, rig.SPARE) is None
+
+
+def test_a_run_sigkilled_from_outside_while_announcing_is_finished_by_the_next(clean):
+    """No hook: the module is SIGKILLed by PID (found by its network namespace) while it announces."""
+    result = {}
+    run = threading.Thread(target=lambda: result.update(
+        rig.module(args(rig.SPARE, 4, announce_count=60, announce_interval=0.05))))
+    run.start()
+    try:
+        assert labutil.poll(lambda: rig.has_address(rig.SPARE, rig.VIP4), 30)
+        assert rig.kill_module_in(rig.SPARE), 'no module process found in the namespace'
+    finally:
+        run.join(60)
+    assert result['cyha_status'] == 'failed', result
+    assert rig.has_address(rig.SPARE, rig.VIP4) and rig.read_mark(rig.VIP4, rig.SPARE)['state'] == 'adding'
+    done = ok(rig.module(args(rig.SPARE, 4)))
+    assert done['changed'] is True and done['interrupted'] == interrupted_msg(rig.SPARE, rig.VIP4)
+    assert done['announcements']['sent'] == 3
+    assert ok(rig.module(args(rig.SPARE, 4)))['changed'] is False
+    assert ok(rig.module(args(rig.SPARE, 4, state='absent')))['changed'] is True
+
+
+HOSTILE = [
+    ({'address': '203.0.113.50/24', 'announce_interval': 'nan'}, 'announce_interval must be a finite number, not nan'),
+    ({'address': '203.0.113.50/24', 'announce_interval': 'inf'}, 'announce_interval must be a finite number, not inf'),
+    ({'address': '203.0.113.50/24', 'probe_timeout': '1e300'}, 'probe_timeout must be at most 10, not 1e+300'),
+    ({'address': '203.0.113.50/24', 'dad_timeout': 'nan'}, 'dad_timeout must be a finite number, not nan'),
+    ({'address': '203.0.113.50/\u0662\u0664'}, "address '203.0.113.50/\u0662\u0664' contains characters that are not "
+     'printable ASCII: write it with ASCII digits, e.g. 203.0.113.50/24'),
+    ({'address': '169.254.10.10/16'}, "address '169.254.10.10/16' is a link-local address (169.254.0.0/16): it is "
+     'never routed beyond its link, and the kernel makes its own there; a service address must be a global or '
+     'unique-local one'),
+    ({'address': 'fe80::50/64', 'interface': 'eth0'}, "address 'fe80::50/64' is a link-local address (fe80::/10): it "
+     'is never routed beyond its link, and the kernel makes its own there; a service address must be a global or '
+     'unique-local one'),
+    ({'address': '::ffff:203.0.113.50/120'}, "address '::ffff:203.0.113.50/120' is an IPv4-mapped IPv6 address "
+     '(::ffff:203.0.113.50): nobody reaches a service there; write the IPv4 address, 203.0.113.50/PREFIX'),
+    ({'address': '203.0.113.50/24', 'conflict_probe': False}, f'conflict_probe=false on eth0 in network namespace '
+     f'{rig.SPARE} needs peer_state (fenced or down): without the probe nothing stops the address from being added '
+     'while the peer still holds it (two nodes answering for it); state why the peer cannot, or keep the probe'),
+    ({'address': '203.0.113.50/24', 'namespace': ''}, "namespace is empty (''): omit it to act in the network "
+     'namespace the module runs in'),
+]
+
+
+@pytest.mark.parametrize('bad, message', HOSTILE, ids=[m[:40] for dummy, m in HOSTILE])
+def test_hostile_input_fails_before_anything_changes(clean, bad, message):
     before = {ns: rig.addresses(ns) for ns in rig.HOSTS}
     result = rig.module(dict({'namespace': rig.SPARE}, **bad))
     assert failed(result) == message

@@ -209,3 +209,39 @@ def test_a_keeper_gives_the_probe_and_the_announcements_one_socket(monkeypatch):
     assert made[0].closed is False, 'the keeper closes it, once, at the end'
     keeper.close()
     assert made[0].closed is True
+
+
+@pytest.mark.parametrize('call, message', [
+    (lambda: ann.announce('eth0', MAC, '203.0.113.50', 3, float('nan'), sock_factory=FakeSocket),
+     'announcement interval must be a finite number from 0 to 3600, not nan'),
+    (lambda: ann.announce('eth0', MAC, '203.0.113.50', 3, float('inf'), sock_factory=FakeSocket),
+     'announcement interval must be a finite number from 0 to 3600, not inf'),
+    (lambda: ann.announce('eth0', MAC, '203.0.113.50', -1, 0.1, sock_factory=FakeSocket),
+     'announcement count must be a finite number from 0 to 1000, not -1'),
+    (lambda: ann.probe('eth0', MAC, '203.0.113.50', 2, float('nan'), sock_factory=FakeSocket),
+     'probe timeout must be a finite number from 0 to 3600, not nan'),
+    (lambda: ann.probe('eth0', MAC, '203.0.113.50', 10 ** 9, 0.1, sock_factory=FakeSocket),
+     'probe count must be a finite number from 1 to 1000, not 1000000000'),
+])
+def test_numbers_that_would_reach_select_or_sleep_are_refused_before_anything_is_sent(call, message):
+    FakeSocket.instances.clear()
+    with pytest.raises(ann.AnnounceError) as caught:
+        call()
+    assert str(caught.value) == message and FakeSocket.instances == []
+
+
+def test_a_failing_select_or_recv_is_a_clear_error_not_a_traceback(monkeypatch):
+    def broken(*args):
+        raise OSError(100, 'Network is down')
+    monkeypatch.setattr(ann.select, 'select', broken)
+    with pytest.raises(ann.AnnounceError) as caught:
+        ann.probe('eth0', MAC, '203.0.113.50', 2, 0.1, sock_factory=FakeSocket)
+    assert str(caught.value) == 'listening on eth0 failed: Network is down'
+
+
+def test_each_round_is_a_step_boundary(monkeypatch):
+    monkeypatch.setattr(ann.time, 'sleep', lambda s: None)
+    rounds = []
+    sent = ann.announce('eth0', MAC, '203.0.113.50', 3, 0.1, 'both', sock_factory=FakeSocket,
+                        on_round=lambda n: rounds.append((n, len(FakeSocket.instances[-1].sent))))
+    assert sent['sent'] == 6 and rounds == [(1, 2), (2, 4), (3, 6)]

@@ -164,3 +164,25 @@ def test_missing_namespace_and_failed_setns(tmp_path, monkeypatch):
     with pytest.raises(IpError) as caught:
         iproute.enter_netns('netns-file', libc=Libc())
     assert str(caught.value) == 'setns() into the network namespace failed: Invalid argument'
+
+
+@pytest.mark.parametrize('name', ['eth0\n', 'eth0 ', 'eth\u0660', ''])
+def test_a_name_with_a_trailing_newline_or_non_ascii_is_refused(name):
+    with pytest.raises(IpError):
+        check_name('interface', name)
+    with pytest.raises(IpError):
+        check_label(name or ':', 'eth0')
+
+
+def test_addresses_are_compared_in_one_canonical_form():
+    assert iproute.canonical('2001:DB8:0::50') == '2001:db8::50'
+    assert iproute.canonical('::ffff:203.0.113.5') == '::ffff:cb00:7105'
+    assert iproute.canonical('not an address') == 'not an address' and iproute.canonical(None) is None
+
+
+@pytest.mark.parametrize('timeout', [float('nan'), float('inf'), -1])
+def test_wait_dad_refuses_a_timeout_that_would_never_end(timeout):
+    ip = IpRoute('ip', runner=lambda argv: pytest.fail('nothing may run'))
+    with pytest.raises(IpError) as caught:
+        ip.wait_dad('2001:db8::50', 'eth0', timeout)
+    assert str(caught.value).startswith('wait_dad needs finite, non-negative seconds')

@@ -98,7 +98,8 @@ class FakeIp:
 PARAMS = {'interface': None, 'label': None, 'broadcast': None, 'preferred_lft': None, 'noprefixroute': False,
           'namespace': None, 'state': 'present', 'announce_count': 0, 'announce_interval': 0.2,
           'announce_mode': 'request', 'conflict_probe': False, 'probe_count': 2, 'probe_timeout': 0.2,
-          'ipv6_dad': False, 'dad_timeout': 10, 'require_link_up': True, 'force': False, 'peer_state': None}
+          'ipv6_dad': False, 'dad_timeout': 10, 'require_link_up': True, 'force': False, 'peer_state': 'down'}
+# conflict_probe=false needs peer_state (the statement that the peer cannot answer): the fake link has no peer
 
 
 @pytest.fixture(autouse=True)
