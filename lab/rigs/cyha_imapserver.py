@@ -133,3 +133,14 @@ def remove(pid) -> None:
     subprocess.run(['ip', '-n', NETNS, 'addr', 'del', f'{ADDRESS}/24', 'dev', 'eth0'], check=False)
     for path in (ETC, CONFIGDIR, SPOOL):
         shutil.rmtree(path, ignore_errors=True)
+
+
+def add_user(user: str, password: str) -> None:
+    """One more SASL user of the running instance (UTF-8 name and password allowed); remove_user() undoes it."""
+    subprocess.run(['saslpasswd2', '-p', '-c', '-f', f'{CONFIGDIR}/sasldb2', '-u', SERVERNAME, user],
+                   input=password.encode('utf-8'), check=True)
+    os.chown(f'{CONFIGDIR}/sasldb2', pwd.getpwnam('cyrus').pw_uid, grp.getgrnam('mail').gr_gid)
+
+
+def remove_user(user: str) -> None:
+    subprocess.run(['saslpasswd2', '-d', '-f', f'{CONFIGDIR}/sasldb2', '-u', SERVERNAME, user], check=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 SECTIONS = ('START', 'SERVICES', 'EVENTS', 'DAEMON')
 _IMAPD_KEY = re.compile(r'@?[A-Za-z0-9_-]*')
@@ -65,6 +66,117 @@ class ConfigError(ValueError):
         super().__init__('\n'.join(str(p) for p in self.problems))
 
 
+# ---------------------------------------------------------------------------------------------
+# reading a config file, and what may be printed of it
+# ---------------------------------------------------------------------------------------------
+
+# A Cyrus config is a few KiB; anything beyond this is not one (and would be slow to lint).
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+MASK = '********'
+# Options whose values are secrets in Cyrus terms: mupdate_password, proxy_password, <server>_password,
+# ldap_password, sasl_*secret*, ...: never printed, whatever their spacing.
+_SECRET_KEY = re.compile(r'.*(password|passwd|secret|_pass)[a-z0-9_-]*', re.I)
+
+
+class FileRefused(ValueError):
+    """A config path that is not a regular text file of sane size: the message names it and the cause."""
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, 'a directory'), (stat.S_ISFIFO, 'a FIFO'), (stat.S_ISSOCK, 'a socket'),
+                       (stat.S_ISCHR, 'a character device'), (stat.S_ISBLK, 'a block device')):
+        if test(mode):
+            return name
+    return 'not a regular file'
+
+
+def read_config(path: str, max_bytes: int = MAX_CONFIG_BYTES) -> str:
+    """The text of the config file at ``path``, following a symlink to its target.
+
+    Never blocks: a directory, FIFO, socket or device is refused from stat() before opening, and the
+    open is O_NONBLOCK with an fstat() after it (a file swapped in between is refused too). Refused as
+    well: more than ``max_bytes``, NUL bytes, text that is not UTF-8. Raises FileRefused (or OSError
+    for a missing or unreadable file); the message never holds the file's content."""
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise FileRefused('%s is %s, not a regular file: refused' % (path, _kind_of(st.st_mode)))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, 'O_CLOEXEC', 0) | getattr(os, 'O_NOCTTY', 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileRefused('%s is %s, not a regular file: refused' % (path, _kind_of(st.st_mode)))
+        if st.st_size > max_bytes:
+            raise FileRefused('%s is %d bytes, more than the %d a Cyrus config may have: refused'
+                              % (path, st.st_size, max_bytes))
+        chunks, size = [], 0
+        while size <= max_bytes:
+            chunk = os.read(fd, min(65536, max_bytes + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    data = b''.join(chunks)
+    if len(data) > max_bytes:
+        raise FileRefused('%s grew beyond the %d bytes a Cyrus config may have: refused' % (path, max_bytes))
+    if b'\0' in data:
+        raise FileRefused('%s holds NUL bytes: it is not a text config file, refused' % path)
+    try:
+        return data.decode('utf-8')
+    except UnicodeDecodeError as exc:
+        raise FileRefused('%s is not UTF-8 text (byte %d): refused' % (path, exc.start)) from None
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether an imapd.conf option holds a secret (its value is never printed)."""
+    return bool(_SECRET_KEY.fullmatch(key.strip().lower()))
+
+
+def secret_values(texts, extra=()) -> list:
+    """Every secret found: the values of secret options in the imapd.conf ``texts`` and the ``extra``
+    values, each as given and stripped, longest first (so that masking never leaves a tail)."""
+    found = set()
+    for text in texts:
+        for line in _split_lines(text or ''):
+            key, sep, value = _body(line).partition(':')
+            if sep and is_secret_key(key):
+                found.update((value, value.strip(_SPACE)))
+    for value in extra:
+        text = format_value(value) if value is not None else ''
+        found.update((str(value) if value is not None else '', text))
+    return sorted((v for v in found if v.strip(_SPACE)), key=len, reverse=True)
+
+
+def scrub(value, secrets: list):
+    """``value`` (a string, or lists/dicts of them) with every secret replaced by the mask."""
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, (list, tuple)):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    return value
+
+
+def masked(text: str, secret_keys=(), secrets=()) -> str:
+    """imapd.conf text for a diff: every option that is a secret in Cyrus terms (or named in
+    ``secret_keys``) written as ``key: ********``, and every value in ``secrets`` masked wherever else
+    it appears (a comment, another option)."""
+    keys = {k.lower() for k in secret_keys}
+    out = []
+    for line in _split_lines(text or ''):
+        key, sep, dummy = _body(line).partition(':')
+        key = key.strip(_SPACE).lower()
+        if sep and not key.startswith('#') and (key in keys or is_secret_key(key)):
+            out.append('%s: %s%s' % (key, MASK, '\n' if line.endswith('\n') else ''))
+        else:
+            out.append(scrub(line, secrets))
+    return ''.join(out)
+
+
 def _split_lines(text: str) -> list:
     """Lines with their endings kept (only \\n ends a line, as for fgets)."""
     parts = text.split('\n')
@@ -97,24 +209,35 @@ class ImapdLine:
 
 
 class ImapdConf:
-    """A parsed imapd.conf. ``options`` maps lower-cased keys to values (Cyrus lower-cases keys)."""
+    """A parsed imapd.conf. ``options`` maps lower-cased keys to values (Cyrus lower-cases keys).
+
+    The options and their line numbers are indexed once per version of ``lines`` (one pass), so that
+    looking every option up stays linear in the number of lines."""
 
     def __init__(self, lines: list, path: str = 'imapd.conf'):
         self.lines = lines
         self.path = path
+        self._index = None
+
+    def _indexed(self) -> tuple:
+        if self._index is None or self._index[0] is not self.lines:
+            options, linenos = {}, {}
+            for line in self.lines:
+                if line.kind == 'option':
+                    options[line.key] = line.value
+                    linenos.setdefault(line.key, line.lineno)
+            self._index = (self.lines, options, linenos)
+        return self._index
 
     @property
     def options(self) -> dict:
-        return {line.key: line.value for line in self.lines if line.kind == 'option'}
+        return dict(self._indexed()[1])
 
     def get(self, key: str, default=None):
-        return self.options.get(key.lower(), default)
+        return self._indexed()[1].get(key.lower(), default)
 
     def lineno(self, key: str) -> int:
-        for line in self.lines:
-            if line.kind == 'option' and line.key == key.lower():
-                return line.lineno
-        return 0
+        return self._indexed()[2].get(key.lower(), 0)
 
     def partitions(self) -> dict:
         return {k[len('partition-'):]: v for k, v in self.options.items() if k.startswith('partition-')}

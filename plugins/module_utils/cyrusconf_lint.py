@@ -157,6 +157,17 @@ def lint_cyrus(text: str, path: str = 'cyrus.conf', imapd_conf: str = None, bind
     return problems
 
 
+def editable_imapd(text: str, path: str = 'imapd.conf') -> list:
+    """Why an existing file must not be edited as an imapd.conf ([] when it may): it must be one on its
+    own already (every error of ``lint_imapd``), or hold no option at all (a new, empty file). So a
+    file that is something else (a symlink to /etc/shadow parses as "key: value" lines too) is
+    refused before it is changed or shown; the problems name lines and causes, never values."""
+    conf, problems = parse_imapd_lines(text, path)
+    if not problems and not any(line.kind == 'option' for line in conf.lines):
+        return []
+    return [p for p in lint_imapd(text, path) if p.severity == 'error']
+
+
 # ---------------------------------------------------------------------------------------------
 # several instances on one host
 # ---------------------------------------------------------------------------------------------
@@ -224,6 +235,7 @@ def cross_check(instances: dict, resolve=None) -> list:
     """Conflicts between instances on one host. ``instances`` maps name to (ImapdConf, CyrusConf).
     Returns messages naming both instances and what they share."""
     owners = {}
+    by_port = {}    # (port, proto) -> [(address, owner)]: each claim is compared with its port's claims only
     messages = []
     for name in sorted(instances):
         imapd, cyrus = instances[name]
@@ -234,14 +246,17 @@ def cross_check(instances: dict, resolve=None) -> list:
             mine.add((kind, key))
             if kind == 'inet':
                 address, port, proto = key
-                clash = [o for (k, o_key), o in owners.items() if k == 'inet' and o_key[1] == port
-                         and o_key[2] == proto and (o_key[0] == address or '*' in (o_key[0], address))]
+                clash = [o for o_address, o in by_port.get((port, proto), [])
+                         if o_address == address or '*' in (o_address, address)]
             else:
-                clash = [o for (k, o_key), o in owners.items() if k == kind and o_key == key]
+                clash = [owners[(kind, key)]] if (kind, key) in owners else []
             for other in clash:
                 if other.split(':', 1)[0] != name:
                     messages.append('%s and %s claim the same %s' % (other, what, _describe(kind, key)))
-            owners.setdefault((kind, key), what)
+            if (kind, key) not in owners:
+                owners[(kind, key)] = what
+                if kind == 'inet':
+                    by_port.setdefault((key[1], key[2]), []).append((key[0], what))
     return messages
 
 

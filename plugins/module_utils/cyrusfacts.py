@@ -45,10 +45,9 @@ def _run(argv):
 
 
 def read_text(path: str):
-    try:
-        with open(path, encoding='utf-8', newline='') as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError):
+    try:   # never blocks on a FIFO, never reads a device or a huge file (cyrusconf.read_config)
+        return cyrusconf.read_config(path)
+    except (OSError, ValueError):
         return None
 
 

@@ -10,17 +10,30 @@ imaplib, smtplib and hashlib, so it runs on any managed node's Python.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import imaplib
+import math
 import os
+import re
 import smtplib
 import socket
 import time
+import unicodedata
 
 DEFAULT_DOMAIN = 'canary.invalid'
 # The connection options of every module that talks IMAP (documented by the cyrus.ha.imap_connection fragment).
 CONNECTION_ARGS = dict(port=dict(type='int', default=143), ssl=dict(type='bool', default=False),
                        starttls=dict(type='bool', default=False), timeout=dict(type='float', default=10))
+
+
+DEFAULT_SENDER = 'drill@canary.invalid'
+MAX_SIZE = 10 * 1024 * 1024
+_PRINTABLE = re.compile(r'[\x21-\x7e]{1,998}')
+_ADDRESS = re.compile(r'[\x21-\x7e]{1,254}')
+# Bounds of the numbers that reach sockets, select() and sleep(): finite, and within what the kernel takes.
+MAX_TIMEOUT = 3600.0
+MAX_WAIT = 86400.0
 
 
 class CheckError(Exception):
@@ -30,6 +43,61 @@ class CheckError(Exception):
         super().__init__(msg)
         self.msg = msg
         self.details = details
+
+
+def check_number(name: str, value, low: float, high: float, low_open: bool = False) -> float:
+    """A finite number within [low, high] (]low, high] when low_open); CheckError naming it otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+            value > high or value < low or (low_open and value == low):
+        raise CheckError(f'{name} must be a finite number {"above" if low_open else "from"} {low:g} '
+                         f'{"up " if low_open else ""}to {high:g}, not {value!r}')
+    return value
+
+
+def check_port(name: str, value, allow_zero: bool = False) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not (0 if allow_zero else 1) <= value <= 65535:
+        raise CheckError(f'{name} must be a port number from {0 if allow_zero else 1} to 65535, not {value!r}')
+    return value
+
+
+def check_text(name: str, value, allow_empty: bool = False) -> str:
+    """Text that goes on one protocol line: no control characters (CR/LF would inject a command), no NUL."""
+    if not isinstance(value, str) or (not value and not allow_empty) or \
+            any(unicodedata.category(c) in ('Cc', 'Cs') for c in value):
+        raise CheckError(f'{name} must be {"" if allow_empty else "non-empty "}text without control characters')
+    return value
+
+
+def check_session(p: dict) -> None:
+    """The connection options every IMAP module shares, checked before anything is sent."""
+    check_text('host', p.get('host'))
+    check_port('port', p.get('port', 143))
+    check_number('timeout', p.get('timeout', 10.0), 0, MAX_TIMEOUT, low_open=True)
+    check_number('wait', p.get('wait', 0.0), 0, MAX_WAIT)
+    for key in ('user', 'password'):
+        if p.get(key) is not None:
+            check_text(key, p[key])
+
+
+def encode_mailbox(name: str) -> str:
+    """A mailbox name as IMAP sends it: ASCII as is, anything else in modified UTF-7 (RFC 3501 5.1.3)."""
+    if name.isascii():
+        return name
+    out, run = [], []
+
+    def flush():
+        if run:
+            data = ''.join(run).encode('utf-16-be')
+            out.append('&' + base64.b64encode(data).decode('ascii').rstrip('=').replace('/', ',') + '-')
+            run.clear()
+    for char in name:
+        if 0x20 <= ord(char) <= 0x7e:
+            flush()
+            out.append('&-' if char == '&' else char)
+        else:
+            run.append(char)
+    flush()
+    return ''.join(out)
 
 
 def sha256(data: bytes) -> str:
@@ -95,7 +163,15 @@ class Imap:
         self.greeting = self.conn.welcome.decode('utf-8', 'replace') if self.conn.welcome else ''
         if self.starttls:
             self.conn.starttls()
-        self.conn.login(self.user, self.password)
+        if self.user.isascii() and self.password.isascii():
+            self.conn.login(self.user, self.password)
+            return
+        # LOGIN carries ASCII only: SASL PLAIN carries UTF-8 (RFC 4616), which Cyrus's saslauthd/sasldb check
+        if 'AUTH=PLAIN' not in self.conn.capabilities:
+            raise CheckError(f'IMAP login as {self.where()}: the user name or password is not ASCII and the server '
+                             'offers no AUTH=PLAIN to send it in UTF-8')
+        token = b'\0' + self.user.encode('utf-8') + b'\0' + self.password.encode('utf-8')
+        self.conn.authenticate('PLAIN', lambda challenge: token)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -112,11 +188,11 @@ class Imap:
         return data
 
     def select(self, mailbox: str, readonly: bool = True) -> int:
-        data = self._ok(f'SELECT {mailbox}', self.conn.select(_quote(mailbox), readonly=readonly))
+        data = self._ok(f'SELECT {mailbox}', self.conn.select(_quote(encode_mailbox(mailbox)), readonly=readonly))
         return int(data[0]) if data and data[0] else 0
 
     def append(self, mailbox: str, message: bytes) -> None:
-        self._ok(f'APPEND to {mailbox}', self.conn.append(_quote(mailbox), None, None, message))
+        self._ok(f'APPEND to {mailbox}', self.conn.append(_quote(encode_mailbox(mailbox)), None, None, message))
 
     def find(self, message_id: str) -> list[bytes]:
         """Every stored copy of the message with this Message-ID (full RFC 822 bytes)."""
@@ -271,13 +347,41 @@ def canaries_valid(canaries) -> str:
     for index, canary in enumerate(canaries or []):
         if not isinstance(canary, dict) or not canary.get('message_id') or not canary.get('sha256'):
             return f'canaries[{index}] needs message_id and sha256 (as returned by action=append or deliver)'
+        message_id, digest, size = canary['message_id'], canary['sha256'], canary.get('size')
+        if not isinstance(message_id, str) or not _PRINTABLE.fullmatch(message_id):
+            return f'canaries[{index}].message_id must be printable ASCII (a Message-ID such as <id@example.org>)'
+        if not isinstance(digest, str):
+            return f'canaries[{index}].sha256 must be a hexadecimal string'
+        if size is not None and (isinstance(size, bool) or not (isinstance(size, int) and 0 <= size <= MAX_SIZE)
+                                 and not (isinstance(size, str) and size.isascii() and size.isdigit()
+                                          and int(size) <= MAX_SIZE)):
+            return f'canaries[{index}].size must be a whole number of bytes from 0 to {MAX_SIZE}'
     return ''
+
+
+def check_params(p: dict) -> None:
+    """Everything imap_check sends or waits on, checked before the first packet: CheckError names the option."""
+    check_session(p)
+    check_text('mailbox', p.get('mailbox', 'INBOX'))
+    tag = p.get('tag', 'drill')
+    if not isinstance(tag, str) or not re.fullmatch(r'[A-Za-z0-9_-]{1,64}', tag):
+        raise CheckError(f"tag {tag!r} may hold only ASCII letters, digits, - and _ (1 to 64 of them)")
+    if p.get('lmtp_host') is not None:
+        check_text('lmtp_host', p['lmtp_host'])
+    check_port('lmtp_port', p.get('lmtp_port', 24), allow_zero=True)
+    for option in ('retry_for', 'retry_interval'):
+        if option in p:
+            check_number(option, p[option], 0, MAX_WAIT)
+    for address in [p.get('sender', DEFAULT_SENDER)] + list(p.get('recipients') or []):
+        if not isinstance(address, str) or not _ADDRESS.fullmatch(address):
+            raise CheckError(f'mail address {address!r} must be ASCII without spaces, quotes, <> or control '
+                             'characters (LMTP here speaks no SMTPUTF8), e.g. alice@example.org')
 
 
 def resolve(host: str) -> str:
     """Fail early and clearly on a host name that does not resolve."""
     try:
         socket.getaddrinfo(host, None)
-    except socket.gaierror as exc:
+    except (socket.gaierror, UnicodeError, ValueError) as exc:   # IDNA refuses empty or 64+ character labels
         raise CheckError(f'host {host} does not resolve: {exc}') from exc
     return host

@@ -86,6 +86,17 @@ attributes:
     support: full
 notes:
   - The file keeps its owner, group and mode when edited.
+  - A symlinked O(path) is read and written through the link, never replaced; the link's target is
+    rewritten atomically (a temporary file in the target's own directory, then a rename), and RV(target)
+    names it.
+  - Only a regular UTF-8 text file of at most 4 MiB is read; a directory, FIFO, socket, device, a larger
+    file or one with NUL bytes is refused before it is read, without blocking.
+  - With O(settings), an existing file is edited (and shown in the diff) only when it already is a valid
+    C(imapd.conf) on its own, or holds no option yet; anything else (say a link to a system file) is
+    refused naming only lines and causes, never its content.
+  - Every option that holds a secret in Cyrus terms (a name with C(password), C(passwd), C(secret) or
+    C(_pass), such as C(mupdate_password), C(proxy_password), C(ldap_password)), and every option of
+    O(secret_settings), is masked in the diff, and its value is removed from every message, whatever its spacing.
 '''
 
 EXAMPLES = r'''
@@ -139,6 +150,15 @@ conflicts:
   type: list
   elements: str
   sample: []
+target:
+  description: The file actually written when O(path) is a symlink (the link itself is kept).
+  returned: when O(path) is a symlink and the file changed
+  type: str
+  sample: /srv/cyrus/be1/imapd.conf
+diff:
+  description: The file before and after the edit, secrets masked.
+  returned: when the file changes and diff mode is on
+  type: dict
 backup_file:
   description: The copy made before the change.
   returned: when O(backup) is set and the file changed
@@ -146,26 +166,15 @@ backup_file:
   sample: /etc/cyrus-ha/be1/imapd.conf.12345.2026-01-01@00:00:00~
 '''
 
+import errno
 import os
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import PlanError, plan_config
+from ansible_collections.cyrus.ha.plugins.module_utils import cyrusconf, cyrusconf_lint
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusfacts import PlanError, guess_kind, plan_config
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT
-
-MASK = '********'
-
-
-def _masked(text: str, secret_keys) -> str:
-    lines = []
-    for line in text.splitlines(True):
-        key = line.split(':', 1)[0].strip().lower()
-        if ':' in line and key in secret_keys:
-            lines.append('%s: %s%s' % (key, MASK, '\n' if line.endswith('\n') else ''))
-        else:
-            lines.append(line)
-    return ''.join(lines)
 
 
 def main():
@@ -188,25 +197,51 @@ def main():
     settings = dict(params['settings'] or {})
     secrets = dict(params['secret_settings'] or {})
     settings.update(secrets)
+    path = params['path']
     try:
-        plan = plan_config(params['path'], params['kind'], params['imapd_conf'], settings, params['check_host'],
+        text = cyrusconf.read_config(path)   # a FIFO, directory, device or huge file: refused, never read
+    except cyrusconf.FileRefused as exc:
+        module.fail_json(msg=str(exc), path=path)
+    except OSError as exc:
+        module.fail_json(msg='%s does not exist or cannot be read%s' % (path, '' if exc.errno == errno.ENOENT else
+                                                                        ': %s' % (exc.strerror or exc)), path=path)
+    hidden = cyrusconf.secret_values([text], secrets.values())
+    if settings and (params['kind'] or guess_kind(path)) == 'imapd':
+        refused = cyrusconf_lint.editable_imapd(text, path)
+        if refused:
+            module.fail_json(msg=cyrusconf.scrub('%s is not an imapd.conf on its own, so it is neither edited nor shown: %s'
+                                                 % (path, '; '.join(map(str, refused))), hidden),
+                             problems=cyrusconf.scrub([str(p) for p in refused], hidden), path=path)
+    try:
+        plan = plan_config(path, params['kind'], params['imapd_conf'], settings, params['check_host'],
                            params['config_root'], params['include_default'], params['bindir'])
     except PlanError as exc:
-        module.fail_json(msg=str(exc), problems=exc.problems, path=params['path'])
-    result = dict(changed=plan['before'] != plan['after'], path=params['path'], kind=plan['kind'],
-                  imapd_conf=plan['imapd_conf'], murder_role=plan['murder_role'], problems=plan['problems'],
-                  conflicts=plan['conflicts'])
+        module.fail_json(msg=cyrusconf.scrub(str(exc), hidden), problems=cyrusconf.scrub(exc.problems, hidden), path=path)
+    hidden = cyrusconf.secret_values([plan['before'], plan['after']], secrets.values())
+    result = dict(changed=plan['before'] != plan['after'], path=path, kind=plan['kind'],
+                  imapd_conf=plan['imapd_conf'], murder_role=plan['murder_role'],
+                  problems=cyrusconf.scrub(plan['problems'], hidden), conflicts=cyrusconf.scrub(plan['conflicts'], hidden))
     if result['changed'] and module._diff:
-        secret_keys = {k.lower() for k in secrets}
-        result['diff'] = {'before': _masked(plan['before'], secret_keys), 'after': _masked(plan['after'], secret_keys),
-                          'before_header': params['path'], 'after_header': params['path']}
+        # the config as edited (a file that is not one was refused above, unshown); secrets masked by key
+        result['diff'] = {'before': cyrusconf.masked(plan['before'], secrets, hidden),
+                          'after': cyrusconf.masked(plan['after'], secrets, hidden),
+                          'before_header': path, 'after_header': path}
     if result['changed'] and not module.check_mode:
+        # through a symlink to its target: the link stays, the target is replaced atomically in its own
+        # directory and keeps its owner, group and mode
+        target = os.path.realpath(path)
+        if target != os.path.abspath(path):
+            result['target'] = target
         if params['backup']:
-            result['backup_file'] = module.backup_local(params['path'])
-        fd, tmp = tempfile.mkstemp(prefix='cyrus_config.', dir=module.tmpdir)
-        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as handle:
-            handle.write(plan['after'])
-        module.atomic_move(tmp, params['path'], unsafe_writes=False)
+            result['backup_file'] = module.backup_local(target)
+        fd, tmp = tempfile.mkstemp(prefix='.cyrus_config.', dir=os.path.dirname(target))
+        try:
+            with os.fdopen(fd, 'w', encoding='utf-8', newline='') as handle:
+                handle.write(plan['after'])
+            module.atomic_move(tmp, target, unsafe_writes=False)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
     module.exit_json(**result)
 
 

@@ -26,7 +26,9 @@ extends_documentation_fragment:
   - cyrus.ha.attributes.platform
 options:
   name:
-    description: The mailbox, for example V(user.alice).
+    description:
+      - The mailbox, for example V(user.alice).
+      - Letters beyond ASCII (V(user.jürgen)) are sent in modified UTF-7, as Cyrus stores them; C(&) is refused.
     type: str
     required: true
   state:
@@ -41,6 +43,7 @@ options:
   quota:
     description:
       - The storage quota of the mailbox in KiB. V(0) removes any limit. Omitted, the quota is left as it is.
+      - At most 2^63-1 (IMAP's largest quota number); negative numbers are refused.
     type: int
   host:
     description: The server's address (a backend's service address in a Murder).
@@ -69,6 +72,11 @@ attributes:
       - RV(diff) shows whether the mailbox exists and its quota, before and after.
 notes:
   - Uses only the Python standard library (imaplib). The password is never logged.
+  - A user name or password beyond ASCII is sent with SASL PLAIN (UTF-8); the server must offer C(AUTH=PLAIN).
+  - Every option is checked before the first command. The steps run as create, then quota; or, for
+    V(absent), grant the administrator the C(x) right (only when C(MYRIGHTS) lacks it), delete, and put
+    the ACL back when the delete fails. When a step fails after an earlier one changed the server, the
+    task fails with C(changed=true) and RV(actions) listing what was done, and the next run finishes the job.
 '''
 
 EXAMPLES = r'''
@@ -111,6 +119,11 @@ actions:
   type: list
   elements: str
   sample: [create, quota 2097152 KiB]
+imap_name:
+  description: The name as sent to the server, in modified UTF-7 (RFC 3501), when O(name) is not ASCII.
+  returned: when O(name) holds characters beyond ASCII
+  type: str
+  sample: user.j&APw-rgen
 diff:
   description: Existence and quota before and after.
   returned: always
@@ -122,7 +135,7 @@ import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.cyrus.ha.plugins.module_utils.imapadmin import manage
+from ansible_collections.cyrus.ha.plugins.module_utils.imapadmin import manage, validate
 from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CONNECTION_ARGS, CheckError, resolve
 
 
@@ -146,6 +159,7 @@ def main():
     if p['wait'] < 0 or p['timeout'] <= 0:
         module.fail_json(msg='wait must be >= 0 and timeout > 0')
     try:
+        validate(p)
         resolve(p['host'])
         result = manage(p, check_mode=module.check_mode)
     except CheckError as exc:

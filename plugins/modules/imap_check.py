@@ -110,6 +110,10 @@ attributes:
     support: none
 notes:
   - Uses only the Python standard library (imaplib, smtplib).
+  - Every option is checked before the first packet; numbers that reach sockets and sleeps must be finite
+    (O(timeout) up to 3600 s, O(wait) up to 86400 s), ports 1-65535, and text that goes on a protocol
+    line holds no control characters. A O(mailbox) beyond ASCII is sent in modified UTF-7; a user name
+    or password beyond ASCII with SASL PLAIN (the server must offer C(AUTH=PLAIN)). Mail addresses are ASCII.
 '''
 
 EXAMPLES = r'''
@@ -205,7 +209,8 @@ elapsed:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CONNECTION_ARGS, CheckError, canaries_valid, resolve, run_check
+from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import (
+    CONNECTION_ARGS, CheckError, canaries_valid, check_params, resolve, run_check)
 
 
 def main():
@@ -256,6 +261,7 @@ def main():
     if p['action'] == 'deliver' and p['lmtp_host'] and p['lmtp_host'].startswith('/'):
         p['lmtp_port'] = 0
     try:
+        check_params(p)
         if p['action'] != 'deliver' or not p['lmtp_host'] or p['lmtp_port']:
             resolve(p['lmtp_host'] if p['action'] == 'deliver' and p['lmtp_host'] else p['host'])
         result = run_check(p, check_mode=module.check_mode)

@@ -5,6 +5,7 @@ really starts from the validated pair."""
 
 from __future__ import annotations
 
+import grp
 import hashlib
 import json
 import os
@@ -183,3 +184,79 @@ def test_check_host_can_include_the_distribution_default_instance(cyhatest):
     assert result['msg'] == (
         f'{ct.CYRUS} conflicts with another instance of this host: '
         f'cyhatest: imap listen={ct.ADDRESS}:143 and default: imap listen=imap claim the same tcp *:143')
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile pass on a lab host: symlinks, special files, secrets
+# ---------------------------------------------------------------------------------------------
+
+def test_a_symlinked_config_is_written_through_and_the_link_stays(cyhatest):
+    real_dir = tempfile.mkdtemp(dir=cyhatest['scratch'])
+    link_dir = tempfile.mkdtemp(dir=cyhatest['scratch'])
+    target = os.path.join(real_dir, 'imapd.conf')
+    link = os.path.join(link_dir, 'imapd.conf')
+    with open(target, 'w', encoding='utf-8') as handle:
+        handle.write(ct.IMAPD_TEXT)
+    os.chmod(target, 0o640)
+    mail = grp.getgrnam('mail').gr_gid
+    os.chown(target, 0, mail)   # root:mail, as the role writes it
+    os.symlink(target, link)
+    rc, first = config({'path': link, 'settings': {'popminpoll': 3}}, '--diff', '-vvv')
+    assert (rc, first['changed'], first['target']) == (0, True, target)
+    assert first['diff']['after'] == ct.IMAPD_TEXT + 'popminpoll: 3\n'   # the config itself, as asked
+    assert os.path.islink(link) and os.readlink(link) == target
+    with open(target, encoding='utf-8') as handle:
+        assert handle.read() == ct.IMAPD_TEXT + 'popminpoll: 3\n'
+    st = os.stat(target)
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, mail)
+    assert sorted(os.listdir(real_dir)) == ['imapd.conf'] and sorted(os.listdir(link_dir)) == ['imapd.conf']
+    rc, again = config({'path': link, 'settings': {'popminpoll': 3}})
+    assert (rc, again['changed']) == (0, False)
+
+
+@pytest.mark.parametrize('check_mode', [True, False])
+def test_a_symlink_to_a_system_file_is_refused_and_its_content_never_printed(cyhatest, check_mode):
+    directory = tempfile.mkdtemp(dir=cyhatest['scratch'])
+    link = os.path.join(directory, 'imapd.conf')
+    victim = '/etc/shadow'
+    if not check_mode:   # a real write is tried on a copy only
+        victim = os.path.join(directory, 'shadow')
+        shutil.copyfile('/etc/shadow', victim)
+        os.chmod(victim, 0o600)
+    os.symlink(victim, link)
+    sha = digest(victim)
+    extra = ('--check', '--diff', '-vvv') if check_mode else ('--diff', '-vvv')
+    out = labutil.ansible(ct.HOST, 'cyrus.ha.cyrus_config',
+                          json.dumps({'path': link, 'settings': {'configdirectory': '/var/lib/x'}}), *extra, check=False)
+    assert out.returncode != 0 and 'is not an imapd.conf on its own, so it is neither edited nor shown' in out.stdout
+    printed = out.stdout + out.stderr
+    with open(victim, encoding='utf-8') as handle:
+        for line in handle:
+            fields = line.strip().split(':')
+            assert line.strip() not in printed and not (fields[1].startswith('$') and fields[1] in printed)
+    assert digest(victim) == sha and os.path.islink(link)
+
+
+@pytest.mark.parametrize('make, cause', [
+    (os.mkfifo, 'is a FIFO, not a regular file: refused'),
+    (lambda p: os.symlink('/dev/zero', p), 'is a character device, not a regular file: refused'),
+], ids=['fifo', 'device'])   # directories, huge files, NUL bytes, non-UTF-8: tests/unit (test_cyrus_config_hostile)
+def test_special_files_are_refused_without_blocking(cyhatest, make, cause):
+    directory = tempfile.mkdtemp(dir=cyhatest['scratch'])
+    path = os.path.join(directory, 'imapd.conf')
+    make(path)
+    rc, result = config({'path': path, 'settings': {'servername': 'x'}}, check=False)
+    assert rc != 0 and result['msg'].startswith(f'{path} ') and cause in result['msg'], result['msg']
+
+
+def test_a_secret_with_spaces_is_never_printed(cyhatest):
+    directory = tempfile.mkdtemp(dir=cyhatest['scratch'])
+    path = os.path.join(directory, 'imapd.conf')
+    with open(path, 'w', encoding='utf-8') as handle:
+        handle.write(ct.IMAPD_TEXT)
+    out = labutil.ansible(ct.HOST, 'cyrus.ha.cyrus_config', json.dumps({
+        'path': path, 'secret_settings': {'mupdate_server': '  hidden-mupdate-host  ', 'proxy_password': ' pw-sp4ce '}}),
+        '--check', '--diff', '-vvv', check=False)
+    assert out.returncode == 0, out.stdout
+    assert 'hidden-mupdate-host' not in out.stdout + out.stderr and 'pw-sp4ce' not in out.stdout + out.stderr
+    assert 'has no port' in out.stdout   # the warning is there, its value masked

@@ -116,3 +116,51 @@ def test_bad_input_is_refused_with_a_clear_message(imap_server, tmp_path):
         result = check(tmp_path, **args)
         assert result['failed'] and message in result['msg'], (args, result.get('msg'))
         assert 'Traceback' not in result['_output'] and PASSWORDS['alice'] not in result['_output']
+
+
+# ---------------------------------------------------------------------------------------------
+# hostile pass on the real server: text beyond ASCII, numbers that are not finite, injected lines
+# ---------------------------------------------------------------------------------------------
+
+def test_a_non_ascii_password_logs_in_with_sasl_plain_and_a_non_ascii_mailbox_is_found(imap_server, tmp_path):
+    cyha_imapserver.add_user('zoe', 'pässwört-ü')
+    try:
+        conn = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+        conn.login('cyrus', PASSWORDS['cyrus'])
+        assert conn.create('user.zoe')[0] == 'OK' and conn.create('user.zoe.Entw&APw-rfe')[0] == 'OK'
+        conn.logout()
+        result = check(tmp_path, host=ADDRESS, user='zoe', password='pässwört-ü', mailbox='INBOX.Entwürfe')
+        assert not result['failed'] and result['messages'] == 0, result['_output']
+        assert 'pässwört-ü' not in result['_output']
+        appended = check(tmp_path, host=ADDRESS, user='zoe', password='pässwört-ü', mailbox='INBOX.Entwürfe',
+                         action='append', count=1)
+        assert not appended['failed'], appended['_output']
+        conn = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+        conn.login('cyrus', PASSWORDS['cyrus'])
+        assert conn.setacl('user.zoe.Entw&APw-rfe', 'cyrus', 'lr')[0] == 'OK'
+        assert conn.select('user.zoe.Entw&APw-rfe', readonly=True)[1] == [b'1']
+        conn.logout()
+        wrong = check(tmp_path, host=ADDRESS, user='zoe', password='pässwört-x')
+        assert wrong['failed'] and 'failed after 1 attempt(s)' in wrong['msg'] and 'Traceback' not in wrong['_output']
+    finally:
+        conn = imaplib.IMAP4(ADDRESS, 143, timeout=10)
+        conn.login('cyrus', PASSWORDS['cyrus'])
+        conn.setacl('user.zoe', 'cyrus', 'lrswipkxtecda')
+        conn.delete('user.zoe')
+        conn.logout()
+        cyha_imapserver.remove_user('zoe')
+
+
+def test_hostile_numbers_and_lines_are_refused_before_the_first_packet(imap_server, tmp_path):
+    cases = [
+        (dict(ALICE, wait='inf'), 'wait must be a finite number from 0 to 86400, not inf'),
+        (dict(ALICE, timeout='nan'), 'timeout must be a finite number above 0 up to 3600, not nan'),
+        (dict(ALICE, mailbox='INBOX\r\nA9 DELETE INBOX.x'), 'mailbox must be non-empty text without control characters'),
+        (dict(ALICE, action='append', tag='drillé'), "tag 'drillé' may hold only ASCII letters, digits, - and _"),
+    ]   # ports, canaries, mail addresses: tests/unit/plugins/modules/test_imap_modules_hostile.py
+    before = count_in('INBOX')
+    for args, message in cases:
+        result = check(tmp_path, **args)
+        assert result['failed'] and message in result['msg'], (args, result.get('msg'))
+        assert 'Traceback' not in result['_output'] and PASSWORDS['alice'] not in result['_output']
+    assert count_in('INBOX') == before

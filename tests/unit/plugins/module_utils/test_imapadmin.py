@@ -51,6 +51,16 @@ class FakeConn:
         del self.boxes[mailbox.strip('"')]
         return 'OK', [b'Completed']
 
+    def myrights(self, mailbox):
+        return 'OK', [b'%s la' % mailbox.encode()]
+
+    def getacl(self, mailbox):
+        return 'OK', [b'%s anyone lrs' % mailbox.encode()]
+
+    def deleteacl(self, mailbox, who):
+        self.calls.append(('DELETEACL', mailbox, who))
+        return 'OK', [b'Completed']
+
     def logout(self):
         pass
 
