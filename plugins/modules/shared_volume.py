@@ -13,18 +13,26 @@ description:
   - Mounts, unmounts or prepares the volume of one backend instance on the node that should serve
     it, finding the filesystem by O(uuid) or O(label), never by a device name that can change.
   - Before mounting an ext4 volume it reads the multiple-mount protection (MMP) block from the disk.
-    A clean block mounts at once. A block that another node is still updating is refused at once,
-    naming that node, because mounting would corrupt the filesystem. A block left by a node that died
-    without unmounting is either waited out by the kernel (O(unclean_mmp=wait)), refused
-    (O(unclean_mmp=refuse)), or cleared when the operator states that node is fenced
-    (O(fenced_peer)).
+    A clean block mounts at once. Any other block is watched for as long as the kernel's own mount
+    would watch it (C(min(2*I+1, I+60)) seconds, I being the larger of the update interval, 5 and the
+    check interval the block records; 11 s at interval 1, 21 s at 5, 120 s at 30, 360 s at 300), and
+    refused as soon as it moves, naming the node, because mounting would corrupt the filesystem.
+    When that watch is longer than O(mmp_probe_timeout), the module refuses to decide and says how long
+    it needs. A block left by a node that died without unmounting (unchanged for the whole watch) is
+    either waited out by the kernel (O(unclean_mmp=wait)), refused (O(unclean_mmp=refuse)), or cleared
+    when the operator states that node is fenced (O(fenced_peer)); it is re-read just before clearing.
+  - Every check comes before any change (mountpoint, device, mount table, MMP, pidfile); then, in
+    order, the mountpoint is made, MMP cleared, the filesystem checked and mounted. A run interrupted
+    between two of these steps is finished by the next run; a mountpoint made by a failed run is removed.
   - Refuses a volume already mounted elsewhere on this node, and a mount point that already has
-    something else mounted on it.
+    something else mounted on it, is not a directory, or has a symlink anywhere in its path (the
+    mount would land on the link's target and never match the requested path again).
   - Runs the filesystem check a takeover needs (O(fsck=auto) checks when the journal needs recovery,
     the filesystem is not clean, or MMP was cleared).
   - On unmount, when the mount is busy, stops only the process named in O(pidfile) (the instance
-    that owns the volume, with SIGTERM and then SIGKILL after O(stop_timeout)), then tries again; if it is
-    still busy it fails naming the processes that hold it, and kills nothing else.
+    that owns the volume, with SIGTERM and then SIGKILL after O(stop_timeout)), and only when that
+    process or one below it holds the mount (a working directory, open file or mapping on it), then
+    tries again; if it is still busy it fails naming the processes that hold it, and kills nothing else.
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
@@ -44,7 +52,10 @@ options:
     choices: [mounted, unmounted, prepared]
     default: mounted
   mountpoint:
-    description: Where to mount the volume. Created (mode 0755) when missing.
+    description:
+      - Where to mount the volume. Created (mode 0755) when missing, after every check has passed.
+      - An absolute path of letters, digits and C(_.:+@,=-/) only, with no symlink in it (refused).
+      - With O(state=unmounted), the path the volume is mounted at (give the real path, not a link).
     type: path
   fstype:
     description: The filesystem the volume must hold; the module refuses a device that holds another.
@@ -89,20 +100,27 @@ options:
         nothing.
     type: str
   mmp_probe_timeout:
-    description: Longest time in seconds to watch an in-use MMP block for a live heartbeat.
+    description:
+      - Longest time in seconds this module may watch an in-use MMP block (1 to 3600). When the kernel's
+        own watch for the volume's intervals is longer, the module refuses to decide (and never clears
+        MMP), naming the time needed; a live heartbeat usually ends the watch early.
     type: float
-    default: 11
+    default: 130
   mmp_update_interval:
-    description: MMP update interval in seconds set by O(state=prepared).
+    description: MMP update interval in seconds set by O(state=prepared) (1 to 300).
     type: int
     default: 5
   pidfile:
     description:
       - Pidfile of the instance that owns the volume (for Cyrus, its master's pidfile). Only this
-        process is stopped when an unmount finds the mount busy.
+        process is stopped when an unmount finds the mount busy, and only when it (or a process below
+        it) holds the mount.
+      - Must be a regular file (not a symlink, FIFO, directory or device) of at most 64 bytes holding one
+        PID in ASCII digits; anything else is refused before the unmount. A missing pidfile means no
+        instance runs.
     type: path
   stop_timeout:
-    description: Seconds to wait after SIGTERM before SIGKILL of the O(pidfile) process.
+    description: Seconds to wait after SIGTERM before SIGKILL of the O(pidfile) process (0.1 to 3600).
     type: float
     default: 10
 extends_documentation_fragment:
@@ -117,6 +135,8 @@ attributes:
     support: full
 notes:
   - Needs root, util-linux (C(blkid), C(findmnt), C(mount)) and, for ext4, e2fsprogs.
+  - Tests interrupt runs at each step boundary with the environment variable C(CYRUS_HA_TEST_KILL_AT)
+    (a test hook; the process kills itself after that step); never set it in production.
   - The kernel writes its own host name into the MMP block; in containers or namespaces every node
     of one machine shows the same name, so the result also reports the device that wrote it.
 seealso:
@@ -190,7 +210,7 @@ mmp:
   returned: when state is mounted or prepared and the volume was not already mounted here
   type: dict
   sample: {enabled: true, state: stale, live: false, node_name: vm, device_name: loop3, sequence: 42,
-           update_interval: 1, watched_seconds: 3}
+           update_interval: 1, wait_needed: 11, watched_seconds: 11}
 fsck:
   description: Whether a filesystem check ran, why or why not, and its exit code and output.
   returned: when state is mounted and the volume was not already mounted here
@@ -218,7 +238,7 @@ timings:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
-from ansible_collections.cyrus.ha.plugins.module_utils.volume import LABEL_RE, UUID_RE, Volume, VolumeError
+from ansible_collections.cyrus.ha.plugins.module_utils.volume import Volume, VolumeError, check_params
 
 
 def main():
@@ -235,7 +255,7 @@ def main():
             require_mmp=dict(type='bool', default=True),
             unclean_mmp=dict(type='str', default='wait', choices=['wait', 'refuse']),
             fenced_peer=dict(type='str'),
-            mmp_probe_timeout=dict(type='float', default=11),
+            mmp_probe_timeout=dict(type='float', default=130),
             mmp_update_interval=dict(type='int', default=5),
             pidfile=dict(type='path'),
             stop_timeout=dict(type='float', default=10),
@@ -246,14 +266,10 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    if params['uuid'] and not UUID_RE.match(params['uuid']):
-        module.fail_json(msg=f"uuid '{params['uuid']}' is not a filesystem UUID")
-    if params['label'] and not LABEL_RE.match(params['label']):
-        module.fail_json(msg=f"label '{params['label']}' is not a valid filesystem label (1-16 of A-Z a-z 0-9 _ . : + -)")
-    if params['mountpoint'] and (not params['mountpoint'].startswith('/') or params['mountpoint'] == '/'):
-        module.fail_json(msg=f"mountpoint '{params['mountpoint']}' must be an absolute path other than /")
-    if not 1 <= params['mmp_update_interval'] <= 300:
-        module.fail_json(msg=f"mmp_update_interval must be between 1 and 300 seconds, not {params['mmp_update_interval']}")
+    try:
+        check_params(params)
+    except VolumeError as exc:
+        module.fail_json(msg=exc.msg)
     tools = ['blkid', 'findmnt', 'mount', 'umount']
     if params['fstype'] in ('ext4', 'ext3', 'ext2'):
         tools += ['dumpe2fs', 'e2mmpstatus', 'tune2fs', 'e2fsck']

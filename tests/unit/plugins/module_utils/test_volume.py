@@ -5,6 +5,9 @@ tests/integration/test_shared_volume.py)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
 
 from ansible_collections.cyrus.ha.plugins.module_utils import volume as vol
@@ -74,10 +77,33 @@ class FakeTools:
         return answer
 
 
-def make(answers: dict, check_mode=False, **params) -> vol.Volume:
-    base = {'uuid': 'u-1', 'mountpoint': '/srv/x', 'devices': ['/dev/null'], 'fstype': 'ext4'}
+class FakeClock:
+    """A clock that only moves when the code under test sleeps."""
+
+    def __init__(self):
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self):
+        return self.now
+
+    def sleep(self, seconds):
+        assert seconds >= 0 and seconds == seconds
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+# Mountpoints of these tests live in a private directory, never under the machine's /srv.
+SCRATCH = os.path.realpath(tempfile.mkdtemp(prefix='cyha-volume-unit-'))
+
+
+def make(answers: dict, check_mode=False, peek=lambda *a: None, **params) -> vol.Volume:
+    base = {'uuid': 'u-1', 'mountpoint': os.path.join(SCRATCH, 'x'), 'devices': ['/dev/null'], 'fstype': 'ext4'}
     base.update(params)
-    return vol.Volume(FakeTools(answers), base, check_mode=check_mode, sleep=lambda s: None)
+    clock = FakeClock()
+    volume = vol.Volume(FakeTools(answers), base, check_mode=check_mode, sleep=clock.sleep, clock=clock, peek=peek)
+    volume.fake_clock = clock
+    return volume
 
 
 BLKID = (0, 'DEVNAME=/dev/null\nUUID=u-1\nTYPE=ext4\n', '')
