@@ -5,6 +5,7 @@ tests/integration/test_shared_volume.py)."""
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 
@@ -88,7 +89,7 @@ class FakeClock:
         return self.now
 
     def sleep(self, seconds):
-        assert seconds >= 0 and seconds == seconds
+        assert seconds >= 0 and math.isfinite(seconds)
         self.slept.append(seconds)
         self.now += seconds
 

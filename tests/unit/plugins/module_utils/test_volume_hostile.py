@@ -350,11 +350,11 @@ def test_the_kill_hook_kills_only_at_its_step(step):
     code = 'from ansible_collections.cyrus.ha.plugins.module_utils import volume as v\n' \
            f'v.kill_point("other")\nv.kill_point({step!r})\nprint("survived")'
     root = vol.__file__
-    for _ in range(6):      # .../ansible_collections/cyrus/ha/plugins/module_utils/volume.py
+    for dummy in range(6):      # .../ansible_collections/cyrus/ha/plugins/module_utils/volume.py
         root = os.path.dirname(root)
     env = dict(os.environ, **{vol.TEST_KILL_ENV: step, 'PYTHONPATH': root})
-    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == -signal.SIGKILL and 'survived' not in proc.stdout
     env[vol.TEST_KILL_ENV] = ''
-    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and 'survived' in proc.stdout

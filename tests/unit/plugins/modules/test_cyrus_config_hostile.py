@@ -104,8 +104,8 @@ def test_a_write_goes_through_the_symlink_and_keeps_link_mode_and_directory(tmp_
 
 
 @pytest.mark.parametrize('make, cause', [
-    (lambda p: os.mkfifo(p), 'is a FIFO, not a regular file'),
-    (lambda p: os.mkdir(p), 'is a directory, not a regular file'),
+    (os.mkfifo, 'is a FIFO, not a regular file'),
+    (os.mkdir, 'is a directory, not a regular file'),
     (lambda p: os.symlink('/dev/null', p), 'is a character device, not a regular file'),
     (lambda p: os.symlink(os.path.dirname(p), p), 'is a directory, not a regular file'),
     (lambda p: os.symlink(p + '.missing', p), 'does not exist or cannot be read'),
