@@ -5,8 +5,10 @@ tests/integration/test_shared_volume.py)."""
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import tempfile
 
 import pytest
@@ -96,6 +98,7 @@ class FakeClock:
 
 # Mountpoints of these tests live in a private directory, never under the machine's /srv.
 SCRATCH = os.path.realpath(tempfile.mkdtemp(prefix='cyha-volume-unit-'))
+atexit.register(shutil.rmtree, SCRATCH, True)   # the scratch mountpoints go with the test run
 
 
 def make(answers: dict, check_mode=False, peek=lambda *a: None, **params) -> vol.Volume:
