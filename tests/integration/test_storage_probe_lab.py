@@ -30,8 +30,7 @@ pytestmark = pytest.mark.lab
 
 KEY = os.path.join(labutil.LAB_DIR, 'id_ed25519')
 KNOWN_HOSTS = os.path.join(labutil.LAB_DIR, 'known_hosts')
-HERE = os.path.dirname(os.path.abspath(__file__))
-FAULTFS = os.path.join(HERE, 'cyha_faultfs.py')
+FAULTFS = cyha_fsrig.FAULTFS
 SINGLE = ['identity', 'fcntl_locks', 'mmap_sees_write', 'rename_reopen']
 CROSS = ['lock_exclusion', 'pingpong_rw', 'pingpong_cyrus', 'pingpong_mmap', 'append_visibility',
          'rename_visibility', 'metadata_coherence', 'excl_race', 'lock_recovery', 'neighbour_stat']
