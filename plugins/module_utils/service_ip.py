@@ -15,7 +15,6 @@ import json
 import math
 import os
 import re
-import signal
 import socket
 import stat
 import struct
@@ -23,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, NamedTuple
 
-from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann
+from ansible_collections.cyrus.ha.plugins.module_utils import announce as ann, testhook
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import RUN_ROOT
 from ansible_collections.cyrus.ha.plugins.module_utils.iproute import (
     FOREVER, NETNS_RE, IpError, IpRoute, boot_addresses, check_label, check_name, enter_netns, flatten_addresses,
@@ -47,10 +46,8 @@ MARK_MAX_BYTES = 4096
 BOOT_ID = '/proc/sys/kernel/random/boot_id'
 SO_NETNS_COOKIE = 71
 
-# Test hook, read here only: CYRUS_HA_SERVICE_IP_KILL_AT=STEP makes the run SIGKILL itself at that step
-# boundary (STEPS, `announced-N` after announcement round N), so that tests show the next run finishes the
-# takeover or undoes it. Never set outside tests.
-KILL_AT_ENV = 'CYRUS_HA_SERVICE_IP_KILL_AT'
+# The step boundaries of testhook.kill_point (CYRUS_HA_TEST_KILL_AT; `announced-N` after announcement round
+# N): tests show the next run finishes the takeover or undoes it.
 STEPS = ('probed', 'marked', 'stale-removed', 'added', 'dad', 'announced-N', 'recorded')
 
 # The conflict probe's defaults (the module's probe_count and probe_timeout).
@@ -183,14 +180,6 @@ def set_mark(namespace: str | None, address: str, on: bool, mark_dir: str | None
         return
     with contextlib.suppress(OSError, ServiceIpError):
         write_mark(namespace, address, state, identity or node_identity(), interface, ifindex, mark_dir)
-
-
-def _kill_at(wanted: str):
-    """The test hook: a step callback that SIGKILLs this process at step `wanted`."""
-    def on_step(step: str) -> None:
-        if step == wanted:
-            os.kill(os.getpid(), signal.SIGKILL)
-    return on_step
 
 
 class _Undo(Exception):
@@ -470,8 +459,8 @@ def manage(params: dict, runner=None, check_mode: bool = False, ip_bin: str = 'i
            promote=read_promote_secondaries, setns=enter_netns, mark_dir: str | None = None, identity=node_identity,
            on_step=None) -> dict:
     started = time.monotonic()
-    if on_step is None and os.environ.get(KILL_AT_ENV):
-        on_step = _kill_at(os.environ[KILL_AT_ENV])
+    if on_step is None:
+        on_step = testhook.kill_point
     req = Request(params, validate(params), check_mode, sock_factory, promote, mark_dir, started,
                   identity=identity, on_step=on_step)
     if req.namespace:

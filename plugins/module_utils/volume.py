@@ -26,7 +26,7 @@ import stat
 import struct
 import time
 
-from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, procfs
+from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, procfs, testhook
 
 # ext4 MMP sequence values with a meaning of their own (fs/ext4/mmp.c, lib/ext2fs/mmp.c).
 MMP_SEQ_CLEAN = 0xFF4D4D50
@@ -52,8 +52,7 @@ MMP_MAGIC = 0x004D4D50
 PIDFILE_MAX_BYTES = 64
 # Bounds of the numeric options (checked before anything is read or changed).
 BOUNDS = {'mmp_update_interval': (1, 300), 'mmp_probe_timeout': (1, 3600), 'stop_timeout': (0.1, 3600)}
-# Test hook, read only here: SIGKILL this process at one step boundary (see kill_point()).
-TEST_KILL_ENV = 'CYRUS_HA_TEST_KILL_AT'
+# The step boundaries of testhook.kill_point (CYRUS_HA_TEST_KILL_AT): an interrupted run, in tests.
 KILL_POINTS = ('mmp_watched', 'mkdir', 'clear_mmp', 'fsck', 'mount', 'stop', 'umount')
 
 
@@ -215,13 +214,6 @@ def check_params(params: dict) -> None:
         pidfile = params['pidfile']
         if not isinstance(pidfile, str) or not pidfile.startswith('/') or not pidfile.isascii() or '\0' in pidfile:
             raise VolumeError(f'pidfile {pidfile!r} must be an absolute ASCII path')
-
-
-def kill_point(step: str) -> None:
-    """Test hook: with CYRUS_HA_TEST_KILL_AT=<step> in the environment, SIGKILL this process right after
-    that step (an interrupted run, as a crash or an impatient operator leaves it). Read nowhere else."""
-    if os.environ.get(TEST_KILL_ENV) == step:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def check_path(path: str, what: str, must_exist: bool = False) -> bool:
@@ -678,22 +670,22 @@ class Volume:
         result.update(changed=True, mounted_before=False)
         if self.check_mode:
             return self.finish(result, start)
-        kill_point('mmp_watched')
+        testhook.kill_point('mmp_watched')
         made = False
         try:
             if not exists:
                 os.makedirs(target, mode=0o755)
                 made = True
                 self.actions.insert(0, 'mkdir')
-                kill_point('mkdir')
+                testhook.kill_point('mkdir')
             if clear:
                 self.clear_mmp(device, result['mmp'])
-                kill_point('clear_mmp')
+                testhook.kill_point('clear_mmp')
             result['fsck'] = self.fsck(device, sb, clear)
-            kill_point('fsck')
+            testhook.kill_point('fsck')
             argv = ['mount', '-t', device['TYPE'], '-o', self.p.get('opts') or 'defaults', device['DEVNAME'], target]
             self._timed('mount', self._cmd, argv, f'mounting {self.identity()} at {target}')
-            kill_point('mount')
+            testhook.kill_point('mount')
         except BaseException:
             if made:
                 self._undo_mkdir(target)
@@ -756,7 +748,7 @@ class Volume:
             self.actions.append('stop_instance')
             result['stopped'] = stop_by_pidfile(self.p['pidfile'], float(self.p.get('stop_timeout') or 10),
                                                 self.sleep, self.clock, st_dev=st_dev)
-            kill_point('stop')
+            testhook.kill_point('stop')
             rc, out, err = self.run(['umount', target])
         self.timings['umount'] = round(self.clock() - t0, 3)
         if rc != 0:
@@ -767,7 +759,7 @@ class Volume:
                               f"held by {named or 'no process found (a mount below it, or a loop device?)'}. "
                               'Only the instance in pidfile is stopped by this module; stop the others first',
                               holders=holders, stopped=result.get('stopped'))
-        kill_point('umount')
+        testhook.kill_point('umount')
 
     def prepared(self) -> dict:
         start = self.clock()

@@ -229,6 +229,53 @@ def test_probe_and_stop_without_configuration_files(installed, changes):
     assert master_pid() == pid and pid in carrying_the_conf()
 
 
+def comm(pid: int) -> str:
+    try:
+        with open(f'/proc/{pid}/comm', encoding='utf-8') as handle:
+            return handle.read().strip()
+    except OSError:
+        return ''
+
+
+def ctl(installed: dict, action: str, kill_at: str = '') -> subprocess.CompletedProcess:
+    """The control script itself in be2, as the agent and the role run it; kill_at: the test hook's step."""
+    argv = ['/usr/bin/python3', installed['ctl'], action, '--imapd-conf', IMAPD_CONF, '--cyrus-conf', CYRUS_CONF,
+            '--pidfile', PIDFILE, '--master', '/usr/lib/cyrus/bin/master', '--address', ADDRESS]
+    return on_be2(argv, {'CYRUS_HA_TEST_KILL_AT': kill_at} if kill_at else None)
+
+
+@pytest.mark.parametrize('action, step', [('start', 'prepared'), ('start', 'spawned'), ('stop', 'signalled'),
+                                          ('stop', 'reaped'), ('restart', 'reaped'), ('restart', 'spawned'),
+                                          ('kill', 'killed-first')])
+@pytest.mark.usefixtures('running')
+def test_the_control_script_killed_at_a_step_is_finished_by_the_next_run(installed, action, step):
+    """SIGKILL at each step boundary of start, stop, restart and kill: the next run of the same action
+    leaves the instance as that action promises (one master serving, or nothing of it left), and the run
+    after that changes nothing."""
+    if action == 'start':
+        assert json.loads(ctl(installed, 'stop').stdout)['state'] == 'stopped'
+    before = carrying_the_conf()
+    interrupted = ctl(installed, action, kill_at=step)
+    assert interrupted.returncode == -signal.SIGKILL, interrupted.stdout + interrupted.stderr
+    assert interrupted.stdout == ''
+    again = ctl(installed, action)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert json.loads(again.stdout)['state'] == {'start': 'started', 'restart': 'started', 'stop': 'stopped',
+                                                 'kill': 'stopped'}[action]
+    if action in ('start', 'restart'):
+        pid = master_pid()
+        assert pid and pid in carrying_the_conf() and pid not in before
+        masters = [p for p in carrying_the_conf() if comm(p) == 'master']
+        assert masters == [pid], masters
+        assert labutil.poll(lambda: rc(installed, 'monitor') == 0, 30, interval=0.2)
+        assert greeting().startswith('* OK')
+        settled = ctl(installed, 'start')
+    else:
+        assert carrying_the_conf() == []
+        settled = ctl(installed, action)
+    assert json.loads(settled.stdout)['changed'] is False, settled.stdout
+
+
 @pytest.mark.skipif(not shutil.which('ocf-tester') or not shutil.which('xmllint'),
                     reason='ocf-tester (resource-agents) and xmllint (libxml2-utils) are needed')
 @pytest.mark.usefixtures('running')

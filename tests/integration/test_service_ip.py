@@ -264,7 +264,7 @@ def test_bad_input_fails_with_its_message_and_changes_nothing(clean, bad, messag
 
 # --------------------------------------------------------------------------- issue 19: markers and interrupted runs
 
-KILL_AT = 'CYRUS_HA_SERVICE_IP_KILL_AT'   # the module's test hook: SIGKILL itself at this step (service_ip.py)
+KILL_AT = 'CYRUS_HA_TEST_KILL_AT'   # the collection's test hook: SIGKILL itself at this step (testhook.py)
 
 
 def interrupted_msg(ns: str, vip: str) -> str:

@@ -12,7 +12,7 @@ boundary (issue 19), on the lab "SAN": one ext4 image, one loop device per host.
   the module must watch at least as long as the kernel's mount would before it calls them stopped: 11 s at 1,
   21 s at 5, 120 s at 30. At 300 s it refuses to decide within the default budget; set CYHA_MMP_FULL=1 to run
   the full watch (about 11 minutes) as well.
-- Interrupted runs: CYRUS_HA_TEST_KILL_AT=<step> (read only in plugins/module_utils/volume.py) SIGKILLs the
+- Interrupted runs: CYRUS_HA_TEST_KILL_AT=<step> (read only in plugins/module_utils/testhook.py) SIGKILLs the
   module right after that step; the next run finishes the job.
 """
 

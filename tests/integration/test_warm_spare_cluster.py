@@ -90,6 +90,49 @@ def test_runbooks_refuse_a_pair_the_cluster_manages(cluster, runbook):
     assert login_works()
 
 
+INSTANCE_SERVICE = """- hosts: be1:spare
+  gather_facts: false
+  tasks:
+    - name: The service entry point of cyrus_instance for be1's instance
+      ansible.builtin.include_role:
+        name: cyrus.ha.cyrus_instance
+        tasks_from: service
+      vars:
+        cyrus_instance_name: be1
+        cyrus_instance_address: "{{ hostvars['be1'].cyha_lab_service_addr4 }}"
+        cyrus_instance_servername: "{{ hostvars['be1'].cyha_lab_service_name }}"
+        cyrus_instance_install_packages: false
+"""
+
+
+def instance_service(tmp_path, node: str, state: str, *extra: str) -> subprocess.CompletedProcess:
+    playbook = tmp_path / 'instance_service.yml'
+    playbook.write_text(INSTANCE_SERVICE)
+    return labutil.playbook(str(playbook), '-l', node, '-e', f'cyrus_instance_state={state}', *extra, check=False)
+
+
+def test_the_instance_role_refuses_to_start_or_stop_what_the_cluster_runs(cluster, tmp_path):
+    """cyrus_instance's service entry point on a cluster node: what the cluster already did is no change;
+    starting the instance on the other node, or stopping or killing it where the cluster runs it, is refused
+    before anything changes, naming the cluster's own ways."""
+    node = active()
+    other = NODES[1 - NODES.index(node)]
+    same = instance_service(tmp_path, node, 'started')
+    assert same.returncode == 0 and labutil.recap(same.stdout)[node]['changed'] == 0, same.stdout[-3000:]
+    idle = instance_service(tmp_path, other, 'stopped')
+    assert idle.returncode == 0 and labutil.recap(idle.stdout)[other]['changed'] == 0, idle.stdout[-3000:]
+    for target, state, verb, extra in [(other, 'started', 'start', []), (other, 'started', 'start', ['--check']),
+                                       (node, 'stopped', 'stop', []), (node, 'killed', 'kill', [])]:
+        proc = instance_service(tmp_path, target, state, *extra)
+        assert proc.returncode != 0, proc.stdout[-3000:]
+        said = ' '.join(proc.stdout.split())
+        assert (f'instance be1 is managed by the Pacemaker cluster running on {target} (primitive be1-cyrus): '
+                f'refusing to {verb} it here as well. Let the cluster do it') in said, said[-3000:]
+        assert 'cyrus_instance_ignore_cluster=true only when the cluster no longer manages it' in said
+        assert active() == node and group_started_on('be1', node) and has_address(node) and mounted(node)
+    assert login_works()
+
+
 @pytest.mark.parametrize('extra, message', [
     ({'cluster_fence_devices': []},
      'cyrus.ha.cluster_config: no fence devices: without fencing Pacemaker cannot move a volume safely '

@@ -13,7 +13,8 @@ identified by its pidfile and by its imapd.conf path, which every process of the
 carries after -C: processes of other instances on the same machine are never touched.
 Python 3.9+, standard library only (it runs on the managed node). The cyrus_instance role installs it
 in the support directory (/usr/local/lib/cyrus-ha) beside the collection's module_utils it imports:
-the instance conventions (cyrusinstance.py, procfs.py) and the imapd.conf parser (cyrusconf.py).
+the instance conventions (cyrusinstance.py, procfs.py), the imapd.conf parser (cyrusconf.py) and the
+test hook (testhook.py).
 """
 
 from __future__ import annotations
@@ -30,13 +31,18 @@ import sys
 import time
 
 try:
-    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance
+    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, testhook
     from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import SOCKET_KEYS, parse_imapd_lines
 except ImportError:   # installed: the module_utils are beside this file, in the support directory
     import cyrusinstance
+    import testhook
     from cyrusconf import SOCKET_KEYS, parse_imapd_lines
 
 RUN_KEYS = ('proc_path', 'mboxname_lockpath')
+# The step boundaries of testhook.kill_point (CYRUS_HA_TEST_KILL_AT), where tests interrupt a run: the next
+# run of the same action finishes it (a started master is found by its pidfile and -C; a stop or kill
+# goes on with the processes left). A pidfile whose process is gone is never trusted (master_pid).
+STEPS = ('prepared', 'spawned', 'signalled', 'reaped', 'killed-first')
 
 
 def read_imapd_conf(path: str) -> dict[str, str]:
@@ -126,11 +132,13 @@ def start(args) -> dict:
     if args.check:
         return {'changed': True, 'state': 'started', 'pid': None, 'msg': 'master would be started'}
     prepare(args)
+    testhook.kill_point('prepared')
     argv = [args.master, '-C', args.imapd_conf, '-M', args.cyrus_conf, '-p', args.pidfile, '-d']
     with open(os.devnull, 'r+b') as null:
         # A new session: master outlives the SSH session that started it.
         proc = subprocess.run(argv, stdin=null, stdout=null, stderr=null, start_new_session=True,
                               timeout=args.timeout, check=False)
+    testhook.kill_point('spawned')
     deadline = time.monotonic() + args.timeout
     pid = master_pid(args)
     while not pid and time.monotonic() < deadline:
@@ -151,6 +159,7 @@ def stop(args) -> dict:
         return {'changed': True, 'state': 'stopped', 'pid': pid, 'msg': 'master would be stopped'}
     if pid:
         os.kill(pid, signal.SIGTERM)
+        testhook.kill_point('signalled')
     deadline = time.monotonic() + args.timeout
     while instance_pids(args) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -158,6 +167,7 @@ def stop(args) -> dict:
         os.kill(left, signal.SIGKILL)
     while instance_pids(args):
         time.sleep(0.05)
+    testhook.kill_point('reaped')
     try:
         os.unlink(args.pidfile)
     except FileNotFoundError:
@@ -177,6 +187,7 @@ def kill(args) -> dict:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+        testhook.kill_point('killed-first')
     deadline = time.monotonic() + args.timeout
     while instance_pids(args) and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -25,7 +25,7 @@ def run(argv: list, **kwargs) -> subprocess.CompletedProcess:
 
 def test_the_support_files_are_the_scripts_and_what_they_import(support_dir):
     assert sorted(os.listdir(support_dir)) == ['cyrus_instance_ctl.py', 'cyrusconf.py', 'cyrusconf_cli.py',
-                                               'cyrusconf_lint.py', 'cyrusinstance.py', 'procfs.py']
+                                               'cyrusconf_lint.py', 'cyrusinstance.py', 'procfs.py', 'testhook.py']
 
 
 def test_the_module_utils_import_each_other_as_plain_modules(support_dir):

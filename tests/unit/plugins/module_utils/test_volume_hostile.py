@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from ansible_collections.cyrus.ha.plugins.module_utils import volume as vol
+from ansible_collections.cyrus.ha.plugins.module_utils import testhook, volume as vol
 
 from test_volume import BLKID, MMP_CLEAN, NO_MOUNTS, SUPERBLOCK, make, mmp
 
@@ -347,14 +347,14 @@ def test_a_parent_whose_child_holds_the_volume_counts_as_holder(tmp_path, sleepe
 
 @pytest.mark.parametrize('step', vol.KILL_POINTS)
 def test_the_kill_hook_kills_only_at_its_step(step):
-    code = 'from ansible_collections.cyrus.ha.plugins.module_utils import volume as v\n' \
-           f'v.kill_point("other")\nv.kill_point({step!r})\nprint("survived")'
+    code = 'from ansible_collections.cyrus.ha.plugins.module_utils import testhook as t\n' \
+           f't.kill_point("other")\nt.kill_point({step!r})\nprint("survived")'
     root = vol.__file__
     for dummy in range(6):      # .../ansible_collections/cyrus/ha/plugins/module_utils/volume.py
         root = os.path.dirname(root)
-    env = dict(os.environ, **{vol.TEST_KILL_ENV: step, 'PYTHONPATH': root})
+    env = dict(os.environ, **{testhook.ENV: step, 'PYTHONPATH': root})
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == -signal.SIGKILL and 'survived' not in proc.stdout
-    env[vol.TEST_KILL_ENV] = ''
+    env[testhook.ENV] = ''
     proc = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 0 and 'survived' in proc.stdout

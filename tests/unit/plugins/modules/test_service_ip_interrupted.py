@@ -6,7 +6,7 @@ each step boundary is finished (announced) or undone by the next one; hostile nu
 before anything changes.
 
 The run is killed for real: it runs in a forked child against a fake `ip` whose state lives in a file,
-and the step hook (Request.on_step, or the CYRUS_HA_SERVICE_IP_KILL_AT variable) SIGKILLs the child at the
+and the step hook (Request.on_step, or the CYRUS_HA_TEST_KILL_AT variable) SIGKILLs the child at the
 boundary. The same against real namespaces is in tests/integration/test_service_ip.py."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from ansible_collections.cyrus.ha.plugins.module_utils import service_ip as sip
+from ansible_collections.cyrus.ha.plugins.module_utils import service_ip as sip, testhook
 from test_service_ip_module import PARAMS, FakeIp  # the fake `ip` and the options of the module's tests
 
 VIP = '203.0.113.50'
@@ -97,7 +97,7 @@ def killed_at(node, step, env=False, **params):
     if pid == 0:        # the child: never returns into pytest
         try:
             if env:
-                os.environ[sip.KILL_AT_ENV] = step
+                os.environ[testhook.ENV] = step
                 run(node, **params)
             else:
                 run(node, on_step=lambda s: os.kill(os.getpid(), signal.SIGKILL) if s == step else None, **params)
