@@ -24,6 +24,27 @@ description:
   - The ids of nvpairs and operations are derived from the object id and the names
     (V(<id>-instance_attributes-<name>), V(<id>-<op>-interval-<interval>)), so the same data always gives
     the same XML.
+  - Every input is checked before the first command, and a bad one fails the run naming the object and the
+    cause. Ids are XML ids (ASCII letters, digits, V(_), V(.), V(-), not starting with a digit, V(.) or V(-));
+    the names of parameters, meta attributes, properties and operation attributes follow the same rule. A value is text,
+    a number or a boolean; empty text, V(null), NaN, infinities and characters XML cannot carry (control
+    characters, lone surrogates) are refused, without repeating the value (it may be a password). Scores
+    (C(score), C(resource-stickiness), C(priority)) are integers from -1000000 to 1000000 or
+    V(INFINITY)/V(-INFINITY); C(migration-threshold) is 0 to 1000000 or V(INFINITY); durations (an operation's
+    C(interval), C(timeout) and C(start-delay), C(failure-timeout), C(stonith-timeout) and the like) are a
+    whole number with an optional unit (V(ms), V(s), V(min), V(h)), intervals also ISO 8601 (V(PT20S)), within
+    what Pacemaker can hold; well-known booleans and choices (C(stonith-enabled), C(is-managed),
+    C(target-role), C(no-quorum-policy), an operation's C(on-fail)) take only their values. Unknown keys of
+    a group member, a constraint or a fencing level are refused, not ignored.
+  - A resource that leaves the configuration (named in O(absent), or a member dropped from a group of
+    O(resources)) is first stopped (C(target-role=Stopped), then C(crm_resource --wait)) and only then
+    deleted. A run killed between the two steps leaves it stopped; the next run with the same data deletes it,
+    a run whose data wants it again starts it again. Any other change is one C(cibadmin --replace), which the
+    cluster applies whole or not at all. When that replace reports a failure (a timeout), the CIB is read back
+    to tell whether the change was made.
+  - The CIB that C(cibadmin --query) prints is parsed without expanding any entity; a document type
+    declaration, elements nested deeper than 128, more than 64 MiB, or a root other than C(cib) with a
+    C(configuration) fail the run before anything changes.
   - Run it on one node of the cluster (C(run_once)); the cluster must be running there.
 author:
   - cyrus.ha contributors (@cyrus-ha)
@@ -69,19 +90,25 @@ options:
         elements: dict
   constraints:
     description:
-      - Constraints with C(id) and C(type). V(location) needs C(resource), C(node) and C(score);
-        V(order) and V(colocation) need C(first) and C(then).
+      - Constraints with C(id) and C(type) (default V(location)). V(location) takes C(resource), C(node) and
+        C(score) (default V(INFINITY)); V(order) takes C(first), C(then) and C(kind) (V(Mandatory), the
+        default, V(Optional) or V(Serialize)); V(colocation) takes C(first), C(then) and C(score).
+      - The resources a constraint names must be in the cluster or in O(resources).
     type: list
     elements: dict
     default: []
   fencing_levels:
-    description: Fencing levels, each with C(target) (node), C(index) (1-9) and C(devices) (tried together, in order).
+    description:
+      - Fencing levels, each with C(target) (node), C(index) (1-9) and C(devices) (tried together, in order),
+        and optionally C(id) (default V(fl-<target>-<index>)).
+      - Each device must be a fence device (a C(stonith) primitive) in the cluster or in O(resources).
     type: list
     elements: dict
     default: []
   absent:
     description:
-      - Ids of resources, constraints or fencing levels to remove.
+      - Ids of resources, constraints or fencing levels to remove. The id of anything else (a property set,
+        an nvpair, an operation, a node) is refused.
       - A resource is first stopped (C(target-role=Stopped), then C(crm_resource --wait)) and only then
         deleted, since a resource deleted while it runs is stopped without its parameters (a Filesystem
         resource then fails to stop and its node is fenced).
@@ -89,11 +116,15 @@ options:
     elements: str
     default: []
   wait:
-    description: Seconds to wait for the CIB to answer (a cluster that has just started).
-    type: float
+    description:
+      - Seconds to wait for the CIB to answer (a cluster that has just started), a number from 0 to 3600
+        (not a boolean).
+    type: raw
     default: 60
 notes:
   - Needs C(cibadmin) and C(crm_verify) from Pacemaker on the node.
+  - A run with nothing to manage (every option empty) is refused.
+  - A failure after the cluster's configuration changed (a resource stopped, not deleted yet) reports C(changed).
   - In check mode, a node where the cluster is not running yet predicts that every object is created.
 extends_documentation_fragment:
   - cyrus.ha.attributes
@@ -168,7 +199,7 @@ def main():
             constraints=dict(type='list', elements='dict', default=[]),
             fencing_levels=dict(type='list', elements='dict', default=[]),
             absent=dict(type='list', elements='str', default=[]),
-            wait=dict(type='float', default=60),
+            wait=dict(type='raw', default=60),
         ),
         supports_check_mode=True,
     )
@@ -179,7 +210,8 @@ def main():
     for tool in TOOLS:
         runner.binary(tool)
     try:
-        result = converge(params, runner, check_mode=module.check_mode, wait=0 if module.check_mode else params['wait'])
+        result = converge(params, runner, check_mode=module.check_mode,
+                          tmpdir=None if module.check_mode else module.tmpdir)
     except CibError as exc:
         if module.check_mode and 'not reachable' in str(exc):
             module.warn(f'{exc}; check mode predicts the whole configuration as new')
@@ -188,9 +220,11 @@ def main():
             except CibError as inner:
                 module.fail_json(msg=str(inner))
             module.exit_json(changed=bool(changes), changes=changes)
-        module.fail_json(msg=str(exc))
+        module.fail_json(msg=str(exc), changed=exc.changed)
     for warning in result.pop('warnings', []):
         module.warn(f'crm_verify: {warning}')
+    for notice in result.pop('notices', []):
+        module.warn(notice)
     diff = result.pop('diff')
     if module._diff:
         result['diff'] = diff

@@ -355,7 +355,7 @@ def test_plan_on_an_empty_configuration_creates_everything_in_schema_order():
 
 def test_plan_inserts_missing_sections_between_the_existing_ones():
     config = xml('<configuration><crm_config/><nodes/><constraints/><rsc_defaults/><op_defaults/></configuration>')
-    new, dummy = plan(config, Desired({'resources': [ADDRESS], 'fencing_levels': PARAMS['fencing_levels']}))
+    new, dummy = plan(config, Desired({'resources': [FENCE, ADDRESS], 'fencing_levels': PARAMS['fencing_levels']}))
     assert [c.tag for c in new] == ['crm_config', 'nodes', 'resources', 'constraints', 'fencing-topology',
                                     'rsc_defaults', 'op_defaults']
 
@@ -467,8 +467,10 @@ def test_an_operator_stop_survives_a_run_that_does_not_mention_it():
 
 
 def test_a_changed_constraint_score_and_fencing_level_are_updates():
-    config, dummy = plan(xml('<configuration/>'), Desired(PARAMS))
-    params = copy.deepcopy(PARAMS)
+    base = copy.deepcopy(PARAMS)
+    base['resources'].append({'id': 'fence-heuristics-ping', 'agent': 'stonith:fence_heuristics_ping'})
+    config, dummy = plan(xml('<configuration/>'), Desired(base))
+    params = copy.deepcopy(base)
     params['constraints'][1]['score'] = 50
     params['fencing_levels'][0]['devices'] = ['fence-heuristics-ping', 'fence-be1']
     new, changes = plan(config, Desired(params))
@@ -652,10 +654,11 @@ def test_query_with_unparsable_xml(out):
 
 class Tools:
     """A fake run() for crm_verify and cibadmin that records each argv and the content of the files
-    named after --xml-file while they exist (apply deletes them afterwards)."""
+    named after --xml-file while they exist (apply deletes them afterwards). cibadmin --query (after a
+    failed replace) answers `query`, by default the CIB as it was."""
 
-    def __init__(self, verify=(0, '', ''), replace=(0, '', '')):
-        self.answers = {'crm_verify': verify, 'cibadmin': replace}
+    def __init__(self, verify=(0, '', ''), replace=(0, '', ''), query=(0, RUNNING_CIB, '')):
+        self.answers = {'crm_verify': verify, 'cibadmin --replace': replace, 'cibadmin --query': query}
         self.calls = []
 
     def __call__(self, argv):
@@ -666,7 +669,7 @@ class Tools:
                 files[path] = handle.read()
             files['mode'] = os.stat(path).st_mode & 0o777
         self.calls.append((list(argv), files))
-        answer = self.answers[argv[0]]
+        answer = self.answers[argv[0] if argv[0] == 'crm_verify' else ' '.join(argv[:2])]
         if isinstance(answer, Exception):
             raise answer
         return answer
@@ -740,7 +743,7 @@ def test_apply_goes_on_after_warnings_and_collects_them(tmp_path, out, err):
      'error: Resource fence-be1: agent stonith:fence_nothere is not installed Errors found during check: '
      'config not valid'),
     ((64, '', "crm_verify: unrecognized option '--frobnicate'\n"), "crm_verify: unrecognized option '--frobnicate'"),
-    ((1, '', ''), ''),
+    ((1, '', ''), 'crm_verify exit status 1 without a message'),
 ])
 def test_apply_stops_when_the_configuration_does_not_verify(tmp_path, verify, message):
     tools = Tools(verify=verify)
@@ -774,7 +777,9 @@ def test_apply_reports_a_failed_replace(tmp_path, replace, message):
     with pytest.raises(CibError) as caught:
         Cib(tools).apply(cib, new_configuration(cib), tmpdir=str(tmp_path))
     assert str(caught.value) == message
-    assert [argv[0] for argv in tools.argv()] == ['crm_verify', 'cibadmin']
+    # the CIB is read back: unchanged, so nothing was changed
+    assert [argv[:2] for argv in tools.argv()] == [['crm_verify', '--verbose'], ['cibadmin', '--replace'],
+                                                   ['cibadmin', '--query']]
     assert list(tmp_path.iterdir()) == []
 
 
