@@ -22,13 +22,31 @@ description:
     instances this host is the warm spare of), and for the host's first instance C(murder_role),
     C(murder_instance), C(murder_address), C(murder_address_prefix) and C(murder_servername);
     every host gets C(murder_mupdate_servername)."
-  - "Validated with netaddr before any host is added: subnets in CIDR form without host bits;
-    every address written canonically (IPv6 compressed and lower case), without prefix length,
-    inside a declared subnet, never a network, broadcast, loopback or link-local address; service
-    addresses unique and never a host's own boot address; servernames fully qualified and
-    different before the first dot; exactly one mupdate master; warm spares only for backends,
-    on another host, each with its own volume and mount point. Errors name the offending entry, such as
-    C(instances.be1.address)."
+  - "Validated with netaddr before any host is added: subnets in CIDR form without host bits,
+    overlapping no loopback, link-local, multicast, unspecified, reserved or IPv4-mapped range
+    (so never C(0.0.0.0/0)); every address an ASCII string written canonically (IPv6 compressed
+    and lower case, IPv4 without leading zeros), without prefix length or zone index, inside a
+    declared subnet, never a network, broadcast, subnet-router anycast, loopback, link-local,
+    multicast, unspecified or IPv4-mapped address; service addresses unique and never a host's own
+    boot address; servernames fully qualified ASCII names (internationalized ones in their
+    C(xn--) form), different before the first dot; exactly one mupdate master; warm spares only
+    for backends, on another host, each volume found by exactly one of C(uuid) or C(label) (with the
+    values the M(cyrus.ha.shared_volume) module accepts), with its own mount point, neither a system
+    directory nor inside another pair's."
+  - "Names: host names are dot-separated labels of ASCII letters, digits, C(_) and C(-) (at most 63
+    characters), never the name of a group of this inventory (C(all), C(ungrouped), C(murder),
+    C(mupdate_master), C(backends), C(frontends), C(spares)) and never differing from another host
+    only in case; variable names in C(vars), C(hosts.<host>.vars), C(instances.<name>.vars) and
+    C(compose) are ASCII identifiers and never a variable this plugin sets (C(ansible_host),
+    C(ansible_ssh_host), C(murder_instances), C(murder_standby_instances), C(murder_host_address6),
+    C(murder_role), C(murder_instance), C(murder_address), C(murder_address_prefix),
+    C(murder_servername), and C(murder_mupdate_servername) except in the top-level C(vars)) or one
+    Ansible sets (C(inventory_hostname), C(groups), C(hostvars)...); C(groups) names no group of
+    this inventory and no host, nor does a group C(keyed_groups) makes; a key written twice in one
+    mapping is refused."
+  - "Every wrong type, empty value or unknown key is refused; an optional key set to null is the
+    same as a key left out. Errors name the offending entry, such as C(instances.be1.address), and
+    the cause."
 notes:
   - Ansible only warns when an inventory source cannot be parsed and goes on with no hosts from it;
     set C(any_unparsed_is_failed = true) in the C([inventory]) section of C(ansible.cfg) (as this
@@ -53,7 +71,7 @@ options:
   hosts:
     description:
       - The machines, host name to C(address) (boot address, IPv4 or IPv6), optional C(address6)
-        and optional C(vars) (extra host variables).
+        and optional C(vars) (extra host variables, none of those the plugin sets).
     required: true
     type: dict
   instances:
@@ -61,20 +79,23 @@ options:
       - The Cyrus instances, instance name to C(role) (C(mupdate), C(backend) or C(frontend)),
         C(host) (where it normally runs), C(address) (IPv4 service address, no prefix length),
         optional C(address6), C(servername) (fully qualified), and optional C(vars) (extra variables
-        of its host).
+        of its host, for the first instance of a host only; the host's own C(vars) win).
     required: true
     type: dict
   warm_spares:
     description:
       - Warm-spare pairs, each C(instance) (a backend), C(home) (defaults to the instance's host),
-        C(spare) (another host) and C(volume) (the shared volume, with C(mount), its mount point, and at
-        least one of C(uuid), C(label) or C(device) to find it by; optional C(fstype) default C(ext4),
-        C(options) default C(defaults)).
+        C(spare) (another host) and C(volume) (the shared volume, with C(mount), its mount point, and
+        exactly one of C(uuid) or C(label) to find it by; optional C(device), the path it usually
+        has under C(/dev), never used to find it; optional C(fstype) default C(ext4), C(options)
+        default C(defaults)).
     type: list
     elements: dict
     default: []
   vars:
-    description: Variables for every host (C(murder_mupdate_servername) is added unless set).
+    description:
+      - Variables for every host (C(murder_mupdate_servername), a fully qualified name, is added
+        unless set), none of the others the plugin sets.
     type: dict
     default: {}
 '''
@@ -105,7 +126,8 @@ import os
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
-from ansible_collections.cyrus.ha.plugins.plugin_utils.topology import TopologyError, build
+from ansible_collections.cyrus.ha.plugins.plugin_utils.topology import (TopologyError, build, check_duplicate_keys,
+                                                                         check_keyed_groups)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable):
@@ -120,6 +142,9 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         if not isinstance(data, dict) or data.get('plugin') != self.NAME:
             raise AnsibleParserError('%s is not a cyrus.ha.murder topology (plugin: cyrus.ha.murder)' % path)
         try:
+            # the text as written: YAML keeps only the last of two equal keys (an encrypted file is one scalar)
+            with open(path, 'rb') as handle:
+                check_duplicate_keys(handle.read().decode('utf-8', 'replace'))
             built = build(data)
         except TopologyError as exc:
             raise AnsibleParserError('%s: %s' % (os.path.basename(path), exc))
@@ -132,6 +157,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
         for key, value in built['vars'].items():
             self.inventory.set_variable('all', key, value)
         strict = self.get_option('strict')
+        groups_before = set(self.inventory.groups)
         for host, variables in built['hostvars'].items():
             for key, value in variables.items():
                 self.inventory.set_variable(host, key, value)
@@ -139,3 +165,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable):
             self._set_composite_vars(self.get_option('compose'), hostvars, host, strict=strict)
             self._add_host_to_composed_groups(self.get_option('groups'), hostvars, host, strict=strict)
             self._add_host_to_keyed_groups(self.get_option('keyed_groups'), hostvars, host, strict=strict)
+        try:
+            check_keyed_groups(set(self.inventory.groups) - groups_before, built['hostvars'])
+        except TopologyError as exc:
+            raise AnsibleParserError('%s: %s' % (os.path.basename(path), exc))

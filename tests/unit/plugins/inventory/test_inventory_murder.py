@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 LAB_TOPOLOGY = os.path.join(REPO, 'lab', 'rigs', 'lab-topology.yml')
 BIN = os.path.dirname(sys.executable)
@@ -76,3 +78,42 @@ def test_a_bad_topology_fails_naming_the_entry(tmp_path):
     assert out.returncode != 0
     assert ('murder.yml: instances.be2.address: 198.51.100.21 is the boot address of be1: a service address must '
             'be its own') in out.stderr, out.stderr
+
+
+def lab_text_with(old: str, new: str) -> str:
+    with open(LAB_TOPOLOGY, encoding='utf-8') as handle:
+        text = handle.read()
+    assert old in text
+    return text.replace(old, new, 1)
+
+
+@pytest.mark.parametrize('old, new, message', [
+    # YAML keeps the last of two equal keys with only a warning: the plugin reads the text
+    ('  spare: {address: 198.51.100.30', '  be2: {address: 198.51.100.40}\n  spare: {address: 198.51.100.30',
+     'murder.yml: hosts.be2: written twice (lines 13 and 14): YAML would keep only the last'),
+    # what Ansible's loader builds (tagged lists, sets, dates) is named in YAML's words
+    ('  be1: {address: 198.51.100.21, address6: "2001:db8::21"}', '  be1: [198.51.100.21]',
+     'murder.yml: hosts.be1: expected a mapping, got list'),
+    ('volume: {label: cyha-be1,', 'volume: {label: !!set {a, b},',
+     'murder.yml: warm_spares[0] (be1).volume.label: expected a filesystem label (1 to 16 of A-Z a-z 0-9 _ . : + -), '
+     'got set'),
+    ('volume: {label: cyha-be1,', 'volume: {label: 2024-01-01,',
+     'murder.yml: warm_spares[0] (be1).volume.label: expected a filesystem label (1 to 16 of A-Z a-z 0-9 _ . : + -), '
+     'got date 2024-01-01 (quote it to keep it text)'),
+    ('  spare: {address: 198.51.100.30', '  "be3\\n": {address: 198.51.100.40}\n  spare: {address: 198.51.100.30',
+     "murder.yml: hosts.'be3\\n': 'be3\\n' is not a valid inventory host name (dot-separated labels of ASCII letters, "
+     "digits, _ and -, each starting and ending with a letter or digit; at most 63 characters)"),
+    ('vars:\n', 'strict: maybe\nvars:\n', "murder.yml: strict: expected true or false, got string 'maybe'"),
+    # group names keyed_groups makes are known only once Ansible has made them
+    ('vars:\n', 'keyed_groups:\n  - {key: murder_role, prefix: "", separator: ""}\nvars:\n',
+     'murder.yml: keyed_groups: the group mupdate would have the name of a host: give the keyed groups a prefix'),
+    ('vars:\n', 'cache: true\nvars:\n', 'murder.yml: topology: unknown key cache (known: compose, groups, hosts, '
+                                        'instances, keyed_groups, leading_separator, plugin, strict, subnets, '
+                                        'use_extra_vars, vars, warm_spares)'),
+])
+def test_hostile_files_fail_naming_the_entry(tmp_path, old, new, message):
+    path = tmp_path / 'murder.yml'
+    path.write_text(lab_text_with(old, new), encoding='utf-8')
+    out = inventory(str(path), '--list')
+    assert out.returncode != 0
+    assert message in out.stderr, out.stderr
