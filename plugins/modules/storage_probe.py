@@ -41,8 +41,11 @@ description:
     could hang on the probed filesystem runs in a child, so a hung filesystem fails the module within
     O(timeout) instead of hanging it.
   - The probe writes only in its own work directory C(.cyrus-ha-probe-*) created safely under each
-    O(path), and removes it whatever happens (success, failure, timeout, C(SIGTERM)). Work directories
-    left by an earlier run that was killed are reported, and removed with O(clean_leftovers).
+    O(path) (an unpredictable name, C(mkdir) that never follows a symlink planted under it, mode C(0700)
+    whatever the umask), and removes it whatever happens (success, failure, timeout, C(SIGTERM), a
+    creation that hung). Work directories left by an earlier run that was killed are reported, and removed
+    with O(clean_leftovers); a symlink or file named like one is not one, and its owner note is read
+    without trusting it (only a note naming this host and a process that is gone makes it removable).
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
@@ -50,11 +53,15 @@ options:
     description:
       - The directories to probe (where the mail store, or its partitions, will live).
       - Each must exist, be a directory, be writable, and have room for the probe.
+      - Each is an absolute path without C(..) components, named once. A symlink is followed; the directory
+        it resolves to is probed (and its filesystem identified) and returned as C(real_path).
     type: list
     elements: path
     required: true
   checks:
-    description: The checks to run; V(all) runs every one. Checks not run show as V(skip).
+    description:
+      - The checks to run; V(all) runs every one. Checks not run show as V(skip).
+      - An empty list, or a check named twice, is refused.
     type: list
     elements: str
     default: [all]
@@ -108,6 +115,8 @@ notes:
   - A path that does not exist, is not a directory, is not writable, is read-only, lacks the free
     space or inodes the probe needs (or runs out of them during the probe), or does not answer
     C(stat) within O(stat_timeout) fails the module with a message saying so; it is not a verdict.
+  - Every input is checked before any path is touched; an empty or relative path, a NUL byte, a C(..)
+    component, a number that is not finite or out of range (a boolean is not a number) fail the module.
   - Linux only (C(/proc/self/mountinfo), C(statfs) through ctypes, C(fork)).
   - This module was called C(cyrus.ha.fs_probe) before; that name still works until 2.0.0.
   - A single host cannot see what a second host sharing the filesystem sees; shared filesystems
@@ -155,7 +164,8 @@ ansible_facts:
   contains:
     storage_probe:
       description:
-        - One report per probed path (the key is the absolute path), with C(path), C(verdict)
+        - One report per probed path (the key is the absolute path), with C(path), C(real_path) (the path
+          with its symlinks resolved, where the probe ran), C(verdict)
           (V(safe), V(degraded) or V(unsafe)), C(reasons) (one line per failed or warning check),
           C(identity) (C(fs_type), C(magic), C(mount_fstype), C(fuse_subtype), C(source), C(mount_point),
           C(options), C(risky_options), C(shared), C(free_bytes), C(total_bytes), C(free_inodes),

@@ -32,16 +32,27 @@ description:
     it does not see the same filesystem) fails the checks with a message naming it, and is not waited for
     again. Every process the module starts has a hard deadline, is killed and reaped by PID, and dies with
     the module; the leader removes the run directory whatever happens.
+  - Nothing in the run directory is trusted. A token must be a regular file (a symlink is not followed, a
+    FIFO not waited on) of at most 64 KiB of UTF-8 JSON with the fields the step expects; a host whose
+    token stays malformed for O(step_timeout) is named with what was wrong, as a host that does not
+    answer is. A run directory that is a symlink is refused.
+  - The leader posts its O(peers) and O(checks); a host given other ones (or another order) fails, saying
+    so, instead of running checks the others do not.
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
   path:
-    description: The shared directory, as this host sees it (the mount point may differ per host).
+    description:
+      - The shared directory, as this host sees it (the mount point may differ per host).
+      - An absolute path without C(..) components.
     type: path
     required: true
   peers:
     description:
       - Every host taking part, in the same order on every host; the first one is the leader.
+      - Host names or addresses (1 to 253 letters, digits, C(.), C(-), C(_) or C(:)); they name the
+        token files and are never connected to. A host named twice, also in two spellings (C(BE1) and
+        C(be1), C(::ffff:10.0.0.1) and C(10.0.0.1), C(FE80::1) and C(fe80::1)), is refused.
       - With a single host nothing is compared and every check is V(skip).
     type: list
     elements: str
@@ -54,17 +65,18 @@ options:
     description:
       - The same token on every host of one run (6 to 64 letters, digits, C(-) or C(_)), unique per run,
         for example a random string made once on the controller.
+      - Not a secret (it names the run directory on the shared filesystem, and is returned in C(run_dir)).
     type: str
     required: true
   checks:
-    description: The checks to run; V(all) runs every one.
+    description: The checks to run; V(all) runs every one. An empty list, or a check named twice, is refused.
     type: list
     elements: str
     default: [all]
     choices: [all, lock_exclusion, pingpong_rw, pingpong_cyrus, pingpong_mmap, append_visibility,
               rename_visibility, metadata_coherence, excl_race, lock_recovery, neighbour_stat]
   timeout:
-    description: Hard time budget in seconds of the whole run on this host.
+    description: Hard time budget in seconds of the whole run on this host (5 to 86400; numbers are finite).
     type: float
     default: 120
   step_timeout:
@@ -167,9 +179,6 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost
 
-LIMITS = (('timeout', 5, 86400), ('step_timeout', 0.5, 3600), ('recovery_timeout', 0.5, 3600),
-          ('pingpong_iterations', 100, 10 ** 7), ('neighbour_files', 1, 10 ** 6))
-
 
 def main():
     module = AnsibleModule(
@@ -189,7 +198,7 @@ def main():
     )
     params = module.params
     try:
-        report = crosshost.run_checked(params, LIMITS)
+        report = crosshost.run_checked(params)
     except (ValueError, crosshost.Interrupted) as exc:
         module.fail_json(msg=str(exc))
     except Exception as exc:  # noqa: BLE001 - never a traceback for the user: say where it stopped

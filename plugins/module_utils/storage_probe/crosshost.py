@@ -10,6 +10,10 @@ mapping) or a hang fails that check and the next one still runs. A peer whose ch
 posts the failure on the check's final step, so the leader never waits it out. The leader removes the
 run directory once every other host has finished or is gone; when the leader is gone, the first peer
 still there does. verdict.decide judges the results, with the cross-host checks' critical set.
+
+Every input is checked (inputs) before the run directory is made. The leader posts its peers and
+checks ('meet'); a host given other ones (another order too) stops there, saying so, instead of
+playing a ring or a check the others do not.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import time
 
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_checks
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_protocol as protocol
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import procs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import result
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import sysapi
@@ -30,6 +35,8 @@ from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import work
 CHECK_NAMES = crosshost_checks.CHECK_NAMES
 DEFAULTS = {'timeout': 120.0, 'step_timeout': 10.0, 'pingpong_iterations': 2000, 'neighbour_files': 256,
             'recovery_timeout': 10.0}
+LIMITS = (('timeout', 5, 86400), ('step_timeout', 0.5, 3600), ('recovery_timeout', 0.5, 3600),
+          ('pingpong_iterations', 100, 10 ** 7), ('neighbour_files', 1, 10 ** 6))
 PASSED = 'every cross-host check run passed'
 
 
@@ -63,8 +70,15 @@ def _one_check(run: protocol.Run, name: str, opts: dict) -> dict:  # pragma: no 
 
 
 def _check_limit(opts: dict) -> float:
-    """The deadline of one check's process: every step may take step_timeout, plus the longest check's own time."""
-    return opts['step_timeout'] * 4 + opts['recovery_timeout'] + opts['pingpong_iterations'] / 100.0
+    """The deadline of one check's process: every step may take step_timeout, plus the longest check's own time
+    (a ring of pingpong_iterations steps, the neighbour_files tree at 2 ms a file on a slow network filesystem)."""
+    return opts['step_timeout'] * 4 + opts['recovery_timeout'] + opts['pingpong_iterations'] / 100.0 + \
+        opts['neighbour_files'] / 500.0
+
+
+def cleanup_timeout(opts: dict) -> float:
+    """Seconds the removal of the run directory may take: a neighbour_stat check cut short leaves its tree."""
+    return max(5.0, opts['step_timeout']) + opts['neighbour_files'] / 1000.0
 
 
 def _meet(rundir: str, me: str, peers: list, opts: dict) -> str:
@@ -76,9 +90,42 @@ def _meet(rundir: str, me: str, peers: list, opts: dict) -> str:
             return 'could not create the run directory %s: %s (a run_id used twice?)' % (rundir, sysapi.errname(exc))
         return ''
     if not protocol.await_rundir(rundir, opts['step_timeout']):
+        if os.path.islink(rundir):
+            return 'the run directory %s is a symlink, not the directory %s makes: refused (remove it)' % (
+                rundir, peers[0])
         return 'the run directory %s made by %s did not appear here within %g s: it is not the same shared ' \
                'filesystem, or %s is not running' % (rundir, peers[0], opts['step_timeout'], peers[0])
     return ''
+
+
+def _valid_meet(data) -> str:
+    """The leader's peers (host names) and checks (known ones): nothing else is printed in a message."""
+    if not isinstance(data, dict) or not isinstance(data.get('peers'), list) or \
+            not isinstance(data.get('checks'), list) or \
+            not all(isinstance(name, str) and inputs.HOST.fullmatch(name) for name in data['peers']) or \
+            not all(name in crosshost_checks.BY_NAME for name in data['checks']):
+        return 'not the peers and checks of a run'
+    return ''
+
+
+def _agree(run: protocol.Run, peers: list, checks: list) -> tuple:
+    """The leader posts its peers and checks; another host checks that they are its own.
+    Returns (why not or '', the leader's checks)."""
+    if run.me == run.leader:
+        run.post('meet', {'peers': list(peers), 'checks': list(checks)})
+        return '', checks
+    try:
+        theirs = run.wait('meet', run.leader, valid=_valid_meet)
+    except protocol.Gone:
+        return 'the leader %s %s' % (run.leader, run.why(run.leader)), []
+    leader_checks = theirs['checks']
+    if theirs['peers'] != list(peers):
+        return 'the peers here (%s) are not those of the leader %s (%s): give every host the same peers in the ' \
+               'same order' % (', '.join(peers), run.leader, ', '.join(theirs['peers'])), leader_checks
+    if theirs['checks'] != list(checks):
+        return 'the checks here (%s) are not those of the leader %s (%s): give every host the same checks' % (
+            ', '.join(checks), run.leader, ', '.join(theirs['checks'])), leader_checks
+    return '', checks
 
 
 def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - runs in a child
@@ -89,6 +136,18 @@ def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - 
         chan.send({'error': problem})
         return
     run = protocol.Run(rundir, me, peers, opts['step_timeout'])
+    problem, leader_checks = _agree(run, peers, checks)
+    if problem:
+        # the leader hears it at the end of each of its checks instead of waiting it out
+        for name in leader_checks:
+            _post_done(run, name, result.result(name, 'fail', problem))
+        if leader_checks:
+            try:
+                run.post('end')
+            except OSError:
+                pass
+        chan.send({'error': problem, 'gone': sorted(run.gone)})
+        return
     results = {}
     run.post('pid', {'pid': os.getpid(), 'host': socket.gethostname()})
     for name in checks:
@@ -109,20 +168,19 @@ def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - 
 
 
 def check_names(run_id: str, me: str, peers: list) -> None:
-    if not protocol.RUN_ID.match(run_id):
-        raise ValueError('run_id %r must be 6 to 64 letters, digits, - or _' % run_id)
-    if me not in peers:
-        raise ValueError('me (%s) is not one of the peers (%s)' % (me, ', '.join(peers)))
-    if len(set(peers)) != len(peers):
-        raise ValueError('peers name a host twice: %s' % ', '.join(peers))
+    """run_id is a run token, me and the peers host names, no host named twice in any spelling. Raises ValueError."""
+    if not isinstance(run_id, str) or not protocol.RUN_ID.fullmatch(run_id):
+        raise ValueError('run_id %r must be 6 to 64 letters, digits, - or _' % (run_id,))
+    inputs.peers(me, peers)
 
 
 def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | None = None) -> dict:
     """This host's part of a cross-host run; returns its report for the path. Raises ValueError on bad input."""
     opts = dict(DEFAULTS, **(opts or {}))
     check_names(run_id, me, peers)
-    checks = [c for c in CHECK_NAMES if not checks or 'all' in checks or c in checks]
-    path = os.path.abspath(path)
+    checks = inputs.checks(checks, CHECK_NAMES)
+    checks = [c for c in CHECK_NAMES if 'all' in checks or c in checks]
+    path = inputs.path(path)
     started = time.monotonic()
     leader = me == peers[0]
     rundir = protocol.rundir_of(path, run_id)
@@ -158,7 +216,7 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
             if not leader:
                 report['run_dir_cleanup'] = 'removed (the leader %s was gone)' % peers[0]
             try:
-                procs.run_in_child(_remove, (rundir,), timeout=max(5.0, opts['step_timeout']))
+                procs.run_in_child(_remove, (rundir,), timeout=cleanup_timeout(opts))
             except (procs.ChildError, OSError) as exc:
                 report['run_dir_cleanup'] = 'failed: %s' % exc
         for sig, handler in old_handlers.items():
@@ -180,7 +238,7 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
 
 
 def _remove(rundir: str) -> None:
-    if os.path.isdir(rundir):
+    if protocol.is_rundir(rundir):
         workdirs.remove(rundir)
 
 
@@ -194,16 +252,16 @@ def _is_writable_dir(path: str) -> str:
     return ''
 
 
-def run_checked(params: dict, limits=()) -> dict:
+def run_checked(params: dict, limits=LIMITS) -> dict:
     """The module's one call: validate params, then run(). Raises ValueError with a message for the user."""
     for key, low, high in limits:
-        if not low <= params[key] <= high:
-            raise ValueError('%s must be between %s and %s, got %s' % (key, low, high, params[key]))
+        inputs.number(key, params[key], low, high)
     if params['step_timeout'] * 2 > params['timeout']:
         raise ValueError('step_timeout (%s) must be at most half of timeout (%s)' % (params['step_timeout'],
                                                                                      params['timeout']))
     check_names(params['run_id'], params['me'], params['peers'])
-    path = os.path.abspath(params['path'])
+    inputs.checks(params['checks'], CHECK_NAMES)
+    path = inputs.path(params['path'])
     try:
         problem = procs.run_in_child(_is_writable_dir, (path,), timeout=params['step_timeout'])
     except procs.ChildError as exc:

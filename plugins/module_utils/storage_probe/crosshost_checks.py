@@ -7,6 +7,10 @@ A's part; every other host plays B's part, posts its own result on the check's f
 and returns it. The leader gathers those results and returns a result naming the peers where the check
 failed or that were gone (leader_summary). Data files live in the run directory (run.file()); the
 messages go through the run's channel. A failure of a critical check makes the storage unsafe.
+
+What another host posts is checked before it is used (valid= of run.wait/gather): a result has a known
+status, a time is a finite number, a verdict a bool. A host that sends anything else is gone, with the
+reason, and named as such; a start time is never waited on for longer than START_WAIT.
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ from __future__ import annotations
 import errno
 import fcntl
 import functools
+import math
 import os
+import shutil
 import signal
 import time
 
@@ -26,6 +32,30 @@ from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import ring
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import sysapi
 
 PING_PONG_FLAGS = {'rw': '-rw', 'cyrus': '-rw with mmap reads', 'mmap': '-rwm'}
+START_WAIT = 1.0  # seconds at most a host waits for the start time another host set (0.3 s ahead)
+
+
+def valid_result(data) -> str:
+    """What is wrong with a check result another host posted ('' when nothing)."""
+    if not isinstance(data, dict) or data.get('status') not in result.STATUSES or \
+            not isinstance(data.get('reason'), str):
+        return 'not a check result (a status of %s and a reason)' % ', '.join(result.STATUSES)
+    return ''
+
+
+def valid_at(data) -> str:
+    """What is wrong with a time another host posted ({'at': seconds since the epoch})."""
+    at = data.get('at') if isinstance(data, dict) else None
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
+        return 'at is not a finite number of seconds'
+    return ''
+
+
+def valid_won(data) -> str:
+    """What is wrong with a peer's excl_race answer: {'won': bool}, or its failed result."""
+    if isinstance(data, dict) and (isinstance(data.get('won'), bool) or not valid_result(data)):
+        return ''
+    return 'won is not true or false'
 
 
 def refused(fd: int, kind: str = 'w'):
@@ -60,10 +90,19 @@ def make_file(path: str, data: bytes) -> None:
 
 
 def gone_result(name: str, run: protocol.Run, host: str, started: float) -> dict:
-    """This host's failed result of check name when host (the leader, for a peer) did not answer."""
+    """This host's failed result of check name when host (the leader, for a peer) did not answer, or sent
+    something that is not a message."""
     who = 'the leader %s' % host if host == run.leader else host
-    return result.result(name, 'fail', '%s did not answer within %g s: the host or its probe process is gone' % (
-        who, run.step_timeout), {'gone': [host]}, time.monotonic() - started)
+    return result.result(name, 'fail', '%s %s' % (who, run.why(host)), {'gone': [host]},
+                         time.monotonic() - started)
+
+
+def gone_reasons(run: protocol.Run, gone: list) -> list:
+    """One line for the hosts that did not answer, one for each that sent something else."""
+    silent = [host for host in gone if host not in run.bad]
+    lines = ['%s did not answer within %g s: the host or its probe process is gone' % (
+        ', '.join(silent), run.step_timeout)] if silent else []
+    return lines + ['%s %s' % (host, run.bad[host]) for host in gone if host in run.bad]
 
 
 def leader_summary(steps, run: protocol.Run, answers: dict, passed: str) -> dict:
@@ -74,9 +113,7 @@ def leader_summary(steps, run: protocol.Run, answers: dict, passed: str) -> dict
     steps.evidence['gone'] = gone
     if failed:
         steps.failures.append('failed on %s' % ', '.join(failed))
-    if gone:
-        steps.failures.append('%s did not answer within %g s: the host or its probe process is gone' % (
-            ', '.join(gone), run.step_timeout))
+    steps.failures.extend(gone_reasons(run, gone))
     return steps.finish(passed)
 
 
@@ -93,7 +130,7 @@ def lock_exclusion(run: protocol.Run, opts: dict) -> dict:
             sysapi.setlk(fd, 'w')
             fcntl.flock(ffd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             run.post('lockx-held', {'pid': os.getpid()})
-            answers = run.gather('lockx-done')
+            answers = run.gather('lockx-done', valid=valid_result)
         finally:
             os.close(fd)
             os.close(ffd)
@@ -162,7 +199,7 @@ def pingpong(run: protocol.Run, opts: dict, flavour: str) -> dict:
     out = steps.finish('%d hosts incremented by %d under %d byte locks (%s locks/s)' % (
         hosts, hosts, hosts + 1, ring.get('locks_per_s')))
     if run.me == run.leader:
-        answers = run.gather(name + '-done')
+        answers = run.gather(name + '-done', valid=valid_result)
         mine = out
         out = leader_summary(result.Steps(name), run, answers, mine['reason'])
         out['evidence'].update(mine['evidence'])
@@ -192,7 +229,7 @@ def append_visibility(run: protocol.Run, opts: dict) -> dict:
         finally:
             os.close(fd)
         run.post('append-done')
-        return leader_summary(steps, run, run.gather('append-seen'),
+        return leader_summary(steps, run, run.gather('append-seen', valid=valid_result),
                               'appended 4 KiB under a lock + fdatasync; '
                               'every peer saw it')
     try:
@@ -262,7 +299,7 @@ def rename_visibility(run: protocol.Run, opts: dict) -> dict:
         finally:
             os.close(fd)
         run.post('rename-done', {'ino': os.stat(path).st_ino})
-        return leader_summary(steps, run, run.gather('rename-seen'),
+        return leader_summary(steps, run, run.gather('rename-seen', valid=valid_result),
                               'renamed a new cyrus.header over the open '
                               'one; every peer saw the new inode at once')
     try:
@@ -301,7 +338,7 @@ def metadata_coherence(run: protocol.Run, opts: dict) -> dict:
         run.gather('meta-seen')
         os.unlink(two)
         run.post('meta-unlinked')
-        return leader_summary(steps, run, run.gather('meta-seen2'),
+        return leader_summary(steps, run, run.gather('meta-seen2', valid=valid_result),
                               'create, link and unlink were seen by every '
                               'peer at once, link counts agree')
     try:
@@ -338,10 +375,10 @@ def excl_race(run: protocol.Run, opts: dict) -> dict:
         go = time.time() + 0.3
     else:
         try:
-            go = run.wait('excl-go', run.leader)['at']
+            go = run.wait('excl-go', run.leader, valid=valid_at)['at']
         except protocol.Gone:
             return gone_result('excl_race', run, run.leader, steps.started)
-    time.sleep(max(0.0, go - time.time()))
+    time.sleep(min(START_WAIT, max(0.0, go - time.time())))
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         os.write(fd, run.me.encode())
@@ -354,14 +391,17 @@ def excl_race(run: protocol.Run, opts: dict) -> dict:
         run.post('excl-done', {'won': won})
         steps.evidence['won'] = won
         return steps.finish('won the O_EXCL create' if won else 'lost the O_EXCL create (judged by %s)' % run.leader)
-    answers = run.gather('excl-done')
-    winners = sorted(([run.me] if won else []) + [h for h, a in answers.items() if a and a.get('won')])
+    answers = run.gather('excl-done', valid=valid_won)
+    winners = sorted(([run.me] if won else []) + [h for h, a in answers.items() if a.get('won') is True])
+    failed = sorted(h for h, a in answers.items() if a.get('status') == 'fail')
     steps.evidence['winners'] = winners
     steps.evidence['gone'] = sorted(set(run.others) - set(answers))
     steps.expect('one_winner', len(winners) == 1, '%s each won one O_EXCL create' % ', '.join(winners)
                  if winners else 'nobody won the O_EXCL create')
-    if steps.evidence['gone']:
-        steps.failures.append('%s did not answer' % ', '.join(steps.evidence['gone']))
+    if failed:
+        steps.evidence['failed_peers'] = failed
+        steps.failures.append('failed on %s' % ', '.join(failed))
+    steps.failures.extend(gone_reasons(run, steps.evidence['gone']))
     return steps.finish('%d hosts raced one O_EXCL create; only %s won' % (len(run.peers), winners[0] if winners
                                                                            else '?'))
 
@@ -380,7 +420,7 @@ def lock_recovery(run: protocol.Run, opts: dict) -> dict:
             killed = time.time()
             holder.wait(5)
             run.post('recover-killed', {'at': killed})
-        return leader_summary(steps, run, run.gather('recover-done'),
+        return leader_summary(steps, run, run.gather('recover-done', valid=valid_result),
                               'SIGKILLed the holder; every peer '
                               'got the lock')
     try:
@@ -390,7 +430,7 @@ def lock_recovery(run: protocol.Run, opts: dict) -> dict:
             steps.expect('held_refused', refused(fd) is True,
                          'the lock held by a process on %s was granted here before it was killed' % run.leader)
             run.post('recover-refused')
-            killed = run.wait('recover-killed', run.leader)['at']
+            killed = run.wait('recover-killed', run.leader, valid=valid_at)['at']
             seen_token = time.time()
             got = None
             limit = time.monotonic() + opts['recovery_timeout']
@@ -427,8 +467,10 @@ def neighbour_stat(run: protocol.Run, opts: dict) -> dict:
             with open(os.path.join(tree, name), 'xb') as handle:
                 handle.write(b'x' * 64)
         run.post('tree-made')
-        return leader_summary(steps, run, run.gather('tree-seen'), 'every peer saw the %d files created here'
-                              % count)
+        out = leader_summary(steps, run, run.gather('tree-seen', valid=valid_result),
+                             'every peer saw the %d files created here' % count)
+        shutil.rmtree(tree, ignore_errors=True)  # within this check's time, not the run directory's removal
+        return out
     try:
         run.wait('tree-made', run.leader)
     except protocol.Gone:

@@ -114,10 +114,17 @@ def read_mountinfo() -> str:
 
 
 def path_facts(path: str) -> dict:
-    """stat, statfs and statvfs of path: run in a child with a timeout (a hung fs must not hang us)."""
-    st = os.stat(path)
+    """stat, statfs and statvfs of path, and the path with its symlinks resolved (real_path): run in a
+    child with a timeout (a hung fs must not hang us). {'dangling': target} for a symlink to nothing."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            return {'dangling': os.readlink(path)}
+        raise
     vfs = os.statvfs(path)
     return {
+        'real_path': os.path.realpath(path),
         'is_dir': os.path.isdir(path), 'writable': os.access(path, os.W_OK | os.X_OK),
         'dev': st.st_dev, 'magic': sysapi.statfs_type(path),
         'statvfs': {'free_bytes': vfs.f_bavail * vfs.f_frsize, 'total_bytes': vfs.f_blocks * vfs.f_frsize,

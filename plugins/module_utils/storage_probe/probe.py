@@ -17,6 +17,7 @@ import time
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import durability
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import fsx
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import identity
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import locks
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import mmapchecks
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import namespace
@@ -45,6 +46,7 @@ DEFAULTS = {'timeout': 120.0, 'stat_timeout': 10.0, 'fsx_ops': 1000, 'fsx_seed':
 MIN_FREE = 16 * 1024 * 1024
 MIN_INODES = 1000
 FULL = ('ENOSPC', 'EDQUOT')
+NAME_TRIES = 5
 
 
 class ProbeError(Exception):
@@ -59,10 +61,30 @@ def _interrupt(signum, frame):
     raise Interrupted('interrupted by %s' % signal.Signals(signum).name)
 
 
+def _scale_files(opts: dict) -> int:
+    return sum(scale.batch_sizes(opts['scale_files'], opts['scale_rounds'])) if opts['scale_files'] else 0
+
+
 def needs(opts: dict) -> tuple:
     """Bytes and inodes the probe needs free."""
-    files = sum(scale.batch_sizes(opts['scale_files'], opts['scale_rounds'])) if opts['scale_files'] else 0
+    files = _scale_files(opts)
     return MIN_FREE + files * 4096, MIN_INODES + files + files // scale.FILES_PER_FOLDER
+
+
+def cleanup_timeout(opts: dict) -> float:
+    """Seconds the removal of the work directory may take: a metadata_scale check cut short leaves its
+    files (1 ms each, on a slow network filesystem)."""
+    return max(5.0, opts['stat_timeout']) + _scale_files(opts) / 1000.0
+
+
+def select_checks(checks) -> list:
+    """The checks to run, in their order; None is all. Raises ProbeError for an empty list, an unknown
+    name or a name given twice."""
+    try:
+        checks = inputs.checks(checks, CHECK_NAMES)
+    except inputs.InputError as exc:
+        raise ProbeError(str(exc))
+    return list(CHECK_NAMES) if 'all' in checks else [name for name in CHECK_NAMES if name in checks]
 
 
 def _run_check(name: str, workdir: str, opts: dict) -> dict:  # pragma: no cover - runs in a child
@@ -94,6 +116,8 @@ def preflight(path: str, opts: dict) -> dict:
         if exc.errno == errno.ENOENT:
             raise ProbeError('%s does not exist' % path)
         raise ProbeError('%s cannot be examined: %s' % (path, os.strerror(exc.errno or 0) or exc))
+    if facts.get('dangling') is not None:
+        raise ProbeError('%s is a symlink to %s, which does not exist' % (path, facts['dangling']))
     if not facts['is_dir']:
         raise ProbeError('%s is not a directory: give the directory that will hold the mail store' % path)
     if facts['statvfs']['read_only']:
@@ -112,48 +136,74 @@ def preflight(path: str, opts: dict) -> dict:
     return facts
 
 
+def make_workdir(path: str, real: str, timeout: float) -> str:
+    """The work directory under real (the path with its symlinks resolved), made in a child under a name
+    chosen here: a name already taken (a symlink planted there too) is never used, and a work directory
+    whose child hung is removed by its name. Raises ProbeError."""
+    for dummy in range(NAME_TRIES):
+        name = workdirs.new_name()
+        try:
+            return procs.run_in_child(workdirs.create, (real, name), timeout=timeout)
+        except (procs.ChildError, Interrupted) as exc:
+            # the child may have made it before it hung or was stopped: the name is ours, remove it
+            where = os.path.join(real, name)
+            try:
+                procs.run_in_child(workdirs.remove, (where,), timeout=timeout)
+                left = ''
+            except (procs.ChildError, OSError):
+                left = '; %s may be left behind' % where
+            if isinstance(exc, Interrupted):
+                raise
+            raise ProbeError('%s: could not create the work directory in time (%s): the filesystem hangs%s' % (
+                path, exc, left))
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
+                continue
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise ProbeError('%s: no space left to create the work directory: the filesystem is full' % path)
+            raise ProbeError('%s: could not create the work directory: %s' % (path, _why(exc)))
+    raise ProbeError('%s: could not create the work directory: %d unpredictable names were all taken' % (
+        path, NAME_TRIES))
+
+
 def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: bool = False,
                clean_leftovers: bool = False) -> dict:
     """Probe one directory; returns the per-path report. Raises ProbeError for bad input, Interrupted."""
     opts = dict(DEFAULTS, **(opts or {}))
     if opts['fsx_seed'] is None:
         opts['fsx_seed'] = int.from_bytes(os.urandom(4), 'big')
-    checks = list(CHECK_NAMES) if not checks or 'all' in checks else [c for c in CHECK_NAMES if c in checks]
+    checks = select_checks(checks)
+    try:
+        path = inputs.path(path)
+    except inputs.InputError as exc:
+        raise ProbeError(str(exc))
     started = time.monotonic()
     deadline = started + opts['timeout']
-    path = os.path.abspath(path)
     old_handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
     try:
         facts = preflight(path, opts)
+        real = facts['real_path']
         call_timeout = max(1.0, min(opts['stat_timeout'], deadline - time.monotonic()))
         removed = []
         if clean_leftovers:
             try:
-                removed = procs.run_in_child(workdirs.clean_leftovers, (path, check_mode), timeout=call_timeout)
+                removed = procs.run_in_child(workdirs.clean_leftovers, (real, check_mode), timeout=call_timeout)
             except (procs.ChildError, OSError) as exc:
                 raise ProbeError('%s: could not remove the work directories of killed runs within %g s (%s); '
                                  'remove them by hand or run again without clean_leftovers' % (
                                      path, call_timeout, _why(exc)))
-        try:
-            workdir = procs.run_in_child(workdirs.create, (path,), timeout=call_timeout)
-        except procs.ChildError as exc:
-            raise ProbeError('%s: could not create the work directory in time (%s): the filesystem hangs' % (
-                path, exc))
-        except OSError as exc:
-            if exc.errno == errno.ENOSPC:
-                raise ProbeError('%s: no space left to create the work directory: the filesystem is full' % path)
-            raise ProbeError('%s: could not create the work directory: %s' % (path, os.strerror(exc.errno or 0)))
+        workdir = make_workdir(path, real, call_timeout)
         results = {}
         cleanup = 'removed'
         filled = None
         try:
             try:
-                leftovers = procs.run_in_child(workdirs.find_leftovers, (path, workdir), timeout=call_timeout)
+                leftovers = procs.run_in_child(workdirs.find_leftovers, (real, workdir), timeout=call_timeout)
             except (procs.ChildError, OSError) as exc:
                 raise ProbeError('%s: could not list the directory within %g s (%s): the filesystem hangs or '
                                  'refuses readdir()' % (path, call_timeout, _why(exc)))
             if 'identity' in checks:
-                results['identity'] = identity.identify(path, facts['magic'], facts['statvfs'],
+                results['identity'] = identity.identify(real, facts['magic'], facts['statvfs'],
                                                         identity.read_mountinfo())
             for name in checks:
                 if name == 'identity':
@@ -178,7 +228,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
             for sig in old_handlers:
                 signal.signal(sig, signal.SIG_IGN)
             try:
-                procs.run_in_child(workdirs.remove, (workdir,), timeout=max(5.0, opts['stat_timeout']))
+                procs.run_in_child(workdirs.remove, (workdir,), timeout=cleanup_timeout(opts))
             except (procs.ChildError, OSError) as exc:
                 cleanup = 'failed: %s' % exc
     finally:
@@ -194,7 +244,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
     usage = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
                 resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
     return {
-        'path': path, 'verdict': decision['verdict'], 'reasons': decision['reasons'],
+        'path': path, 'real_path': real, 'verdict': decision['verdict'], 'reasons': decision['reasons'],
         'identity': results.get('identity', {}).get('evidence', {}),
         'checks': results, 'workdir': workdir, 'workdir_cleanup': cleanup, 'leftovers': leftovers,
         'leftovers_removed': removed, 'fsx_seed': opts['fsx_seed'],

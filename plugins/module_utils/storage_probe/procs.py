@@ -19,10 +19,18 @@ import time
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import sysapi
 
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGALRM)
+ALARM_MAX = 2 ** 31 - 1  # alarm() takes an unsigned int
 
 
 class ChildError(Exception):
     """A child did not answer in time, or died."""
+
+
+def seconds(value, what: str = 'timeout') -> float:
+    """A wait that select(), alarm() and time.sleep() can take: finite and not negative. Raises ValueError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError('%s must be a finite number of seconds, got %r' % (what, value))
+    return float(value)
 
 
 class Channel:
@@ -39,7 +47,7 @@ class Channel:
             data = data[os.write(self.wfd, data):]
 
     def recv(self, timeout: float):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + seconds(timeout)
         while b'\n' not in self.buf:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -69,6 +77,7 @@ class Child:
     """target(channel, *args) runs in a forked child that is killed at its deadline."""
 
     def __init__(self, target, *args, deadline: float = 30.0):
+        seconds(deadline, 'deadline')
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
         pid = os.fork()
@@ -84,7 +93,7 @@ class Child:
                     os.dup2(null, fd)
                 os.close(null)
                 sysapi.set_parent_death_signal()
-                signal.alarm(max(1, int(math.ceil(deadline))))
+                signal.alarm(max(1, min(int(math.ceil(deadline)), ALARM_MAX)))
                 os.close(to_child_w)
                 os.close(to_parent_r)
                 target(Channel(to_child_r, to_parent_w), *args)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import probe
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import verdict
 
@@ -27,25 +28,36 @@ LIMITS = (('timeout', 1, 86400), ('stat_timeout', 0.1, 3600), ('fsx_ops', 1, 10 
           ('scale_rounds', 1, 12), ('fsx_seed', 0, 2 ** 32 - 1))
 
 
-def validate(params: dict) -> None:
-    for key, low, high in LIMITS:
-        value = params.get(key)
-        if value is not None and not low <= value <= high:
-            raise probe.ProbeError('%s must be between %s and %s, got %s' % (key, low, high, value))
+def validate(params: dict) -> list:
+    """Check every input before anything is touched; returns the paths, normalised. Raises ProbeError."""
+    try:
+        for key, low, high in LIMITS:
+            if params.get(key) is not None:
+                inputs.number(key, params[key], low, high)
+        paths = inputs.paths(params['path'])
+    except inputs.InputError as exc:
+        raise probe.ProbeError(str(exc))
     if params['stat_timeout'] > params['timeout']:
         raise probe.ProbeError('stat_timeout (%s) must not exceed timeout (%s)' % (params['stat_timeout'],
                                                                                    params['timeout']))
-    if not params['path']:
-        raise probe.ProbeError('path must name at least one directory')
+    probe.select_checks(params['checks'])
+    return paths
 
 
 def run(params: dict, check_mode: bool) -> dict:
     """Probe every path; returns {'changed', 'ansible_facts'}. Raises ProbeError, probe.Interrupted."""
-    validate(params)
+    paths = validate(params)
     opts = {key: params[key] for key in probe.DEFAULTS}
+    real = {}
+    for path in paths:  # every path fit for the probe before the first is probed or cleaned
+        facts = probe.preflight(path, dict(probe.DEFAULTS, **opts))
+        if facts['real_path'] in real:
+            raise probe.ProbeError('%s and %s are the same directory %s: name each directory once' % (
+                real[facts['real_path']], path, facts['real_path']))
+        real[facts['real_path']] = path
     reports = {}
     removed = []
-    for path in params['path']:
+    for path in paths:
         report = probe.probe_path(path, params['checks'], opts, check_mode=check_mode,
                                   clean_leftovers=params['clean_leftovers'])
         reports[report['path']] = report
