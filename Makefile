@@ -83,8 +83,21 @@ lab: lab-up
 	@echo "lab: reports in $(REPORTS)/: hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
 	@echo "lab: inventory $(LAB_DIR)/inventory.yml + $(LAB_DIR)/topology.yml (cyrus.ha.murder); 'make lab-down' removes the lab"
 
+# The quality and unit tests use no lab and mostly the CPU; the integration tests mostly wait on the lab.
+# They run side by side; the quality and unit output follows the integration run, then the summary lines
+# of both. Either failing fails.
 test: deps env
-	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit tests/integration $(PYTEST_ARGS)
+	@mkdir -p build
+	@side=; trap '[ -n "$$side" ] && kill $$side 2>/dev/null' INT TERM; \
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit $(PYTEST_ARGS) >build/test-quality-unit.log 2>&1 & side=$$!; \
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/integration $(PYTEST_ARGS) 2>&1 | tee build/test-integration.log; \
+	main=$${PIPESTATUS[0]}; wait $$side; side_rc=$$?; \
+	echo '== tests/quality and tests/unit (run beside tests/integration)'; cat build/test-quality-unit.log; \
+	for log in build/test-integration.log build/test-quality-unit.log; do \
+	  echo "== summary of $$log"; grep -E '^(FAILED|ERROR|SKIPPED|XFAIL|XPASS|=+ .* in [0-9.]+s)' $$log | tail -n 40; \
+	done; \
+	echo "make test: tests/integration exited $$main, tests/quality and tests/unit exited $$side_rc"; \
+	[ $$main -eq 0 ] && [ $$side_rc -eq 0 ]
 
 test-quality: deps env
 	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality $(PYTEST_ARGS)

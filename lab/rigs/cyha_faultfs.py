@@ -8,6 +8,10 @@ Faults: `locks` grants every fcntl and flock lock to everyone; `direct_io` mount
 (page cache bypassed: shared mmap fails with ENODEV); `nolink` refuses link() with EPERM;
 `fsync_eio` fails fsync with EIO; `hang` makes getattr/statfs block forever once the file
 BACKING/cyha-hang exists. Runs in the foreground until unmounted or killed.
+
+The kernel caches no attribute or entry (attr_timeout=0, entry_timeout=0): a high-level FUSE filesystem
+gives each path its own kernel inode, so with the default one-second cache a hard link's nlink could be
+seen stale after the other link's unlink, depending on timing. The rig is coherent except for its fault.
 """
 
 from __future__ import annotations
@@ -139,11 +143,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     ops = (GrantAll if args.fault == 'locks' else FaultFS)(args.backing, args.fault)
     options = {'foreground': True, 'use_ino': True, 'fsname': 'cyha-faultfs-' + args.fault,
-               'subtype': 'cyhafault'}
+               'subtype': 'cyhafault', 'attr_timeout': 0, 'entry_timeout': 0}
     if args.fault == 'direct_io':
         options['direct_io'] = True
-    if args.fault == 'hang':
-        options.update(attr_timeout=0, entry_timeout=0)
     mfusepy.FUSE(ops, args.mountpoint, **options)
 
 
