@@ -7,37 +7,18 @@ The real thing on a lab host (Ansible over SSH) is in tests/integration/test_cyr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 
 import pytest
 
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.module_utils import cyrusconf, cyrusconf_lint
 from ansible_collections.cyrus.ha.plugins.modules import cyrus_config
+from hostile import deadline  # the shared deadline of the hostile tests
 
 IMAPD = 'configdirectory: /var/lib/cyrus-ha/t\npartition-default: /var/spool/cyrus-ha/t\n'
 SHADOW = 'root:$y$j9T$shadowhashXYZ:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n'
-
-
-class Blocked(Exception):
-    """Raised by the alarm: not an OSError, so no `except OSError` of the code under test swallows it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int = 10):
-    """A test that would block forever fails instead."""
-    def expired(*dummy):
-        raise Blocked('blocked for %d s' % seconds)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_main(args, capsys, check=False, diff=False):

@@ -6,10 +6,8 @@ traceback, a hang, or a secret in the output. The real server is in tests/integr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
 import sys
 
 import pytest
@@ -19,25 +17,9 @@ from ansible_collections.cyrus.ha.plugins.modules import cyrus_mailbox, imap_che
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils'))
 from imapscript import Script, Server  # noqa: E402  pylint: disable=wrong-import-position
+from hostile import deadline  # the shared deadline of the hostile tests
 
 SECRET = 'pw-Geheim-42'
-
-
-class Blocked(Exception):
-    """Raised by the alarm: not an OSError, so no `except OSError` of the code under test swallows it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int = 20):
-    def expired(*dummy):
-        raise Blocked('blocked for %d s' % seconds)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_main(module, args, capsys):

@@ -23,6 +23,7 @@ from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.module_utils import pacemaker
 from ansible_collections.cyrus.ha.plugins.modules import pacemaker_cib
+from hostile import deadline  # the shared deadline of the hostile tests
 
 ID_HINT = 'is not a valid XML id (a letter or _, then letters, digits, _ . -)'
 NAME_HINT = 'is not a valid name (a letter or _, then letters, digits, _ . -)'
@@ -67,26 +68,8 @@ OLD_IP = {'id': 'old-ip', 'agent': 'ocf:heartbeat:IPaddr2', 'params': {'ip': '19
 NOTHING = 'nothing to manage: give properties, resource_defaults, resources, constraints, fencing_levels or absent'
 
 
-class Blocked(Exception):
-    """Raised by the alarm: not an OSError, so no `except OSError` of the code under test swallows it."""
-
-
 class Killed(BaseException):
     """What a fake tool raises to stop a run dead where SIGKILL would."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int = 10):
-    """A test that would block forever fails instead."""
-    def expired(*dummy):
-        raise Blocked('blocked for %d s' % seconds)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 class Node:

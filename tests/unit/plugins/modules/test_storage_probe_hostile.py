@@ -8,13 +8,11 @@ a faked host writes its tokens by hand. The real filesystems: tests/integration/
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import multiprocessing
 import os
 import shutil
-import signal
 import socket
 import time
 
@@ -24,26 +22,9 @@ from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import (
     crosshost, crosshost_checks, crosshost_protocol as protocol, identity, inputs, probe, procs, workdir as workdirs)
 from ansible_collections.cyrus.ha.plugins.modules import storage_probe, storage_probe_peer
+from hostile import deadline  # the shared deadline of the hostile tests
 
 HOST = socket.gethostname()
-
-
-class Blocked(Exception):
-    """Raised by the alarm: not an OSError, so no `except OSError` of the code under test swallows it."""
-
-
-@contextlib.contextmanager
-def deadline(seconds: int = 20):
-    """A test that would block forever fails instead."""
-    def expired(*dummy):
-        raise Blocked('blocked for %d s' % seconds)
-    old = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
 
 
 def run_main(module, args, capsys):
