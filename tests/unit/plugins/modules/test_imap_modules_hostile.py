@@ -14,10 +14,10 @@ import pytest
 
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.modules import cyrus_mailbox, imap_check
+from hostile import deadline  # the shared deadline of the hostile tests
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils'))
 from imapscript import Script, Server  # noqa: E402  pylint: disable=wrong-import-position
-from hostile import deadline  # the shared deadline of the hostile tests
 
 SECRET = 'pw-Geheim-42'
 
