@@ -126,8 +126,8 @@ import os
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 
-from ansible_collections.cyrus.ha.plugins.plugin_utils.topology import (TopologyError, build, check_duplicate_keys,
-                                                                         check_keyed_groups)
+from ansible_collections.cyrus.ha.plugins.plugin_utils.topology import (
+    TopologyError, build, check_duplicate_keys, check_keyed_groups)
 
 
 class InventoryModule(BaseInventoryPlugin, Constructable):

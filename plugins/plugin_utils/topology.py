@@ -37,8 +37,8 @@ import re
 import yaml
 
 # what the shared_volume module accepts, so that a pair the inventory takes is one the module takes
-from ansible_collections.cyrus.ha.plugins.module_utils.volume import (FSTYPE_RE, LABEL_RE, MOUNTPOINT_RE, OPTS_RE,
-                                                                     UUID_RE)
+from ansible_collections.cyrus.ha.plugins.module_utils.volume import (
+    FSTYPE_RE, LABEL_RE, MOUNTPOINT_RE, OPTS_RE, UUID_RE)
 
 try:
     import netaddr

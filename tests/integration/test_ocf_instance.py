@@ -260,8 +260,9 @@ def test_the_control_script_killed_at_a_step_is_finished_by_the_next_run(install
     assert interrupted.stdout == ''
     again = ctl(installed, action)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert json.loads(again.stdout)['state'] == {'start': 'started', 'restart': 'started', 'stop': 'stopped',
-                                                 'kill': 'stopped'}[action]
+    # a kill goes on with the processes the first one left (state killed), or finds none left (stopped)
+    assert json.loads(again.stdout)['state'] in {'start': ['started'], 'restart': ['started'], 'stop': ['stopped'],
+                                                 'kill': ['killed', 'stopped']}[action]
     if action in ('start', 'restart'):
         pid = master_pid()
         assert pid and pid in carrying_the_conf() and pid not in before

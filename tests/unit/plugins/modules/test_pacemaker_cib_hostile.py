@@ -317,8 +317,8 @@ def test_bad_input_is_refused_before_the_first_command(node, capsys, tmp_path, a
      'level: it is left alone'),
 ])
 @pytest.mark.parametrize('check', [False, True])
-def test_what_the_cib_must_hold_is_checked_against_it_before_any_change(node, capsys, tmp_path, args, message,
-                                                                         check):
+def test_what_the_cib_must_hold_is_checked_against_it_before_any_change(
+        node, capsys, tmp_path, args, message, check):
     result = run_main(args, capsys, tmp_path, check=check)
     assert result['failed'] is True and result['msg'] == message
     assert node.commands == ['cibadmin --query']

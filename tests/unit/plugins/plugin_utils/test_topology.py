@@ -759,8 +759,8 @@ def test_an_optional_key_set_to_null_is_a_key_left_out():
                                 (('instances', 'be1', 'vars'), None), (('hosts', 'be1', 'address6'), None),
                                 (('instances', 'be1', 'address6'), None)]))
     spare = built['hostvars']['spare']['murder_standby_instances']
-    assert [(i['name'], i['host'], i['volume']['fstype']) for i in spare] == [('be1', 'be1', 'ext4'),
-                                                                               ('be2', 'be2', 'ext4')]
+    assert [(i['name'], i['host'], i['volume']['fstype']) for i in spare] == [
+        ('be1', 'be1', 'ext4'), ('be2', 'be2', 'ext4')]
     assert 'murder_host_address6' not in built['hostvars']['be1'] and 'murder_pop3' not in built['hostvars']['be1']
     assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test'}
 
@@ -772,8 +772,8 @@ def test_what_stays_allowed():
                          (('vars',), {'murder_mupdate_servername': 'mupdate.example.org', 'ansible_user': 'root'}),
                          (('compose',), {'service_ip': 'murder_address'}), (('groups',), {'imap_hosts': True}),
                          (('keyed_groups',), [{'key': 'murder_role', 'prefix': 'role'}]), (('strict',), False),
-                         (V0 + ('device',), '/dev/mapper/cyha-be1'), (('subnets',), ['198.51.100.0/24', '2001:db8::/64',
-                                                                                       '203.0.113.0/31'])])
+                         (V0 + ('device',), '/dev/mapper/cyha-be1'),
+                         (('subnets',), ['198.51.100.0/24', '2001:db8::/64', '203.0.113.0/31'])])
     built = build(data)
     assert built['hostvars']['imap.be9']['ansible_user'] == 'admin'
     assert built['hostvars']['imap.be9']['murder_servername'] == 'xn--b9-svc.cyha.test'
@@ -784,12 +784,12 @@ def test_what_stays_allowed():
 @pytest.mark.parametrize('text, message', [
     ('hosts:\n  be1: {address: 198.51.100.21}\n  be1: {address: 198.51.100.22}\n',
      'hosts.be1: written twice (lines 2 and 3): YAML would keep only the last'),
-    ('plugin: cyrus.ha.murder\nplugin: cyrus.ha.murder\n', 'plugin: written twice (lines 1 and 2): YAML would keep '
-                                                            'only the last'),
+    ('plugin: cyrus.ha.murder\nplugin: cyrus.ha.murder\n',
+     'plugin: written twice (lines 1 and 2): YAML would keep only the last'),
     ('warm_spares:\n  - instance: be1\n    volume: {label: a, label: b}\n',
      'warm_spares[0].volume.label: written twice (lines 3 and 3): YAML would keep only the last'),
-    ('hosts:\n  "be1\\n": {}\n  "be1\\n": {}\n', "hosts.'be1\\n': written twice (lines 2 and 3): YAML would keep only "
-                                                  "the last"),
+    ('hosts:\n  "be1\\n": {}\n  "be1\\n": {}\n',
+     "hosts.'be1\\n': written twice (lines 2 and 3): YAML would keep only the last"),
 ])
 def test_check_duplicate_keys_names_both_lines(text, message):
     with pytest.raises(TopologyError) as info:
