@@ -1,11 +1,67 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The cyrus.ha.drill_report filter (documentation in drill_report.yml)."""
+"""The cyrus.ha.drill_report filter."""
 
 from __future__ import annotations
 
+DOCUMENTATION = r'''
+name: drill_report
+author: cyrus.ha contributors
+version_added: 0.1.0
+short_description: Render a failover drill as data, a Markdown summary or an SVG timeline
+description:
+  - Takes the record of a failover drill (timestamped phases, canary counts, checks) and returns
+    it normalised (phases sorted, each with its offset from the first phase and its duration, the
+    failover time from the first phase to the phase V(first IMAP login), and whether it passed),
+    or that summary as Markdown, or as an SVG timeline a person can open in a browser.
+  - The drill passed when no canary is missing or changed and every check is ok.
+positional: fmt
+options:
+  _input:
+    description:
+      - The drill record, a mapping with C(phases) (a list of mappings with C(phase), a name, and
+        C(at), seconds since the epoch, and optionally C(host)), optional C(canaries) (C(expected),
+        C(found), C(missing), C(changed)), optional C(checks) (mappings with C(name), C(ok), C(detail))
+        and any other keys (C(instance), C(failure), C(from), C(to)), which are kept.
+    type: dict
+    required: true
+  fmt:
+    description: V(data) for the normalised mapping (for JSON), V(markdown) or V(svg).
+    type: str
+    default: data
+    choices: [data, markdown, svg]
+'''
+
+EXAMPLES = r'''
+- name: Write the drill's reports
+  ansible.builtin.copy:
+    content: "{{ drill | cyrus.ha.drill_report(item.fmt) | string if item.fmt != 'data' else drill | cyrus.ha.drill_report | to_nice_json }}"
+    dest: "/var/tmp/drill.{{ item.ext }}"
+    mode: "0644"
+  loop:
+    - {fmt: data, ext: json}
+    - {fmt: markdown, ext: md}
+    - {fmt: svg, ext: svg}
+  vars:
+    drill:
+      instance: be1
+      failure: planned
+      phases:
+        - {phase: failure injected, at: 1700000000.0}
+        - {phase: first IMAP login, at: 1700000006.5}
+      canaries: {expected: 3, found: 3, missing: 0, changed: 0}
+'''
+
+RETURN = r'''
+_value:
+  description:
+    - With V(data), the normalised drill (C(phases) with C(offset) and C(duration), C(started_at),
+      C(total_seconds), C(failover_seconds), C(passed)); with V(markdown) or V(svg), a string.
+  type: raw
+'''
+
 from ansible.errors import AnsibleFilterError
-from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, build_record, render
+from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, render
 
 
 def drill_report(drill, fmt='data'):
@@ -16,16 +72,8 @@ def drill_report(drill, fmt='data'):
         raise AnsibleFilterError(f'cyrus.ha.drill_report: {exc}') from exc
 
 
-def drill_record(pieces):
-    """Assemble a failover drill record from the evidence the drill gathered."""
-    try:
-        return build_record(pieces)
-    except DrillReportError as exc:
-        raise AnsibleFilterError(f'cyrus.ha.drill_record: {exc}') from exc
-
-
 class FilterModule:
-    """cyrus.ha drill report filters."""
+    """cyrus.ha.drill_report."""
 
     def filters(self):
-        return {'drill_report': drill_report, 'drill_record': drill_record}
+        return {'drill_report': drill_report}

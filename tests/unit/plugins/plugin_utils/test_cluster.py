@@ -11,7 +11,8 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from ansible.errors import AnsibleFilterError
-from ansible_collections.cyrus.ha.plugins.filter.cluster_config import FilterModule
+from ansible_collections.cyrus.ha.plugins.filter.cluster_config import FilterModule as ClusterConfigFilters
+from ansible_collections.cyrus.ha.plugins.filter.ha_cluster_vars import FilterModule as HaClusterVarsFilters
 from ansible_collections.cyrus.ha.plugins.module_utils.pacemaker import Desired, plan
 from ansible_collections.cyrus.ha.plugins.plugin_utils.cluster import (ClusterModelError, fencing, ha_cluster_vars,
                                                                        instance_group, model)
@@ -436,7 +437,7 @@ def test_the_model_is_a_valid_pacemaker_cib_configuration(opts):
 # ---------------------------------------------------------------------------------------------- filters
 
 def filters():
-    return FilterModule().filters()
+    return {**ClusterConfigFilters().filters(), **HaClusterVarsFilters().filters()}
 
 
 def test_filters_are_registered_and_chain():

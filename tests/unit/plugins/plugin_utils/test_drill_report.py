@@ -8,7 +8,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.cyrus.ha.plugins.filter.drill_report import drill_record, drill_report
+from ansible_collections.cyrus.ha.plugins.filter.drill_record import drill_record
+from ansible_collections.cyrus.ha.plugins.filter.drill_report import drill_report
 from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import DrillReportError, build_record, render, summarize
 
 from ansible.errors import AnsibleFilterError
