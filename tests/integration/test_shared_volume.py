@@ -62,12 +62,12 @@ class San:
         self.uuid = str(uuidlib.uuid4())
         self.loops: dict[str, str] = {}
 
-    def make(self, mmp: bool) -> None:
+    def make(self, mmp: bool, interval: int = 1) -> None:
         with open(self.image, 'wb') as handle:
             handle.truncate(64 * 1024 * 1024)
         argv = ['mkfs.ext4', '-q', '-F', '-L', 'cyha-sv', '-U', self.uuid]
         if mmp:
-            argv += ['-O', 'mmp', '-E', 'mmp_update_interval=1']
+            argv += ['-O', 'mmp', '-E', f'mmp_update_interval={interval}']
         sh(*argv, self.image)
 
     def attach(self, name: str, image: str | None = None) -> str:

@@ -53,15 +53,14 @@ def superblock(device: str) -> dict:
     return vol.parse_dumpe2fs(sh('dumpe2fs', '-h', device))
 
 
-@pytest.fixture(scope='module')
-def disk(lab):
+def mmp_disk(name: str, interval: int):
     san = San.__new__(San)      # San's own directory is test_shared_volume's: this file keeps its own
-    san.dir = os.path.join(labutil.LAB_DIR, 'san-mmp-test')
+    san.dir = os.path.join(labutil.LAB_DIR, name)
     os.makedirs(san.dir, exist_ok=True)
     san.image = os.path.join(san.dir, 'cyha-svm.img')
     san.uuid = str(uuidlib.uuid4())
     san.loops = {}
-    san.make(mmp=True)
+    san.make(mmp=True, interval=interval)
     san.attach('be1')
     san.attach('spare')
     yield san
@@ -72,6 +71,19 @@ def disk(lab):
         if os.path.isdir(target):
             os.rmdir(target)
     san.release()
+
+
+@pytest.fixture(scope='module')
+def disk(lab):
+    """The disk of the tests at 1 and 5 s (and of the interrupted runs, at 1 s)."""
+    yield from mmp_disk('san-mmp-test', 1)
+
+
+@pytest.fixture(scope='module')
+def disk30(lab):
+    """A disk made at 30 s: changing the interval takes tune2fs as long as the kernel's wait at the old one
+    (61 s at 30), so the 30 s tests keep a disk of their own rather than set the shared one back."""
+    yield from mmp_disk('san-mmp30-test', 30)
 
 
 def set_interval(disk, interval: int, tmp_path) -> None:
@@ -107,8 +119,12 @@ def crashed_copy(disk, tmp_path, name: str) -> str:
 # -- live heartbeats -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('interval', [1, 5, 30])
-def test_live_heartbeat_is_refused_even_with_fenced_peer(disk, tmp_path, interval):
-    set_interval(disk, interval, tmp_path)
+def test_live_heartbeat_is_refused_even_with_fenced_peer(disk, disk30, tmp_path, interval):
+    if interval == 30:
+        disk = disk30
+        assert superblock(disk.loops['be1'])['mmp_update_interval'] == 30
+    else:
+        set_interval(disk, interval, tmp_path)
     mount_be1(disk, tmp_path)
     try:
         refused = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, devices=[disk.loops['spare']],
@@ -229,8 +245,9 @@ def test_stopped_heartbeat_is_watched_as_long_as_the_kernel_would(disk, tmp_path
     assert refused['mmp']['live'] is False and mmp_state(device) == 'in_use' and mounted_at('spare') == ''
 
 
-def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk, tmp_path):
-    set_interval(disk, 30, tmp_path)
+def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk30, tmp_path):
+    disk = disk30
+    assert superblock(disk.loops['be1'])['mmp_update_interval'] == 30
     device = crashed_copy(disk, tmp_path, 'stopped30')
     short = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, devices=[device], fenced_peer='be1',
                    mmp_probe_timeout=11)
@@ -243,7 +260,6 @@ def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk, tmp_path):
         assert on('spare', f'cat {MOUNT}/canary').stdout.split('>>', 1)[-1].strip() == 'stopped30'
     finally:
         module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, state='unmounted', devices=[device])
-    set_interval(disk, 1, tmp_path)
 
 
 # -- checks before changes on the real thing -------------------------------------------------------
