@@ -19,6 +19,8 @@ import time
 import xml.etree.ElementTree as ET
 from xml.parsers import expat
 
+from ansible_collections.cyrus.ha.plugins.module_utils import testhook
+
 # Patterns are matched whole (fullmatch: "$" would let a trailing newline through) and ASCII only.
 ID_RE = re.compile(r'[A-Za-z_][A-Za-z0-9_.-]*')
 ID_HINT = 'is not a valid XML id (a letter or _, then letters, digits, _ . -)'
@@ -440,6 +442,10 @@ def with_toggles(wanted: ET.Element, current: ET.Element, keep: dict) -> ET.Elem
     return wanted
 
 
+# The step boundaries of testhook.kill_point (CYRUS_HA_TEST_KILL_AT) in a removal: the stop written, the
+# cluster settled. The next run with the same data deletes; one that wants the resource again starts it.
+KILL_POINTS = ('stopped', 'settled')
+
 # nvpairs whose value is a secret (fence agents' password and passwd, SNMP community, tokens): masked in
 # the diff, which Ansible prints with --diff.
 SECRET_NAME = re.compile(r'(pass(wd|word)?|secret|token|community)', re.IGNORECASE)
@@ -825,11 +831,13 @@ def converge(params: dict, run, check_mode: bool = False, wait: float | None = N
             if canon(halt) != canon(config):
                 cib_api.apply(cib, halt, tmpdir)
                 halted = True
+            testhook.kill_point('stopped')
             rc, out, err = run(['crm_resource', '--wait', '--timeout', f'{max(int(wait), 30)}s'])
             if rc != 0:
                 raise CibError(f'{", ".join(doomed)}: stopped in the configuration, but the cluster did not settle '
                                f'(crm_resource --wait, exit status {rc}: {(err or out).strip()}); not deleted yet: '
                                'run again to finish', changed=halted)
+            testhook.kill_point('settled')
             cib = cib_api.query()
             new, dummy = plan(cib.find('configuration'), desired)
         try:

@@ -5,7 +5,7 @@
 With CYRUS_HA_TEST_KILL_AT=<step> in its environment, a module or control script SIGKILLs itself right
 after that step boundary: an interrupted run, as a crash, an OOM kill or an impatient operator leaves it.
 The tests then show that the next run finishes the change or undoes it. Each user lists its step names
-(volume.KILL_POINTS, service_ip.STEPS, the control script's STEPS). Never set outside tests.
+(volume.KILL_POINTS, service_ip.STEPS, pacemaker.KILL_POINTS, the control script's STEPS). Never set outside tests.
 """
 
 from __future__ import annotations

@@ -133,6 +133,56 @@ def test_the_instance_role_refuses_to_start_or_stop_what_the_cluster_runs(cluste
     assert login_works()
 
 
+CIB_PLAY = """- hosts: be1
+  gather_facts: false
+  tasks:
+    - name: A resource of the test's own, through cyrus.ha.pacemaker_cib
+      cyrus.ha.pacemaker_cib:
+        resources: "{{ cib_resources | default([]) }}"
+        absent: "{{ cib_absent | default([]) }}"
+      environment:
+        CYRUS_HA_TEST_KILL_AT: "{{ kill_at | default('') }}"
+"""
+DUMMY = 'cyha-dummy'
+
+
+def cib_play(tmp_path, *extra: str) -> subprocess.CompletedProcess:
+    playbook = tmp_path / 'cib.yml'
+    playbook.write_text(CIB_PLAY)
+    return labutil.playbook(str(playbook), *extra, check=False)
+
+
+def dummy_in_cib(xpath: str = '') -> bool:
+    return crm('be1', 'cibadmin', '--query', '--xpath', f"//primitive[@id='{DUMMY}']{xpath}").returncode == 0
+
+
+def dummy_running() -> bool:
+    out = crm('be1', 'crm_resource', '--resource', DUMMY, '--locate')
+    return out.returncode == 0 and 'is running on' in out.stdout
+
+
+@pytest.mark.parametrize('step', ['stopped', 'settled'])
+def test_pacemaker_cib_killed_between_stop_and_delete_is_finished_by_the_next_run(cluster, tmp_path, step):
+    """A removal is two writes (the stop, then the delete once the cluster settled): SIGKILL at each boundary
+    on the real cluster leaves the resource stopped, not deleted, and the next run with the same data
+    deletes it; the one after changes nothing. The cluster's own group is never touched."""
+    node = active()
+    made = cib_play(tmp_path, '-e', json.dumps({'cib_resources': [{'id': DUMMY, 'agent': 'ocf:heartbeat:Dummy'}]}))
+    assert made.returncode == 0 and labutil.recap(made.stdout)['be1']['changed'] == 1, made.stdout[-3000:]
+    assert labutil.poll(dummy_running, 60, interval=0.5), crm('be1', 'crm_mon', '-1r').stdout
+    absent = ('-e', json.dumps({'cib_absent': [DUMMY]}))
+    killed = cib_play(tmp_path, *absent, '-e', f'kill_at={step}')
+    assert killed.returncode != 0, killed.stdout[-3000:]
+    assert dummy_in_cib("/meta_attributes/nvpair[@name='target-role'][@value='Stopped']")
+    assert labutil.poll(lambda: not dummy_running(), 60, interval=0.5)
+    finished = cib_play(tmp_path, *absent)
+    assert finished.returncode == 0 and labutil.recap(finished.stdout)['be1']['changed'] == 1, finished.stdout[-3000:]
+    assert not dummy_in_cib()
+    again = cib_play(tmp_path, *absent)
+    assert again.returncode == 0 and labutil.recap(again.stdout)['be1']['changed'] == 0, again.stdout[-3000:]
+    assert active() == node and group_started_on('be1', node) and login_works()
+
+
 @pytest.mark.parametrize('extra, message', [
     ({'cluster_fence_devices': []},
      'cyrus.ha.cluster_config: no fence devices: without fencing Pacemaker cannot move a volume safely '
