@@ -20,8 +20,9 @@ description:
 options:
   _input:
     description:
-      - A mapping with C(instance), C(failure), C(engine), C(from), C(to), C(frontend), C(name) (kept as
-        they are), C(timelines) (a list of phase lists, one per host; empty ones are skipped),
+      - A mapping with C(instance), C(failure), C(engine), C(from), C(to), C(frontend), C(name) and
+        C(traffic) (what a load generator saw during the drill, when one ran), kept as they are,
+        C(timelines) (a list of phase lists, one per host; empty ones are skipped),
         C(verifications) (a non-empty list of C(name), C(result) mappings, C(result) being a registered
         M(cyrus.ha.imap_check) V(verify) result), optional C(outage_job) (the registered
         M(ansible.builtin.async_status) result of the delivery made during the outage) and optional
@@ -49,7 +50,7 @@ RETURN = r'''
 _value:
   description:
     - The drill record (C(phases), C(canaries), C(checks), C(outage_delivery) when there was an outage
-      delivery, and the kept keys).
+      delivery, and the kept keys, C(traffic) among them when given).
   type: dict
 '''
 
