@@ -460,13 +460,13 @@ def to_svg(report: Mapping, width: int = 900) -> str:
     hosts = [str(row.get('host') or '(no host)') for row in report['phases']]
     left = max(max(text_width(h, bold=True) for h in hosts) + 24, 96)
     right_pad = 24
-    labels = [_bar_label(rows, index) for _, rows, _ in sections for index in range(len(rows))]
+    labels = [_bar_label(rows, index) for _name, rows, _outage in sections for index in range(len(rows))]
     widest_label = max(text_width(label) for label in labels)
-    headers = [text_width(_section_header(name, rows, report), 14, True) for name, rows, _ in sections]
+    headers = [text_width(_section_header(name, rows, report), 14, True) for name, rows, _outage in sections]
     width = int(math.ceil(max(width, text_width(title, 17, True) + 32, text_width(subtitle) + 32, max(headers) + 32,
                               left + right_pad + max(widest_label + 40, 600))))
     right = width - right_pad
-    longest = max(max(rows[-1]['offset'] - rows[0]['offset'] for _, rows, _ in sections), 0.001)
+    longest = max(max(rows[-1]['offset'] - rows[0]['offset'] for _name, rows, _outage in sections), 0.001)
     px = (right - left) / longest
     step = _tick_step(longest, px)
 
@@ -490,14 +490,14 @@ def to_svg(report: Mapping, width: int = 900) -> str:
         shown = _fit(text, width - 16 - 32 - text_width(head, bold=True))
         svg.text(32, y, head, bold=True, extra=' class="result"', spans=[(shown, False, COLOURS['text'])])
     y += 6
-    for line in _wrap(_legend(report, any(name == 'failback' for name, _, _ in sections)), width - 32, 11):
+    for line in _wrap(_legend(report, any(name == 'failback' for name, _rows, _outage in sections)), width - 32, 11):
         y += 16
         svg.text(16, y, line, size=11, fill=COLOURS['muted'])
     height = int(math.ceil(y + 14))
     head = (f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
             f'font-family="DejaVu Sans, Verdana, Arial, Helvetica, sans-serif" font-size="{FONT}">')
     summary = f'{title}; ' + '; '.join(
-        f'{name} outage {outage["seconds"]:.1f} s' for name, _, outage in sections if outage)
+        f'{name} outage {outage["seconds"]:.1f} s' for name, _rows, outage in sections if outage)
     return '\n'.join([head, f'<title>{_xml(summary)}</title>', f'<rect width="{width}" height="{height}" fill="white"/>',
                       *svg.parts, '</svg>']) + '\n'
 

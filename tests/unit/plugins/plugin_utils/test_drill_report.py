@@ -256,7 +256,7 @@ def test_phases_fall_into_the_failover_and_the_failback_with_an_outage_each():
     sections = [(p['section'], p['phase'], p['host']) for p in report['phases']]
     assert sections[9] == ('failover', 'canaries verified', 'fe1')
     assert sections[10] == ('failback', 'instance stopped', 'spare')
-    assert {s for s, _, _ in sections[:10]} == {'failover'} and {s for s, _, _ in sections[10:]} == {'failback'}
+    assert {s for s, _rows, _outage in sections[:10]} == {'failover'} and {s for s, _rows, _outage in sections[10:]} == {'failback'}
     assert report['outages'] == [
         {'section': 'failover', 'start': 0.0, 'end': 6.519, 'seconds': 6.519, 'from': 'failure injected',
          'until': 'first IMAP login'},
@@ -333,7 +333,7 @@ def test_svg_ticks_never_collide():
     ticks = [t for t in root.iter(f'{SVG}text') if t.get('class') == 'tick']
     assert [t.text for t in ticks] == [f'{n} s' for n in range(8)] + [f'{n} s' for n in range(5)]
     edges = [text_extent(t, text_width) for t in ticks]
-    for (_, right), (left, _) in zip(edges, edges[1:]):
+    for (_left, right), (left, _right) in zip(edges, edges[1:]):
         assert right < left or left < edges[0][0] + 1      # apart, or the next section's first tick
 
 
