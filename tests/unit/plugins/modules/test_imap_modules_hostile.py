@@ -6,28 +6,18 @@ traceback, a hang, or a secret in the output. The real server is in tests/integr
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.modules import cyrus_mailbox, imap_check
-from hostile import deadline  # the shared deadline of the hostile tests
+from hostile import run_main  # shared by the hostile tests
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'module_utils'))
 from imapscript import Script, Server  # noqa: E402  pylint: disable=wrong-import-position
 
 SECRET = 'pw-Geheim-42'
-
-
-def run_main(module, args, capsys):
-    with deadline(), patch_module_args(args):
-        with pytest.raises(SystemExit):
-            module.main()
-    out = capsys.readouterr().out
-    return json.loads(out), out
 
 
 @pytest.fixture

@@ -18,21 +18,12 @@ import time
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import (
     crosshost, crosshost_checks, crosshost_protocol as protocol, identity, inputs, probe, procs, workdir as workdirs)
 from ansible_collections.cyrus.ha.plugins.modules import storage_probe, storage_probe_peer
-from hostile import deadline  # the shared deadline of the hostile tests
+from hostile import deadline, run_main  # shared by the hostile tests
 
 HOST = socket.gethostname()
-
-
-def run_main(module, args, capsys):
-    with deadline(), patch_module_args(args):
-        with pytest.raises(SystemExit):
-            module.main()
-    out = capsys.readouterr().out
-    return json.loads(out), out
 
 
 def probe_main(capsys, **args):
