@@ -12,8 +12,12 @@ version_added: 0.1.0
 description:
   - Runs the cross-host storage checks among the hosts O(peers) that share O(path). Run it as one task
     over all of them at the same time (every host of O(peers) in the same play batch, C(forks) at least
-    the number of hosts, no C(serial)). The hosts cooperate through token files in a run directory
-    C(.cyrus-ha-probe-xh-<run_id>) that the first host of O(peers) (the leader, "A") creates under O(path).
+    the number of hosts, no C(serial)). The first host of O(peers) (the leader, "A") creates a run
+    directory C(.cyrus-ha-probe-xh-<run_id>) under O(path) for the checks' data files.
+  - The hosts never pass messages through the filesystem under test, which may delay or drop what
+    another client wrote: the leader listens on O(channel_address) port O(channel_port) (TCP) and every host
+    connects to it. Each request and answer is signed (HMAC-SHA256) with O(channel_key), so a host outside
+    the run can neither read nor post. Let the port through between the hosts for the length of the run.
   - The leader sets each check up and plays A; every other host plays B at the same time, so N hosts
     cost about the wall time of two.
   - C(lock_exclusion) A holds a whole-file C(fcntl) write lock and a C(flock); B must be refused both and
@@ -21,21 +25,32 @@ description:
     host chases the others round a ring of K+1 one-byte locks (as CTDB's C(ping_pong -rw)), reading with
     C(pread), from a never-remapped read-only mapping (Cyrus's index), or through a writable mapping +
     C(msync); every increment must equal the number of hosts K.
-  - C(append_visibility) A appends under a lock + C(fdatasync); B locks, and C(fstat), C(pread) and a
-    mapping made before the append must show it. C(rename_visibility) A renames a new C(cyrus.header) over
-    the one B holds open; right after locking B must see the new inode. C(metadata_coherence) create,
-    C(link) and C(unlink) on A seen by C(stat)/C(open) on B (a link count other than 2 only warns).
+  - C(append_visibility) A appends a record under a lock + C(fdatasync); B locks, and C(fstat), C(pread)
+    and a mapping made before the append must show it. C(rename_visibility) A renames a new C(cyrus.header)
+    over the one B holds open; right after locking B must see the new inode and bytes. C(metadata_coherence)
+    create, C(link) and C(unlink) on A seen by C(stat)/C(open) on B (a link count other than 2 only warns).
+  - Each of these three is done O(tries) times. B looks at once, as Cyrus does right after taking its lock,
+    then keeps looking for up to O(visibility_timeout): a change seen at once every time passes, one seen
+    late fails with the measured delay (median and max over the tries), one never seen fails saying so.
+    Every failure names the Cyrus property that broke and what Cyrus would do wrong, for example
+    C(a message appended on be1 is not visible to an mmap of the index on be2 after 2 s (1 of 1 tries):
+    Cyrus would serve stale indexes and corrupt cyrus.index).
     C(excl_race) every host races one C(O_EXCL) create, exactly one must win. C(lock_recovery) A's lock holder
     is killed with C(SIGKILL); B must get the lock, the time is reported. C(neighbour_stat) B stats a
-    Cyrus-like tree A created (rate and p99 reported, missing files fail).
-  - A host that does not post its token within O(step_timeout) (it died, its probe process was killed, or
-    it does not see the same filesystem) fails the checks with a message naming it, and is not waited for
+    Cyrus-like tree A created three times (rate and p99 reported, missing files fail); latency only warns
+    when every pass has a p99 over 10x its median and well over this host's own noise, measured in the same
+    run, so a busy host is not called slow.
+  - Before the checks, every host says how long the run directory took to appear there (C(run_dir_seen_s));
+    one that never sees it within O(step_timeout) stops the run, saying that a directory created on one host
+    is not seen on another.
+  - A host that does not post a message within O(step_timeout) (it died, its probe process was killed, or
+    the leader cannot be reached) fails the checks with a message naming it and why, and is not waited for
     again. Every process the module starts has a hard deadline, is killed and reaped by PID, and dies with
-    the module; the leader removes the run directory whatever happens.
-  - Nothing in the run directory is trusted. A token must be a regular file (a symlink is not followed, a
-    FIFO not waited on) of at most 64 KiB of UTF-8 JSON with the fields the step expects; a host whose
-    token stays malformed for O(step_timeout) is named with what was wrong, as a host that does not
-    answer is. A run directory that is a symlink is refused.
+    the module. Only the leader removes the run directory, whatever happens; no host removes another's
+    files.
+  - Nothing another host sends is trusted: a message is at most 64 KiB of UTF-8 JSON (no NaN or Infinity)
+    with the fields the step expects; a host whose message stays malformed for O(step_timeout) is named with
+    what was wrong, as a host that does not answer is. A run directory that is a symlink is refused.
   - The leader posts its O(peers) and O(checks); a host given other ones (or another order) fails, saying
     so, instead of running checks the others do not.
 author:
@@ -50,8 +65,8 @@ options:
   peers:
     description:
       - Every host taking part, in the same order on every host; the first one is the leader.
-      - Host names or addresses (1 to 253 letters, digits, C(.), C(-), C(_) or C(:)); they name the
-        token files and are never connected to. A host named twice, also in two spellings (C(BE1) and
+      - Host names or addresses (1 to 253 letters, digits, C(.), C(-), C(_) or C(:)); they label the
+        messages and are never connected to (only O(channel_address) is). A host named twice, also in two spellings (C(BE1) and
         C(be1), C(::ffff:10.0.0.1) and C(10.0.0.1), C(FE80::1) and C(fe80::1)), is refused.
       - With a single host nothing is compared and every check is V(skip).
     type: list
@@ -75,6 +90,32 @@ options:
     default: [all]
     choices: [all, lock_exclusion, pingpong_rw, pingpong_cyrus, pingpong_mmap, append_visibility,
               rename_visibility, metadata_coherence, excl_race, lock_recovery, neighbour_stat]
+  channel_address:
+    description:
+      - The leader's address (or a name that resolves to it) on which the other hosts reach it; the leader
+        listens there. Required with more than one host.
+      - The same on every host of the run; it must be an address of the leader itself.
+    type: str
+  channel_port:
+    description: The TCP port the leader listens on for the run (1 to 65535).
+    type: int
+    default: 4743
+  channel_key:
+    description:
+      - The secret every request and answer of the run is signed with (16 to 256 letters, digits, C(-) or
+        C(_)), the same on every host, for example a random string made once on the controller. Required
+        with more than one host; never logged or returned.
+    type: str
+  tries:
+    description: How many times each visibility check (append, rename, create/link/unlink) changes a file on A (1 to 100).
+    type: int
+    default: 5
+  visibility_timeout:
+    description:
+      - Seconds B keeps looking for a change it did not see at once, to tell a late change (with its delay)
+        from one never seen.
+    type: float
+    default: 2
   timeout:
     description: Hard time budget in seconds of the whole run on this host (5 to 86400; numbers are finite).
     type: float
@@ -125,6 +166,8 @@ EXAMPLES = r'''
     peers: "{{ ansible_play_hosts_all | sort }}"
     me: "{{ inventory_hostname }}"
     run_id: "{{ hostvars[ansible_play_hosts_all[0]].spool_run_id }}"
+    channel_address: "{{ hostvars[(ansible_play_hosts_all | sort)[0]].ansible_host }}"
+    channel_key: "{{ hostvars[ansible_play_hosts_all[0]].spool_run_key }}"
 
 - name: Only the lock checks, quickly
   cyrus.ha.storage_probe_peer:
@@ -132,6 +175,8 @@ EXAMPLES = r'''
     peers: [be1, be2]
     me: "{{ inventory_hostname }}"
     run_id: locks0001
+    channel_address: 198.51.100.11
+    channel_key: "{{ probe_key }}"
     checks: [lock_exclusion, pingpong_rw, lock_recovery]
     step_timeout: 5
 '''
@@ -146,8 +191,9 @@ ansible_facts:
       description:
         - This host's report per path (the key is the absolute path) with C(path), C(me), C(leader),
           C(peers), C(run_dir), C(run_dir_cleanup) (V(removed) on the leader, or why not; V(not mine)
-          elsewhere), C(verdict) (V(safe), V(degraded) or V(unsafe)), C(reasons), C(gone) (hosts that
-          stopped answering), C(duration) (seconds), C(error) (when the run could not start or was cut
+          elsewhere), C(channel) (the leader's address and port), C(run_dir_seen_s) (on a peer, seconds until
+          the run directory appeared there, null when it never did; on the leader, the same per peer),
+          C(verdict) (V(safe), V(degraded) or V(unsafe)), C(reasons), C(gone) (hosts that stopped answering), C(duration) (seconds), C(error) (when the run could not start or was cut
           short) and C(checks).
         - C(checks) maps each check to C(name), C(status) (V(pass), V(fail), V(warn), V(skip)), C(reason),
           C(evidence) and C(duration). On the leader a check fails naming the peers where it failed
@@ -191,6 +237,11 @@ def main():
             timeout=dict(type='float', default=crosshost.DEFAULTS['timeout']),
             step_timeout=dict(type='float', default=crosshost.DEFAULTS['step_timeout']),
             recovery_timeout=dict(type='float', default=crosshost.DEFAULTS['recovery_timeout']),
+            visibility_timeout=dict(type='float', default=crosshost.DEFAULTS['visibility_timeout']),
+            tries=dict(type='int', default=crosshost.DEFAULTS['tries']),
+            channel_address=dict(type='str'),
+            channel_port=dict(type='int', default=crosshost.CHANNEL_PORT),
+            channel_key=dict(type='str', no_log=True),
             pingpong_iterations=dict(type='int', default=crosshost.DEFAULTS['pingpong_iterations']),
             neighbour_files=dict(type='int', default=crosshost.DEFAULTS['neighbour_files']),
         ),

@@ -51,6 +51,44 @@ CROSS = ('lock_exclusion', 'pingpong_rw', 'pingpong_cyrus', 'pingpong_mmap', 'ap
          'rename_visibility', 'metadata_coherence', 'excl_race', 'lock_recovery', 'neighbour_stat')
 
 
+# The cross-host properties measured over tries: (check, evidence key, what it is, in Cyrus's terms)
+PROPERTIES = (
+    ('append_visibility', 'read', 'appended message seen by read()'),
+    ('append_visibility', 'mmap', 'appended message seen by an mmap of the index'),
+    ('rename_visibility', 'rename', 'renamed cyrus.header seen'),
+    ('metadata_coherence', 'new_entry', 'new message file seen'),
+    ('metadata_coherence', 'unlink', 'unlinked message file gone'),
+)
+
+
+def _seconds(value) -> str:
+    return '-' if value is None else f'{value:g} s'
+
+
+def visibility_rows(crosses: Mapping, pairs: list) -> list:
+    """Per pair and property: how often the peer saw the leader's change at once, never, and the delays."""
+    rows = []
+    for lead, peer in pairs:
+        checks = (crosses.get(peer) or {}).get('checks') or {}
+        seen = (crosses.get(peer) or {}).get('run_dir_seen_s', False)
+        if seen is not False:
+            rows.append({'pair': f'{lead} > {peer}', 'property': 'new directory (the run directory) seen',
+                         'at once': '-' if seen is None else ('1/1' if seen == 0 else '0/1'),
+                         'never': '1/1' if seen is None else '0/1', 'median': _seconds(seen), 'max': _seconds(seen)})
+        for check, key, what in PROPERTIES:
+            got = ((checks.get(check) or {}).get('evidence') or {}).get(key)
+            if not isinstance(got, Mapping) or not got.get('tries'):
+                continue
+            rows.append({'pair': f'{lead} > {peer}', 'property': what,
+                         'at once': f"{got.get('at_once')}/{got['tries']}", 'never': f"{got.get('never')}/{got['tries']}",
+                         'median': _seconds(got.get('median_s')), 'max': _seconds(got.get('max_s'))})
+        recovery = ((checks.get('lock_recovery') or {}).get('evidence') or {}).get('recovery_s')
+        if recovery is not None:
+            rows.append({'pair': f'{lead} > {peer}', 'property': 'lock of a killed holder released',
+                         'at once': '-', 'never': '0/1', 'median': _seconds(recovery), 'max': _seconds(recovery)})
+    return rows
+
+
 class ReportError(ValueError):
     """The input is not what the probe modules return; the message names the host and key."""
 
@@ -135,6 +173,11 @@ def build(path_data: Mapping, title: str | None = None) -> dict:
     if pair_keys:
         lines += ['## Cross-host checks (leader > peer)', '',
                   render(cross_rows, ['check'] + pair_keys, 'markdown').rstrip('\n'), '']
+    visibility = visibility_rows(crosses, pairs)
+    if visibility:
+        lines += ['## Measured across hosts (Cyrus reads right after taking its lock: only "at once" is safe)', '',
+                  render(visibility, ['pair', 'property', 'at once', 'never', 'median', 'max'],
+                         'markdown').rstrip('\n'), '']
     if failures:
         lines += ['## Failures and what they mean for Cyrus', '',
                   render(failures, ['check', 'where', 'status', 'reason', 'consequence'], 'markdown').rstrip('\n'), '']
@@ -142,4 +185,5 @@ def build(path_data: Mapping, title: str | None = None) -> dict:
         'recovery_s') for dummy, peer in pairs}
     return {'path': path, 'verdict': verdict, 'hosts': host_verdicts, 'leader': leader_name,
             'single': single_rows, 'pairs': cross_rows, 'failures': failures, 'lock_recovery_s': recovery,
+            'visibility': visibility,
             'markdown': '\n'.join(lines)}

@@ -248,20 +248,44 @@ def test_per_host_fuse_mounts_are_unsafe(fuse_each, tmp_path):
     assert os.listdir(fuse_each.export) == []
 
 
+def probe_workers(host: str) -> list:
+    """The cross-host worker of the storage_probe_peer module running on a lab host: a Python process in the
+    host's network namespace whose parent is the module's Python process (forked: the same command line), whose
+    own parent is not Python (the shell Ansible started it from)."""
+    netns = os.stat('/run/netns/cyha-%s' % host).st_ino
+    found = {}
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            if os.stat('/proc/%s/ns/net' % pid).st_ino != netns:
+                continue
+            with open('/proc/%s/cmdline' % pid, 'rb') as handle:
+                if b'python' not in handle.read().split(b'\0')[0]:
+                    continue
+            with open('/proc/%s/stat' % pid, encoding='ascii', errors='replace') as handle:
+                found[int(pid)] = int(handle.read().rsplit(')', 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return [pid for pid, parent in found.items() if parent in found and found[parent] not in found]
+
+
+def channel_args(leader: str = 'be1') -> dict:
+    return {'channel_address': addr(leader), 'channel_key': 'lab-' + os.urandom(16).hex()}
+
+
 def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
     run_id = 'killtest%d' % os.getpid()
     rundir = os.path.join(shared, '.cyrus-ha-probe-xh-' + run_id)
-    args = json.dumps({'path': shared, 'peers': ['be1', 'be2'], 'me': '{{ inventory_hostname }}', 'run_id': run_id,
-                       'checks': ['lock_exclusion', 'pingpong_rw', 'lock_recovery'], 'step_timeout': 3})
+    args = json.dumps(dict({'path': shared, 'peers': ['be1', 'be2'], 'me': '{{ inventory_hostname }}',
+                            'run_id': run_id, 'checks': ['lock_exclusion', 'pingpong_rw', 'lock_recovery'],
+                            'step_timeout': 3}, **channel_args()))
     argv = [os.path.join(labutil.BIN, 'ansible'), '-i', labutil.inventory(), 'be1:be2', '-m', 'cyrus.ha.storage_probe_peer',
             '-a', args]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=labutil.env(),
                             cwd=labutil.REPO)
     try:
-        assert labutil.poll(lambda: all(os.path.exists(os.path.join(rundir, name))  # be1 holds, be2 is trying
-                                        for name in ('t-lockx-held-be1', 't-pid-be2')), 60, 0.005)
-        with open(os.path.join(rundir, 't-pid-be2'), encoding='utf-8') as handle:
-            victim = json.load(handle)['pid']
+        # be1 holds the lock (its data file is there), be2 is trying: kill be2's worker
+        assert labutil.poll(lambda: os.path.exists(os.path.join(rundir, 'lockx')) and probe_workers('be2'), 60, 0.005)
+        victim, = probe_workers('be2')
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -275,6 +299,7 @@ def test_killed_peer_fails_the_check_clearly_and_leaves_nothing(shared):
     assert be1['checks']['lock_recovery']['reason'] == \
         'be2 did not answer within 3 s: the host or its probe process is gone'
     assert be1['gone'] == ['be2'] and be1['run_dir_cleanup'] == 'removed'
+    assert be1['channel'] == '%s port 4743' % addr('be1') and 'channel_key' not in out
     assert be2['error'] == 'the cross-host probe process on be2 died (killed by SIGKILL)'
     selected = ('lock_exclusion', 'pingpong_rw', 'lock_recovery')
     assert {name: check['status'] for name, check in be2['checks'].items() if check['status'] != 'skip'} == \
@@ -298,6 +323,11 @@ def test_module_bad_input_and_check_mode(shared):
         (dict(base, path=shared + '/missing'), '%s/missing does not exist' % shared),
         (dict(base, step_timeout=100), 'step_timeout (100.0) must be at most half of timeout (120.0)'),
         (dict(base, neighbour_files=0), 'neighbour_files must be between 1 and 1000000, got 0'),
+        (dict(base, peers=['be1', 'be2']), "channel_address None must be the address (or name) of the leader that "
+                                           "every host reaches it on: letters, digits, ., -, _ and :"),
+        (dict(base, peers=['be1', 'be2'], channel_address=addr('be1')),
+         'channel_key must be 16 to 256 letters, digits, - or _, the same on every host of the run (a random string '
+         'made once on the controller)'),
     ]
     for args, message in cases:
         bad = labutil.ansible('be1', 'cyrus.ha.storage_probe_peer', json.dumps(args), check=False)

@@ -18,6 +18,7 @@ import time
 import pytest
 
 import cyha_fsrig
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import probe
 from cyha_fsrig import run_module
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason='mounts filesystems: needs root')
@@ -94,6 +95,23 @@ def test_local_filesystem_is_safe(fs, local_paths, local_results):
     assert rep['checks']['fcntl_locks']['evidence']['getlk_holder']['type'] == 'w'
     assert [b['files'] for b in rep['checks']['metadata_scale']['evidence']['batches']] == [128, 384, 896]
     assert rep['checks']['fsx']['evidence']['counts']['mapwrite'] > 0
+
+
+def test_ext4_under_cpu_load_is_safe_ten_times_in_a_row(local_paths):
+    """Every core busy twice over (busy loops, like stress --cpu): the probe, all checks at their default sizes,
+    must still call a local ext4 safe, each time: a busy machine is not a slow filesystem."""
+    hogs = [subprocess.Popen([sys.executable, '-c', 'while True: pass']) for dummy in range(2 * (os.cpu_count() or 1))]
+    runs = []
+    try:
+        for dummy in range(10):
+            rep = probe.probe_path(local_paths['ext4'], ['all'])
+            runs.append((rep['verdict'], [reason for reason in rep['reasons'] if 'passed' not in reason]))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert runs == [('safe', [])] * 10, runs
+    assert no_workdir_left(local_paths['ext4'])
 
 
 def test_facts_carry_the_worst_verdict(local_results, fault_results):

@@ -62,3 +62,18 @@ def fixture_support_dir(tmp_path):
     for path in support_files():
         shutil.copyfile(path, directory / os.path.basename(path))
     return directory
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    import socket
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def side_channel():
+    """The cross-host options of one run on this machine: the leader's broker on 127.0.0.1, a fresh port and key."""
+    return {'channel_address': '127.0.0.1', 'channel_port': free_port(),
+            'channel_key': 'unit-' + os.urandom(12).hex()}

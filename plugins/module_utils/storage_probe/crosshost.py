@@ -4,23 +4,25 @@
 
 Every host of a run executes run() at the same time (one Ansible task over the group). The whole run
 happens in one forked worker per host with a hard deadline (SIGALRM) that dies with the module
-(PR_SET_PDEATHSIG): the worker meets the other hosts (crosshost_protocol), then runs each selected
-check of crosshost_checks in a child process of its own with a deadline, so a fault (SIGBUS on a
-mapping) or a hang fails that check and the next one still runs. A peer whose check process broke
-posts the failure on the check's final step, so the leader never waits it out. The leader removes the
-run directory once every other host has finished or is gone; when the leader is gone, the first peer
-still there does. verdict.decide judges the results, with the cross-host checks' critical set.
+(PR_SET_PDEATHSIG). The hosts talk over a TCP side channel (crosshost_protocol), never through the
+filesystem under test: the leader listens and keeps the messages in a broker process, creates the run
+directory and posts its peers and checks ('meet'); every other host checks they are its own, measures
+how long the run directory takes to appear ('ready') and waits for the leader's word ('go'). Then each
+selected check of crosshost_checks runs in a child process of its own with a deadline, so a fault
+(SIGBUS on a mapping) or a hang fails that check and the next one still runs. A peer whose check process
+broke posts the failure on the check's final step, so the leader never waits it out. Only the leader
+removes the run directory; no host removes another's files. verdict.decide judges the results, with the
+cross-host checks' critical set.
 
-Every input is checked (inputs) before the run directory is made. The leader posts its peers and
-checks ('meet'); a host given other ones (another order too) stops there, saying so, instead of
-playing a ring or a check the others do not.
+Every input is checked (inputs) before the run directory is made. A host given other peers or checks
+(another order too) than the leader stops there, saying so, instead of playing a ring or a check the
+others do not.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_checks
@@ -34,10 +36,12 @@ from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import work
 
 CHECK_NAMES = crosshost_checks.CHECK_NAMES
 DEFAULTS = {'timeout': 120.0, 'step_timeout': 10.0, 'pingpong_iterations': 2000, 'neighbour_files': 256,
-            'recovery_timeout': 10.0}
+            'recovery_timeout': 10.0, 'visibility_timeout': 2.0, 'tries': 5}
 LIMITS = (('timeout', 5, 86400), ('step_timeout', 0.5, 3600), ('recovery_timeout', 0.5, 3600),
+          ('visibility_timeout', 0.1, 600), ('tries', 1, 100),
           ('pingpong_iterations', 100, 10 ** 7), ('neighbour_files', 1, 10 ** 6))
 PASSED = 'every cross-host check run passed'
+CHANNEL_PORT = 4743  # the leader's port by default (unassigned by IANA)
 
 
 class Interrupted(Exception):
@@ -54,7 +58,7 @@ def _post_done(run: protocol.Run, name: str, out: dict) -> None:
     if run.me != run.leader:
         try:
             run.post(crosshost_checks.BY_NAME[name].done, out)
-        except OSError:
+        except (OSError, ValueError):
             pass
 
 
@@ -66,14 +70,16 @@ def _one_check(run: protocol.Run, name: str, opts: dict) -> dict:  # pragma: no 
         out = result.result(name, 'fail', 'stopped on an error: %s' % exc, {'error': sysapi.errname(exc)},
                             time.monotonic() - started)
         _post_done(run, name, out)
-    return {'result': out, 'gone': sorted(run.gone)}
+    return {'result': out, 'gone': sorted(run.gone), 'bad': run.bad}
 
 
 def _check_limit(opts: dict) -> float:
-    """The deadline of one check's process: every step may take step_timeout, plus the longest check's own time
-    (a ring of pingpong_iterations steps, the neighbour_files tree at 2 ms a file on a slow network filesystem)."""
-    return opts['step_timeout'] * 4 + opts['recovery_timeout'] + opts['pingpong_iterations'] / 100.0 + \
-        opts['neighbour_files'] / 500.0
+    """The deadline of one check's process: every step may take step_timeout, every try visibility_timeout,
+    plus the longest check's own time (a ring of pingpong_iterations steps, the neighbour_files tree at 2 ms a
+    file on a slow network filesystem, read twice)."""
+    return opts['step_timeout'] * (4 + opts['tries']) + opts['recovery_timeout'] + \
+        opts['visibility_timeout'] * 3 * opts['tries'] + opts['pingpong_iterations'] / 100.0 + \
+        opts['neighbour_files'] / 250.0
 
 
 def cleanup_timeout(opts: dict) -> float:
@@ -81,90 +87,176 @@ def cleanup_timeout(opts: dict) -> float:
     return max(5.0, opts['step_timeout']) + opts['neighbour_files'] / 1000.0
 
 
-def _meet(rundir: str, me: str, peers: list, opts: dict) -> str:
-    """Create (the leader) or wait for (the others) the run directory; returns why not, or ''."""
-    if me == peers[0]:
-        try:
-            protocol.create_rundir(rundir)
-        except OSError as exc:
-            return 'could not create the run directory %s: %s (a run_id used twice?)' % (rundir, sysapi.errname(exc))
-        return ''
-    if not protocol.await_rundir(rundir, opts['step_timeout']):
-        if os.path.islink(rundir):
-            return 'the run directory %s is a symlink, not the directory %s makes: refused (remove it)' % (
-                rundir, peers[0])
-        return 'the run directory %s made by %s did not appear here within %g s: it is not the same shared ' \
-               'filesystem, or %s is not running' % (rundir, peers[0], opts['step_timeout'], peers[0])
-    return ''
-
-
 def _valid_meet(data) -> str:
-    """The leader's peers (host names) and checks (known ones): nothing else is printed in a message."""
+    """The leader's peers (host names), checks (known ones) and its problem: nothing else is printed."""
     if not isinstance(data, dict) or not isinstance(data.get('peers'), list) or \
-            not isinstance(data.get('checks'), list) or \
+            not isinstance(data.get('checks'), list) or not isinstance(data.get('problem'), str) or \
             not all(isinstance(name, str) and inputs.HOST.fullmatch(name) for name in data['peers']) or \
             not all(name in crosshost_checks.BY_NAME for name in data['checks']):
         return 'not the peers and checks of a run'
     return ''
 
 
-def _agree(run: protocol.Run, peers: list, checks: list) -> tuple:
-    """The leader posts its peers and checks; another host checks that they are its own.
-    Returns (why not or '', the leader's checks)."""
+REFUSALS = {
+    'peers': '%s was given other peers (or another order) than the leader: give every host the same peers in the '
+             'same order',
+    'checks': '%s was given other checks than the leader: give every host the same checks',
+    'symlink': 'the run directory is a symlink on %s: refused (remove it)',
+}
+
+
+def _valid_ready(data) -> str:
+    """A peer's word on the run directory: seen after a number of seconds, or not (null), or why it refused."""
+    seen = data.get('seen', False) if isinstance(data, dict) else False
+    if seen is not None and (isinstance(seen, bool) or not isinstance(seen, (int, float)) or seen < 0):
+        return 'seen is not a number of seconds or null'
+    if data.get('refused') not in (None,) + tuple(REFUSALS):
+        return 'refused is not one of %s' % ', '.join(REFUSALS)
+    return ''
+
+
+def _valid_go(data) -> str:
+    if not isinstance(data, dict) or not isinstance(data.get('why'), str):
+        return 'not the leader\'s go'
+    return ''
+
+
+def _unseen_dir(where: str, leader: str, waited: float) -> str:
+    return 'the run directory %s created on %s was not visible on %s after %g s: a directory created on one ' \
+           'host is not seen on another, so Cyrus on %s would not find a mailbox or message file created on %s ' \
+           '(or the path is not the same filesystem on both hosts)' % ('%s', leader, where, waited, where, leader)
+
+
+def _agree(run: protocol.Run, peers: list, checks: list, opts: dict) -> tuple:
+    """Meet: the leader posts its peers and checks, every other host checks they are its own, says whether
+    and when it saw the run directory, and waits for the leader's go.
+    Returns (why not or '', the leader's checks, {'run_dir_seen_s': ...} evidence)."""
+    step = opts['step_timeout']
     if run.me == run.leader:
-        run.post('meet', {'peers': list(peers), 'checks': list(checks)})
-        return '', checks
+        run.post('meet', {'peers': list(peers), 'checks': list(checks), 'problem': ''})
+        ready = run.gather('ready', valid=_valid_ready)
+        # a peer that never saw the run directory cannot use its data files: no check can run there
+        unseen = sorted(host for host, data in ready.items() if data.get('seen') is None and not data.get('refused'))
+        refusals = [REFUSALS[data['refused']] % host for host, data in sorted(ready.items()) if data.get('refused')]
+        why = ''
+        if unseen or refusals:
+            why = '; '.join(refusals + [_unseen_dir(host, run.leader, step) % run.dir for host in unseen])
+        elif run.gone:
+            why = '; '.join(crosshost_checks.gone_reasons(run, sorted(run.gone)))
+        run.post('go', {'why': why})
+        return why, checks, {'run_dir_seen_s': {host: data.get('seen') for host, data in sorted(ready.items())}}
     try:
-        theirs = run.wait('meet', run.leader, valid=_valid_meet)
+        # the leader may start a few seconds after this host: its channel is retried meanwhile
+        theirs = run.wait('meet', run.leader, timeout=step * 2, valid=_valid_meet)
     except protocol.Gone:
-        return 'the leader %s %s' % (run.leader, run.why(run.leader)), []
+        return 'the leader %s %s' % (run.leader, run.why(run.leader)), [], {}
     leader_checks = theirs['checks']
+    if theirs['problem']:
+        return 'the leader %s could not start the run: %s' % (run.leader, theirs['problem']), [], {}
     if theirs['peers'] != list(peers):
+        run.post('ready', {'seen': None, 'refused': 'peers'})
         return 'the peers here (%s) are not those of the leader %s (%s): give every host the same peers in the ' \
-               'same order' % (', '.join(peers), run.leader, ', '.join(theirs['peers'])), leader_checks
+               'same order' % (', '.join(peers), run.leader, ', '.join(theirs['peers'])), leader_checks, {}
     if theirs['checks'] != list(checks):
+        run.post('ready', {'seen': None, 'refused': 'checks'})
         return 'the checks here (%s) are not those of the leader %s (%s): give every host the same checks' % (
-            ', '.join(checks), run.leader, ', '.join(theirs['checks'])), leader_checks
-    return '', checks
+            ', '.join(checks), run.leader, ', '.join(theirs['checks'])), leader_checks, {}
+    seen = protocol.await_dir(run.dir, step)
+    if seen == 'symlink':
+        problem = 'the run directory %s is a symlink, not the directory %s makes: refused (remove it)' % (
+            run.dir, run.leader)
+        run.post('ready', {'seen': None, 'refused': 'symlink'})
+        return problem, [], {}
+    run.post('ready', {'seen': seen})
+    if seen is None:
+        return _unseen_dir(run.me, run.leader, step) % run.dir, [], {'run_dir_seen_s': None}
+    try:
+        go = run.wait('go', run.leader, timeout=step * (2 * len(run.others) + 1), valid=_valid_go)
+    except protocol.Gone:
+        return 'the leader %s %s' % (run.leader, run.why(run.leader)), [], {}
+    if go['why']:
+        return 'the leader %s stopped the run: %s' % (run.leader, go['why']), [], {'run_dir_seen_s': seen}
+    return '', checks, {'run_dir_seen_s': seen}
+
+
+def _start_leader(rundir: str, opts: dict):
+    """The leader's listening socket, broker process and run directory: (broker or None, why not or '')."""
+    try:
+        sock = protocol.listen(opts['channel_address'], opts['channel_port'])
+    except protocol.ChannelError as exc:
+        return None, exc.strerror
+    try:
+        broker = procs.Child(protocol.serve, sock, opts['channel_key'], opts['run_id'], deadline=opts['timeout'] + 5)
+    finally:
+        sock.close()
+    try:
+        protocol.create_rundir(rundir)
+    except OSError as exc:
+        return broker, 'could not create the run directory %s: %s (a run_id used twice?)' % (
+            rundir, sysapi.errname(exc))
+    return broker, ''
 
 
 def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - runs in a child
     """The whole cross-host run of this host, in one process with a hard deadline."""
     rundir = protocol.rundir_of(path, run_id)
-    problem = _meet(rundir, me, peers, opts)
-    if problem:
-        chan.send({'error': problem})
-        return
-    run = protocol.Run(rundir, me, peers, opts['step_timeout'])
-    problem, leader_checks = _agree(run, peers, checks)
+    channel = protocol.TcpChannel(opts['channel_address'], opts['channel_port'], opts['channel_key'], run_id)
+    run = protocol.Run(rundir, me, peers, opts['step_timeout'], channel)
+    broker = None
+    if me == peers[0]:
+        broker, problem = _start_leader(rundir, opts)
+        if broker is None:
+            chan.send({'error': problem})
+            return
+        if problem:
+            # the others hear why at once instead of waiting out the run
+            run.post('meet', {'peers': list(peers), 'checks': list(checks), 'problem': problem})
+            run.gather('end', valid=None)
+            chan.send({'error': problem, 'gone': sorted(run.gone), 'made': False})
+            broker.kill()
+            return
+    try:
+        _run_checks(chan, run, peers, checks, opts)
+    finally:
+        if broker is not None:
+            broker.kill()
+
+
+def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a child
+    problem, leader_checks, meeting = _agree(run, peers, checks, opts)
     if problem:
         # the leader hears it at the end of each of its checks instead of waiting it out
         for name in leader_checks:
             _post_done(run, name, result.result(name, 'fail', problem))
-        if leader_checks:
+        if run.me != run.leader:
             try:
                 run.post('end')
-            except OSError:
+            except (OSError, ValueError):
                 pass
-        chan.send({'error': problem, 'gone': sorted(run.gone)})
+        else:
+            run.gather('end')
+        chan.send({'error': problem, 'gone': sorted(run.gone), 'meeting': meeting})
         return
     results = {}
-    run.post('pid', {'pid': os.getpid(), 'host': socket.gethostname()})
     for name in checks:
         started = time.monotonic()
         try:
             answer = procs.run_in_child(_one_check, (run, name, opts), timeout=_check_limit(opts))
             results[name] = answer['result']
             run.gone.update(answer['gone'])
+            run.bad.update(answer['bad'])
         except (procs.ChildError, OSError) as exc:  # a fault (SIGBUS on a mapping), a hang or a kill
             results[name] = result.result(name, 'fail', 'the check process here stopped: %s' % exc,
                                           {'error': str(exc)}, time.monotonic() - started)
             _post_done(run, name, results[name])
-    if me == run.leader:
+    if run.me == run.leader:
         run.gather('end')
     else:
-        run.post('end')
-    chan.send({'results': results, 'gone': sorted(run.gone)})
+        try:
+            run.post('end')
+        except (OSError, ValueError):
+            pass
+    chan.send({'results': results, 'gone': sorted(run.gone), 'meeting': meeting})
 
 
 def check_names(run_id: str, me: str, peers: list) -> None:
@@ -174,13 +266,30 @@ def check_names(run_id: str, me: str, peers: list) -> None:
     inputs.peers(me, peers)
 
 
+def check_channel(opts: dict, hosts: int) -> None:
+    """The side channel's address, port and key. Raises ValueError."""
+    if hosts < 2:
+        return
+    address = opts.get('channel_address')
+    if not isinstance(address, str) or not inputs.HOST.fullmatch(address):
+        raise ValueError('channel_address %r must be the address (or name) of the leader that every host reaches '
+                         'it on: %s' % (address, inputs.HOST_CHARS))
+    inputs.number('channel_port', opts.get('channel_port'), 1, 65535)
+    key = opts.get('channel_key')
+    if not isinstance(key, str) or not protocol.KEY.fullmatch(key):
+        raise ValueError('channel_key must be 16 to 256 letters, digits, - or _, the same on every host of the run '
+                         '(a random string made once on the controller)')
+
+
 def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | None = None) -> dict:
     """This host's part of a cross-host run; returns its report for the path. Raises ValueError on bad input."""
     opts = dict(DEFAULTS, **(opts or {}))
     check_names(run_id, me, peers)
+    opts['run_id'] = run_id
     checks = inputs.checks(checks, CHECK_NAMES)
     checks = [c for c in CHECK_NAMES if 'all' in checks or c in checks]
     path = inputs.path(path)
+    check_channel(opts, len(peers))
     started = time.monotonic()
     leader = me == peers[0]
     rundir = protocol.rundir_of(path, run_id)
@@ -209,12 +318,8 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
         child.kill()
         for sig in old_handlers:
             signal.signal(sig, signal.SIG_IGN)
-        # The leader removes the run directory; when the leader is gone, the first peer still here does.
-        gone = set(answer.get('gone', []))
-        survivors = [peer for peer in peers if peer not in gone]
-        if leader or (peers[0] in gone and survivors and survivors[0] == me):
-            if not leader:
-                report['run_dir_cleanup'] = 'removed (the leader %s was gone)' % peers[0]
+        # Only the leader removes the run directory: a peer never removes what another host made.
+        if leader:
             try:
                 procs.run_in_child(_remove, (rundir,), timeout=cleanup_timeout(opts))
             except (procs.ChildError, OSError) as exc:
@@ -231,7 +336,9 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
                 'error', 'not run'))
     decision = verdict.decide(results, crosshost_checks.CRITICAL, PASSED)
     report.update(checks=results, gone=answer.get('gone', []), verdict=decision['verdict'],
-                  reasons=decision['reasons'], duration=round(time.monotonic() - started, 3))
+                  reasons=decision['reasons'], duration=round(time.monotonic() - started, 3),
+                  channel='%s port %s' % (opts['channel_address'], opts['channel_port']))
+    report.update(answer.get('meeting') or {})
     if 'error' in answer:
         report['error'] = answer['error']
     return report
@@ -252,6 +359,9 @@ def _is_writable_dir(path: str) -> str:
     return ''
 
 
+CHANNEL = ('channel_address', 'channel_port', 'channel_key')
+
+
 def run_checked(params: dict, limits=LIMITS) -> dict:
     """The module's one call: validate params, then run(). Raises ValueError with a message for the user."""
     for key, low, high in limits:
@@ -269,5 +379,6 @@ def run_checked(params: dict, limits=LIMITS) -> dict:
             path, params['step_timeout'], exc))
     if problem:
         raise ValueError('%s %s' % (path, problem))
-    opts = {key: params[key] for key in DEFAULTS}
+    check_channel(params, len(params['peers']))
+    opts = {key: params[key] for key in tuple(DEFAULTS) + CHANNEL}
     return run(path, params['run_id'], params['me'], params['peers'], params['checks'], opts)

@@ -6,7 +6,15 @@ A check gets this host's protocol.Run and the options. The leader ("A") sets the
 A's part; every other host plays B's part, posts its own result on the check's final step (CHECKS[i].done)
 and returns it. The leader gathers those results and returns a result naming the peers where the check
 failed or that were gone (leader_summary). Data files live in the run directory (run.file()); the
-messages go through the run's channel. A failure of a critical check makes the storage unsafe.
+messages go through the run's side channel, never the filesystem under test. A failure of a critical check
+makes the storage unsafe, and its reason names the Cyrus property that broke and what Cyrus would do wrong.
+
+Visibility is measured, not assumed: the leader changes a file (append, rename, create, unlink) ``tries``
+times; after each change a peer takes its lock and looks at once, as Cyrus does, then keeps looking for up
+to ``visibility_timeout``. A change seen at the first look every time passes; one seen late fails with the
+measured delay (median and max over the tries), one never seen fails saying so. Latency (neighbour_stat)
+is judged over repeated passes against this host's own noise in the same run, so a busy machine is not
+called slow.
 
 What another host posts is checked before it is used (valid= of run.wait/gather): a result has a known
 status, a time is a finite number, a verdict a bool. A host that sends anything else is gone, with the
@@ -143,15 +151,18 @@ def lock_exclusion(run: protocol.Run, opts: dict) -> dict:
     fd = os.open(path, os.O_RDWR)
     try:
         steps.expect('fcntl_refused', refused(fd) is True,
-                     'a whole-file fcntl write lock was granted here while %s held one' % run.leader)
+                     'a whole-file fcntl write lock was granted here while %s held one: Cyrus processes on both '
+                     'hosts would rewrite cyrus.index at once and corrupt it' % run.leader)
         steps.expect('fcntl_read_refused', refused(fd, 'r') is True,
-                     'a fcntl read lock was granted here while %s held a write lock' % run.leader)
+                     'a fcntl read lock was granted here while %s held a write lock: Cyrus here would read '
+                     'cyrus.index while it is half rewritten' % run.leader)
         seen = sysapi.getlk(fd, 'w')
         steps.evidence['getlk'] = seen
         steps.expect('getlk_sees_holder', seen['type'] == 'w',
                      'F_GETLK here does not see the write lock %s holds (answered %s)' % (run.leader, seen['type']))
         steps.expect('flock_refused', flock_refused(fd) is True,
-                     'flock(LOCK_EX) was granted here while %s held it' % run.leader)
+                     'flock(LOCK_EX) was granted here while %s held it: a Cyrus built with flock locking '
+                     '(and its databases) would have two writers' % run.leader)
     finally:
         os.close(fd)
     out = steps.finish('the fcntl and flock locks of %s refused here and F_GETLK saw the holder' % run.leader)
@@ -195,7 +206,9 @@ def pingpong(run: protocol.Run, opts: dict, flavour: str) -> dict:
                      'presence bytes each wrote were not seen by the others' % hosts)
         steps.expect('increment_ok', ring['bad'] == 0,
                      '%d hosts incrementing bytes under a ring of %d byte locks (ping_pong %s) saw increments '
-                     '%s, not %d' % (hosts, hosts + 1, PING_PONG_FLAGS[flavour], ring['values'], hosts))
+                     '%s, not %d: byte-range locks do not order writes across hosts, so index updates Cyrus makes '
+                     'under its lock would be lost or read torn' % (hosts, hosts + 1, PING_PONG_FLAGS[flavour],
+                                                                    ring['values'], hosts))
     out = steps.finish('%d hosts incremented by %d under %d byte locks (%s locks/s)' % (
         hosts, hosts, hosts + 1, ring.get('locks_per_s')))
     if run.me == run.leader:
@@ -211,159 +224,306 @@ def pingpong(run: protocol.Run, opts: dict, flavour: str) -> dict:
     return out
 
 
+def take_lock(fd: int, kind: str, limit: float):
+    """Seconds until a whole-file fcntl lock of kind was granted (never blocking in the kernel: a lock on a broken
+    filesystem may never come), None when not within limit."""
+    started = time.monotonic()
+    while True:
+        try:
+            sysapi.setlk(fd, kind)
+            return round(time.monotonic() - started, 3)
+        except OSError as exc:
+            if exc.errno not in sysapi.CONFLICT or time.monotonic() - started > limit:
+                return None
+        time.sleep(0.005)
+
+
+def until(probe, limit: float, started: float):
+    """Seconds from started until probe() was true, 0.0 when the first look was (the one Cyrus makes right
+    after taking its lock); None when not by started + limit."""
+    if probe():
+        return 0.0
+    while time.monotonic() - started <= limit:
+        time.sleep(0.005)
+        if probe():
+            return round(time.monotonic() - started, 3)
+    return None
+
+
+def delays(values: list) -> dict:
+    """Tries, how many were seen at once, how many never, median and max of the seen ones (seconds)."""
+    seen = sorted(value for value in values if value is not None)
+    return {'tries': len(values), 'at_once': sum(1 for value in values if value == 0.0),
+            'never': len(values) - len(seen), 'median_s': seen[len(seen) // 2] if seen else None,
+            'max_s': seen[-1] if seen else None}
+
+
+def judge_visibility(steps, key: str, values: list, subject: str, seen_by: str, harm: str, limit: float) -> None:
+    """A change seen at once in every try passes; otherwise the failure says how late, or never, and what Cyrus
+    would do wrong. Cyrus reads right after taking its lock: it tolerates no delay."""
+    summary = delays(values)
+    steps.evidence[key] = summary
+    if not values:
+        return
+    if summary['never']:
+        steps.failures.append('%s is not visible to %s after %g s (%d of %d tries): %s' % (
+            subject, seen_by, limit, summary['never'], summary['tries'], harm))
+    elif summary['at_once'] < summary['tries']:
+        steps.failures.append('%s became visible to %s only after %g s (median %g s, max %g s over %d tries; Cyrus '
+                              'reads right after taking its lock and tolerates no delay): %s' % (
+                                  subject, seen_by, summary['max_s'], summary['median_s'], summary['max_s'],
+                                  summary['tries'], harm))
+
+
+def _acks(run: protocol.Run, step: str, active: set) -> set:
+    """The peers still taking part after a try: those that acknowledged it and want more."""
+    answers = run.gather(step, hosts=sorted(active), valid=valid_ack)
+    return {host for host, data in answers.items() if data['more']}
+
+
+def valid_ack(data) -> str:
+    if not isinstance(data, dict) or not isinstance(data.get('more'), bool):
+        return 'more is not true or false'
+    return ''
+
+
+RECORD = 4096
+
+
+def _record(index: int) -> bytes:
+    return bytes([ord('b') + index % 24]) * RECORD
+
+
 def append_visibility(run: protocol.Run, opts: dict) -> dict:
     steps = result.Steps('append_visibility')
     path = run.file('append')
-    first = b'a' * 4096
-    more = b'b' * 4096
+    tries = opts['tries']
+    limit = opts['visibility_timeout']
     if run.me == run.leader:
-        make_file(path, first)
+        make_file(path, b'a' * RECORD)
         run.post('append-made')
-        run.gather('append-mapped')
+        active = set(run.gather('append-mapped'))
         fd = os.open(path, os.O_RDWR)
         try:
-            sysapi.setlk(fd, 'w')
-            os.pwrite(fd, more, len(first))
-            os.fdatasync(fd)
-            sysapi.setlk(fd, 'u')
+            for index in range(tries):
+                if not active:
+                    break
+                sysapi.setlk(fd, 'w', wait=True)
+                os.pwrite(fd, _record(index), RECORD * (index + 1))
+                os.fdatasync(fd)
+                sysapi.setlk(fd, 'u')
+                run.post('append-%d' % index)
+                active = _acks(run, 'append-ack-%d' % index, active)
         finally:
             os.close(fd)
-        run.post('append-done')
         return leader_summary(steps, run, run.gather('append-seen', valid=valid_result),
-                              'appended 4 KiB under a lock + fdatasync; '
-                              'every peer saw it')
+                              'appended %d records of 4 KiB under a lock + fdatasync; every peer saw each at once '
+                              'through read() and an older mapping' % tries)
+    reads, maps = [], []
     try:
         run.wait('append-made', run.leader)
         fd = os.open(path, os.O_RDWR)
         try:
-            mapping = sysapi.Mapping(fd, 8192)
-        except OSError as exc:
-            mapping = None
-            steps.evidence['mmap_errno'] = sysapi.errname(exc)
-        try:
-            run.post('append-mapped')
-            run.wait('append-done', run.leader)
-            sysapi.setlk(fd, 'r', wait=True)
-            size = os.fstat(fd).st_size
-            data = os.pread(fd, len(more), len(first))
-            steps.evidence['size'] = size
-            steps.expect('size_seen', size == len(first) + len(more),
-                         'after locking, fstat here said %d bytes, %s had written %d' % (
-                             size, run.leader, len(first) + len(more)))
-            steps.expect('bytes_seen', data == more, 'pread here did not return the bytes %s appended' % run.leader)
-            if mapping is not None:
-                try:
-                    same = procs.run_in_child(_mapped_equals, (mapping, len(first), more), timeout=5)
-                    why = 'a mapping made here before the append does not show the appended bytes'
-                except procs.ChildError as exc:
-                    same = False
-                    why = 'reading the appended bytes through a mapping made here before the append failed (%s): ' \
-                          'the mapping does not know the new size' % exc
-                steps.expect('mapping_seen', same, why)
-            sysapi.setlk(fd, 'u')
+            try:
+                mapping = sysapi.Mapping(fd, RECORD * (tries + 2))
+            except OSError as exc:
+                mapping = None
+                steps.evidence['mmap_errno'] = sysapi.errname(exc)
+                steps.failures.append('a shared read-only mapping of a file here failed (%s): Cyrus cannot map '
+                                      'cyrus.index on this filesystem' % sysapi.errname(exc))
+            try:
+                run.post('append-mapped')
+                for index in range(tries):
+                    run.wait('append-%d' % index, run.leader)
+                    started = time.monotonic()
+                    if take_lock(fd, 'r', limit) is None:
+                        steps.failures.append('a read lock was still refused here %g s after %s released its '
+                                              'write lock: Cyrus on %s would wait on the mailbox' % (
+                                                  limit, run.leader, run.me))
+                        run.post('append-ack-%d' % index, {'more': False})
+                        break
+                    want = RECORD * (index + 2)
+                    record = _record(index)
+                    reads.append(until(lambda: os.fstat(fd).st_size >= want and  # noqa: B023 - used at once
+                                       os.pread(fd, RECORD, want - RECORD) == record, limit, started))  # noqa: B023
+                    if mapping is not None:
+                        try:
+                            maps.append(procs.run_in_child(_mapping_until, (mapping, want - RECORD, record, limit,
+                                                                            started), timeout=limit + 5))
+                        except procs.ChildError as exc:
+                            steps.failures.append(
+                                'reading an appended record through a mapping made here before the append failed '
+                                '(%s): the mapping does not follow the file\'s new size, Cyrus would crash reading '
+                                'cyrus.index' % exc)
+                            mapping.close()
+                            mapping = None
+                    sysapi.setlk(fd, 'u')
+                    lost = reads[-1] is None and (mapping is None or maps[-1] is None)
+                    run.post('append-ack-%d' % index, {'more': not lost})
+                    if lost:  # never seen: another try would only wait the limit out again
+                        break
+            finally:
+                if mapping is not None:
+                    mapping.close()
         finally:
-            if mapping is not None:
-                mapping.close()
             os.close(fd)
     except protocol.Gone:
         return gone_result('append_visibility', run, run.leader, steps.started)
-    out = steps.finish('fstat, pread and an older mapping here saw what %s appended' % run.leader)
+    judge_visibility(steps, 'read', reads, 'a message appended on %s (under a lock, then fdatasync)' % run.leader,
+                     'fstat() and read() on %s' % run.me,
+                     'Cyrus on %s would read a stale cyrus.index and miss or mangle new messages' % run.me, limit)
+    judge_visibility(steps, 'mmap', maps, 'a message appended on %s' % run.leader,
+                     'an mmap of the index on %s' % run.me, 'Cyrus would serve stale indexes and corrupt cyrus.index',
+                     limit)
+    out = steps.finish('fstat, read() and an older mapping here saw each of the %d records %s appended at once' % (
+        len(reads), run.leader))
     run.post('append-seen', out)
     return out
 
 
-def _mapped_equals(mapping, offset: int, data: bytes) -> bool:  # pragma: no cover - runs in a child
-    return mapping.read(offset, len(data)) == data
+def _mapping_until(mapping, offset: int, data: bytes, limit: float, started: float):  # pragma: no cover - a child
+    return until(lambda: mapping.read(offset, len(data)) == data, limit, started)
 
 
 def rename_visibility(run: protocol.Run, opts: dict) -> dict:
     steps = result.Steps('rename_visibility')
     path = run.file('cyrus.header')
+    tries = opts['tries']
+    limit = opts['visibility_timeout']
     if run.me == run.leader:
         make_file(path, b'o' * 5000)
         run.post('rename-made')
-        run.gather('rename-opened')
-        make_file(path + '.NEW', b'n' * 6000)
-        fd = os.open(path, os.O_RDWR)
-        try:
-            sysapi.setlk(fd, 'w')
-            os.rename(path + '.NEW', path)
-            dfd = os.open(run.dir, os.O_RDONLY)
+        active = set(run.gather('rename-opened'))
+        for index in range(tries):
+            if not active:
+                break
+            make_file(path + '.NEW', _record(index))
+            fd = os.open(path, os.O_RDWR)
             try:
-                os.fsync(dfd)
-            except OSError:
-                pass
+                sysapi.setlk(fd, 'w', wait=True)
+                os.rename(path + '.NEW', path)
+                dfd = os.open(run.dir, os.O_RDONLY)
+                try:
+                    os.fsync(dfd)
+                except OSError:
+                    pass
+                finally:
+                    os.close(dfd)
+                sysapi.setlk(fd, 'u')
             finally:
-                os.close(dfd)
-            sysapi.setlk(fd, 'u')
-        finally:
-            os.close(fd)
-        run.post('rename-done', {'ino': os.stat(path).st_ino})
+                os.close(fd)
+            run.post('rename-%d' % index, {'ino': os.stat(path).st_ino})
+            active = _acks(run, 'rename-ack-%d' % index, active)
         return leader_summary(steps, run, run.gather('rename-seen', valid=valid_result),
-                              'renamed a new cyrus.header over the open '
-                              'one; every peer saw the new inode at once')
+                              'renamed a new cyrus.header over the open one %d times; every peer saw the new inode '
+                              'and bytes at once' % tries)
+    seen = []
     try:
         run.wait('rename-made', run.leader)
         fd = os.open(path, os.O_RDWR)
         try:
             old = os.fstat(fd).st_ino
             run.post('rename-opened')
-            run.wait('rename-done', run.leader)
-            sysapi.setlk(fd, 'r', wait=True)
-            new = os.stat(path).st_ino
-            steps.evidence.update(old_ino=old, new_ino=new)
-            steps.expect('new_inode_seen', new != old, 'right after locking, stat here still named the old inode '
-                         '%d after %s renamed a new file over it' % (old, run.leader))
-            with open(path, 'rb') as handle:
-                data = handle.read()
-            steps.expect('new_bytes_seen', data == b'n' * 6000,
-                         'reopening here read %d bytes, not the 6000 new ones' % len(data))
+            for index in range(tries):
+                run.wait('rename-%d' % index, run.leader)
+                started = time.monotonic()
+                if take_lock(fd, 'r', limit) is None:
+                    steps.failures.append('a read lock was still refused here %g s after %s released its write '
+                                          'lock' % (limit, run.leader))
+                    run.post('rename-ack-%d' % index, {'more': False})
+                    break
+                seen.append(until(lambda: _is_new(path, old, _record(index)), limit, started))  # noqa: B023
+                sysapi.setlk(fd, 'u')
+                steps.evidence['old_ino'] = old
+                if seen[-1] is not None:
+                    os.close(fd)
+                    fd = os.open(path, os.O_RDWR)
+                    old = os.fstat(fd).st_ino
+                run.post('rename-ack-%d' % index, {'more': seen[-1] is not None})
+                if seen[-1] is None:
+                    break
         finally:
             os.close(fd)
     except protocol.Gone:
         return gone_result('rename_visibility', run, run.leader, steps.started)
-    out = steps.finish('right after locking, this host saw the new inode and bytes')
+    judge_visibility(steps, 'rename', seen, 'a cyrus.header renamed into place on %s' % run.leader,
+                     'stat() and open() on %s' % run.me,
+                     'Cyrus on %s would keep using a header and index replaced on %s (after an expunge or a mailbox '
+                     'rename) and write over the new ones' % (run.me, run.leader), limit)
+    out = steps.finish('right after locking, this host saw each of the %d new inodes and their bytes' % len(seen))
     run.post('rename-seen', out)
     return out
 
 
+def _is_new(path: str, old: int, data: bytes) -> bool:
+    try:
+        if os.stat(path).st_ino == old:
+            return False
+        with open(path, 'rb') as handle:
+            return handle.read() == data
+    except OSError:
+        return False
+
+
+def _readable(path: str, data: bytes) -> bool:
+    try:
+        with open(path, 'rb') as handle:
+            return handle.read() == data
+    except OSError:
+        return False
+
+
 def metadata_coherence(run: protocol.Run, opts: dict) -> dict:
     steps = result.Steps('metadata_coherence')
-    one = run.file('meta-one')
-    two = run.file('meta-two')
+    tries = opts['tries']
+    limit = opts['visibility_timeout']
     if run.me == run.leader:
-        make_file(one, b'm' * 100)
-        os.link(one, two)
-        run.post('meta-made')
-        run.gather('meta-seen')
-        os.unlink(two)
-        run.post('meta-unlinked')
-        return leader_summary(steps, run, run.gather('meta-seen2', valid=valid_result),
-                              'create, link and unlink were seen by every '
-                              'peer at once, link counts agree')
+        active = set(run.others)
+        for index in range(tries):
+            if not active:
+                break
+            one = run.file('meta-%d' % index)
+            make_file(one, b'm' * 100)
+            os.link(one, one + '.link')
+            run.post('meta-%d' % index)
+            active = _acks(run, 'meta-ack-%d' % index, active)
+            os.unlink(one + '.link')
+            run.post('unlink-%d' % index)
+            active = _acks(run, 'unlink-ack-%d' % index, active)
+        return leader_summary(steps, run, run.gather('meta-seen', valid=valid_result),
+                              'created, linked and unlinked %d files; every peer saw each change at once, link '
+                              'counts agree' % tries)
+    made, gone = [], []
     try:
-        run.wait('meta-made', run.leader)
-        try:
-            st = os.stat(two)
-            steps.expect('link_seen', True, '')
-            steps.evidence['nlink_after_link'] = st.st_nlink
-            with open(two, 'rb') as handle:
-                steps.expect('open_reads', handle.read() == b'm' * 100, 'the new link read other bytes here')
-            if st.st_nlink != 2:
-                steps.warn('nlink here is %d after %s linked the file (not 2)' % (st.st_nlink, run.leader))
-        except FileNotFoundError:
-            steps.expect('link_seen', False, 'a link %s just created was not there' % run.leader)
-        run.post('meta-seen')
-        run.wait('meta-unlinked', run.leader)
-        steps.expect('unlink_seen', not os.path.exists(two), 'a name %s just unlinked was still there' % run.leader)
-        try:
-            steps.evidence['nlink_after_unlink'] = os.stat(one).st_nlink
-        except FileNotFoundError:
-            steps.expect('file_kept', False, 'the remaining link disappeared here')
+        for index in range(tries):
+            link = run.file('meta-%d.link' % index)
+            run.wait('meta-%d' % index, run.leader)
+            made.append(until(lambda: _readable(link, b'm' * 100), limit, time.monotonic()))  # noqa: B023
+            if made[-1] is not None:
+                nlink = os.stat(link).st_nlink
+                steps.evidence.setdefault('nlink_after_link', nlink)
+                if nlink != 2 and not steps.warnings:
+                    steps.warn('nlink here is %d after %s linked the file (not 2)' % (nlink, run.leader))
+            run.post('meta-ack-%d' % index, {'more': made[-1] is not None})
+            if made[-1] is None:
+                break
+            run.wait('unlink-%d' % index, run.leader)
+            gone.append(until(lambda: not os.path.lexists(link), limit, time.monotonic()))  # noqa: B023
+            run.post('unlink-ack-%d' % index, {'more': gone[-1] is not None})
+            if gone[-1] is None:
+                break
     except protocol.Gone:
         return gone_result('metadata_coherence', run, run.leader, steps.started)
-    out = steps.finish('create, link and unlink by %s were seen here at once' % run.leader)
-    run.post('meta-seen2', out)
+    judge_visibility(steps, 'new_entry', made, 'a message file created and linked on %s' % run.leader,
+                     'stat() and open() on %s' % run.me,
+                     'Cyrus on %s would not find messages delivered or mailboxes created on %s' % (run.me, run.leader),
+                     limit)
+    judge_visibility(steps, 'unlink', gone, 'the unlink of a message file on %s' % run.leader, 'stat() on %s' % run.me,
+                     'Cyrus on %s would serve messages expunged and mailboxes deleted on %s' % (run.me, run.leader),
+                     limit)
+    out = steps.finish('each of the %d creates, links and unlinks by %s was seen here at once' % (
+        len(made), run.leader))
+    run.post('meta-seen', out)
     return out
 
 
@@ -396,8 +556,9 @@ def excl_race(run: protocol.Run, opts: dict) -> dict:
     failed = sorted(h for h, a in answers.items() if a.get('status') == 'fail')
     steps.evidence['winners'] = winners
     steps.evidence['gone'] = sorted(set(run.others) - set(answers))
-    steps.expect('one_winner', len(winners) == 1, '%s each won one O_EXCL create' % ', '.join(winners)
-                 if winners else 'nobody won the O_EXCL create')
+    steps.expect('one_winner', len(winners) == 1, '%s each won one O_EXCL create: Cyrus processes on both '
+                 'would create the same lock or message file and overwrite each other' % ', '.join(winners)
+                 if winners else 'nobody won the O_EXCL create: Cyrus could not create a new file here')
     if failed:
         steps.evidence['failed_peers'] = failed
         steps.failures.append('failed on %s' % ', '.join(failed))
@@ -444,8 +605,9 @@ def lock_recovery(run: protocol.Run, opts: dict) -> dict:
     except protocol.Gone:
         return gone_result('lock_recovery', run, run.leader, steps.started)
     if got is None:
-        steps.failures.append('the lock of a process SIGKILLed on %s was still held here after %g s' % (
-            run.leader, opts['recovery_timeout']))
+        steps.failures.append('the lock of a process SIGKILLed on %s was still held here after %g s: after a '
+                              'crash there, Cyrus here would wait on that mailbox for good' % (
+                                  run.leader, opts['recovery_timeout']))
     else:
         steps.evidence['recovery_s'] = round(max(0.0, got - killed), 3)
         steps.evidence['after_token_s'] = round(max(0.0, got - seen_token), 3)
@@ -475,28 +637,50 @@ def neighbour_stat(run: protocol.Run, opts: dict) -> dict:
         run.wait('tree-made', run.leader)
     except protocol.Gone:
         return gone_result('neighbour_stat', run, run.leader, steps.started)
+    passes = [_stat_pass(tree, names) for dummy in range(STAT_PASSES)]
+    # the same number of stats of a name the kernel has cached on the local root: this run's noise floor
+    baseline = _stat_pass('/', ['.'] * count)
+    missing = passes[-1]['missing']
+    floor = max(STAT_FLOOR_S, 3 * baseline['p99'])
+    slow = [one for one in passes if one['p99'] > 10 * one['median'] and one['p99'] > floor]
+    steps.evidence.update(files=count, missing=missing, stats_per_s=passes[-1]['rate'],
+                          median_ms=round(passes[-1]['median'] * 1000, 3), p99_ms=round(passes[-1]['p99'] * 1000, 3),
+                          passes=[{'median_ms': round(one['median'] * 1000, 3), 'p99_ms': round(one['p99'] * 1000, 3),
+                                   'missing': one['missing']} for one in passes],
+                          baseline_p99_ms=round(baseline['p99'] * 1000, 3))
+    steps.expect('all_seen', missing == 0, '%d of the %d files %s created were still missing here after %d passes: '
+                 'Cyrus here would not find messages delivered there' % (missing, count, run.leader, STAT_PASSES))
+    if len(slow) == len(passes):
+        steps.warn('p99 stat latency over 10x the median in each of %d passes (%s), well over this host\'s own '
+                   'noise (p99 %.2f ms stat of a cached local name): listing a large mailbox will stall' % (
+                       STAT_PASSES, ', '.join('%.1f ms vs %.2f ms' % (one['p99'] * 1000, one['median'] * 1000)
+                                              for one in passes), baseline['p99'] * 1000))
+    out = steps.finish('stat here of the %d files %s created: %s/s, p99 %.2f ms' % (
+        count, run.leader, steps.evidence['stats_per_s'], passes[-1]['p99'] * 1000))
+    run.post('tree-seen', out)
+    return out
+
+
+STAT_PASSES = 3
+STAT_FLOOR_S = 0.005
+
+
+def _stat_pass(root: str, names: list) -> dict:
+    """One stat of each name under root: median and p99 latency (seconds), rate, names missing."""
     lat = []
     missing = 0
+    started = time.monotonic()
     for name in names:
         one = time.monotonic()
         try:
-            os.stat(os.path.join(tree, name))
+            os.stat(os.path.join(root, name))
         except FileNotFoundError:
             missing += 1
         lat.append(time.monotonic() - one)
+    wall = max(time.monotonic() - started, 1e-9)
     lat.sort()
-    median = lat[len(lat) // 2]
-    p99 = lat[min(len(lat) - 1, int(len(lat) * 0.99))]
-    steps.evidence.update(files=count, missing=missing, stats_per_s=round(count / max(sum(lat), 1e-9), 1),
-                          median_ms=round(median * 1000, 3), p99_ms=round(p99 * 1000, 3))
-    steps.expect('all_seen', missing == 0, '%d of the %d files %s created were missing here' % (
-        missing, count, run.leader))
-    if p99 > 10 * median and p99 > 0.005:
-        steps.warn('p99 stat latency %.1f ms is over 10x the median %.2f ms' % (p99 * 1000, median * 1000))
-    out = steps.finish('stat here of the %d files %s created: %s/s, p99 %.2f ms' % (
-        count, run.leader, steps.evidence['stats_per_s'], p99 * 1000))
-    run.post('tree-seen', out)
-    return out
+    return {'median': lat[len(lat) // 2], 'p99': lat[min(len(lat) - 1, int(len(lat) * 0.99))],
+            'rate': round(len(names) / wall, 1), 'missing': missing}
 
 
 class Check:
@@ -521,7 +705,7 @@ CHECKS = (
     Check('pingpong_mmap', functools.partial(pingpong, flavour='mmap'), 'pingpong_mmap-done'),
     Check('append_visibility', append_visibility, 'append-seen'),
     Check('rename_visibility', rename_visibility, 'rename-seen'),
-    Check('metadata_coherence', metadata_coherence, 'meta-seen2'),
+    Check('metadata_coherence', metadata_coherence, 'meta-seen'),
     Check('excl_race', excl_race, 'excl-done'),
     Check('lock_recovery', lock_recovery, 'recover-done'),
     Check('neighbour_stat', neighbour_stat, 'tree-seen', critical=False),

@@ -1,31 +1,36 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The token protocol of the cross-host checks: how the hosts of one run meet and pass messages.
+"""How the hosts of one cross-host run meet and pass messages: over TCP, never through the filesystem under test.
 
-The first host of ``peers`` is the leader ("A"): it creates the run directory under the shared path
-(create_rundir), every other host waits for it to appear (await_rundir). The checks keep their data
-files there. A step is "post a message, wait for messages": a host posts JSON data under a step name,
-another host waits for that step from that host. A host that does not post a step within
-``step_timeout`` is gone (Gone): its checks fail naming it, and nobody waits for it again.
+A filesystem that delays or drops what one client wrote is what the checks measure, so it cannot also
+carry their messages: the hosts talk over a side channel. The first host of ``peers`` is the leader
+("A"): it listens on ``address:port`` and runs a broker, a process that keeps the messages of the run;
+every host (the leader too) connects to it. A step is "post a message, wait for messages": a host
+posts JSON data under a step name, another host polls for that step from that host. A host that does
+not post a step within ``step_timeout`` is gone (Gone): its checks fail naming it, and nobody waits for
+it again.
 
-The seam: Run (peers, leader, gone hosts, waiting with a deadline) talks to a channel with two
-methods, ``post(step, host, data)`` and ``poll(step, host)``. FileChannel carries the messages as token
-files ``t-<step>-<host>`` in the run directory, made under a temporary name and renamed into place.
-A side channel between the hosts would be another channel with the same two methods; the checks and
-the runner would not change.
+Every request and every answer carries an HMAC-SHA256 of its content with the run's key, which the
+controller makes once per run and hands to every host (the module's ``channel_key``, never logged): a
+host that is not part of the run can neither post nor read. A request is one line of JSON of at most
+MAX_FRAME bytes; the data is UTF-8 JSON of at most MAX_MESSAGE bytes without NaN or Infinity, and each
+step's data has the shape the checks expect (wait(..., valid=)). A host whose message stays malformed
+for ``step_timeout`` is gone like a host that does not answer, and Run.why() says which it was.
 
-Nothing in the run directory is trusted: a token is opened without following a symlink or blocking on a
-FIFO, must be a regular file of at most MAX_MESSAGE bytes of UTF-8 JSON (no NaN or Infinity), and each
-step's data has the shape the checks expect (wait(..., valid=)). A host whose token stays malformed for
-``step_timeout`` is gone like a host that does not answer, and Run.why() says which it was.
+The run directory (created by the leader under the shared path) holds only the checks' data files.
+Peers measure how long it takes to appear there (await_dir); no host but the leader removes it.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import hmac
 import json
 import os
 import re
+import selectors
+import socket
 import stat
 import time
 
@@ -33,18 +38,26 @@ from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import work
 
 PREFIX = workdirs.PREFIX + 'xh-'
 RUN_ID = re.compile(r'[A-Za-z0-9_-]{6,64}')  # fullmatch: '$' would let a trailing newline through
+KEY = re.compile(r'[A-Za-z0-9_-]{16,256}')
+STEP = re.compile(r'[A-Za-z0-9_.-]{1,64}')
 POLL = 0.01
 MAX_MESSAGE = 64 * 1024
+MAX_FRAME = MAX_MESSAGE * 2 + 4096  # a message's JSON inside a request, escaped at worst
+CONNECT_TIMEOUT = 2.0
 # What poll() returns while a message has not arrived (a message may be null).
 MISSING = object()
 
 
 class Gone(Exception):
-    """A peer did not post a token (a well-formed one) in time."""
+    """A peer did not post a message (a well-formed one) in time."""
 
 
 class BadMessage(Exception):
-    """A token that is there but is not a message: what is wrong with it, never its content."""
+    """A message that is there but is not what the step expects: what is wrong with it, never its content."""
+
+
+class ChannelError(OSError):
+    """The side channel to the leader's broker is not there or broke: why, naming the address."""
 
 
 def _no_constant(name: str):
@@ -52,17 +65,27 @@ def _no_constant(name: str):
 
 
 def decode(data: bytes):
-    """A message from the bytes of a token; raises BadMessage."""
-    if len(data) > MAX_MESSAGE:
-        raise BadMessage('its token holds more than the %d bytes a message may have' % MAX_MESSAGE)
+    """JSON from bytes another host sent; raises BadMessage."""
+    if len(data) > MAX_FRAME:
+        raise BadMessage('it holds more than the %d bytes a message may have' % MAX_MESSAGE)
     try:
         text = data.decode('utf-8')
     except UnicodeDecodeError:
-        raise BadMessage('its token is not UTF-8 text')
+        raise BadMessage('it is not UTF-8 text')
     try:
         return json.loads(text, parse_constant=_no_constant)
     except ValueError:
-        raise BadMessage('its token is not a JSON message (truncated, or not written by the probe)')
+        raise BadMessage('it is not a JSON message (truncated, or not sent by the probe)')
+
+
+def encode(data) -> bytes:
+    """Compact JSON of data, finite numbers only; raises ValueError."""
+    return json.dumps(data, allow_nan=False, separators=(',', ':'), sort_keys=True).encode()
+
+
+def sign(key: str, *parts) -> str:
+    """The HMAC-SHA256 of parts (JSON) with the run's key."""
+    return hmac.new(key.encode(), encode(list(parts)), hashlib.sha256).hexdigest()
 
 
 def rundir_of(path: str, run_id: str) -> str:
@@ -71,8 +94,8 @@ def rundir_of(path: str, run_id: str) -> str:
 
 
 def create_rundir(rundir: str) -> None:
-    """The leader's side of meeting: the run directory (mode 0700) with a note of its owner. Raises OSError
-    (EEXIST when anything, a symlink too, already has the name: mkdir never follows one)."""
+    """The leader's run directory (mode 0700) with a note of its owner. Raises OSError (EEXIST when
+    anything, a symlink too, already has the name: mkdir never follows one)."""
     os.mkdir(rundir, 0o700)
     workdirs.claim(rundir)
 
@@ -85,90 +108,214 @@ def is_rundir(rundir: str) -> bool:
         return False
 
 
-def await_rundir(rundir: str, timeout: float) -> bool:
-    """A peer's side of meeting: whether the leader's run directory (a directory, not a symlink) appeared
-    here within timeout. False at once for a symlink: the leader's mkdir cannot replace it."""
-    deadline = time.monotonic() + timeout
+def await_dir(rundir: str, timeout: float):
+    """Seconds until the leader's run directory (a directory, not a symlink) was seen here (0.0 at once),
+    None when not within timeout, or 'symlink' at once for a symlink (the leader's mkdir cannot replace it)."""
+    started = time.monotonic()
     while not is_rundir(rundir):
-        if time.monotonic() > deadline or os.path.islink(rundir):
-            return False
+        if os.path.islink(rundir):
+            return 'symlink'
+        if time.monotonic() - started > timeout:
+            return None
         time.sleep(POLL)
-    return True
+    return round(time.monotonic() - started, 3)
 
 
-class FileChannel:
-    """Messages as token files in the run directory: written under a temporary name, renamed into place."""
+# ---- the broker: the leader's process that keeps the run's messages --------------------------------
 
-    def __init__(self, rundir: str):
-        self.dir = rundir
-
-    def token(self, step: str, host: str) -> str:
-        return os.path.join(self.dir, 't-%s-%s' % (step, host))
-
-    def post(self, step: str, host: str, data) -> None:
-        """Post data (JSON) for step as host, whole or not at all (rename); posting a step again replaces it."""
-        name = self.token(step, host)
-        tmp = name + '.tmp'
-        data = json.dumps(data, allow_nan=False).encode()
-        if len(data) > MAX_MESSAGE:
-            raise ValueError('a message for step %s is %d bytes, more than %d' % (step, len(data), MAX_MESSAGE))
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+def listen(address: str, port: int) -> socket.socket:
+    """The leader's listening socket on address:port. Raises ChannelError naming both."""
+    try:
+        infos = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ChannelError(errno.EADDRNOTAVAIL, 'the leader address %s does not resolve (%s)' % (address, exc))
+    last = None
+    for family, kind, proto, dummy, sockaddr in infos:
+        sock = socket.socket(family, kind, proto)
         try:
-            while data:
-                data = data[os.write(fd, data):]
-        finally:
-            os.close(fd)
-        os.rename(tmp, name)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(sockaddr)
+            sock.listen(64)
+            sock.set_inheritable(False)
+            return sock
+        except OSError as exc:
+            sock.close()
+            last = exc
+    why = errno.errorcode.get(last.errno, str(last.errno)) if last is not None else 'no address'
+    hint = ': another run (or service) uses the port; give another channel_port' if \
+        last is not None and last.errno == errno.EADDRINUSE else \
+        ': it is not an address of this host (channel_address must be the leader\'s own)' if \
+        last is not None and last.errno == errno.EADDRNOTAVAIL else ''
+    raise ChannelError(getattr(last, 'errno', errno.EADDRNOTAVAIL),
+                       'could not listen on %s port %d for the other hosts (%s)%s' % (address, port, why, hint))
+
+
+class Broker:
+    """The messages of one run, answering signed requests: post a step's data, poll for it."""
+
+    def __init__(self, key: str, run_id: str):
+        self.key = key
+        self.run_id = run_id
+        self.store = {}
+
+    def reply(self, step: str, host: str, found: bool, data=None) -> dict:
+        return {'found': found, 'data': data, 'mac': sign(self.key, self.run_id, 'reply', step, host, found, data)}
+
+    def handle(self, line: bytes) -> dict:
+        """The answer to one request line; never raises on what a client sent."""
+        try:
+            request = decode(line)
+        except BadMessage as exc:
+            return {'error': 'refused: %s' % exc}
+        if not isinstance(request, dict):
+            return {'error': 'refused: not a request'}
+        op, step, host = request.get('op'), request.get('step'), request.get('host')
+        if op not in ('post', 'poll') or not isinstance(step, str) or not STEP.fullmatch(step) or \
+                not isinstance(host, str) or not isinstance(request.get('mac'), str):
+            return {'error': 'refused: not a request of the probe'}
+        data = request.get('data')
+        if not hmac.compare_digest(request['mac'], sign(self.key, self.run_id, op, step, host, data)):
+            return {'error': 'refused: the request is not signed with this run\'s key'}
+        if op == 'post':
+            self.store[(step, host)] = data
+            return self.reply(step, host, True)
+        if (step, host) in self.store:
+            return self.reply(step, host, True, self.store[(step, host)])
+        return self.reply(step, host, False)
+
+
+def serve(chan, sock: socket.socket, key: str, run_id: str) -> None:  # pragma: no cover - runs in a child
+    """The broker's loop (the target of a procs.Child): until it is killed."""
+    broker = Broker(key, run_id)
+    sel = selectors.DefaultSelector()
+    sock.setblocking(False)
+    sel.register(sock, selectors.EVENT_READ, None)
+    buffers = {}
+    while True:
+        for item, dummy in sel.select(1.0):
+            if item.data is None:
+                try:
+                    conn, dummy_addr = sock.accept()
+                except OSError:
+                    continue
+                conn.setblocking(True)
+                conn.settimeout(5.0)
+                buffers[conn] = b''
+                sel.register(conn, selectors.EVENT_READ, 'conn')
+                continue
+            conn = item.fileobj
+            try:
+                chunk = conn.recv(65536)
+            except OSError:
+                chunk = b''
+            buffers[conn] = buffers[conn] + chunk if chunk else buffers[conn]
+            drop = not chunk or (b'\n' not in buffers[conn] and len(buffers[conn]) > MAX_FRAME)
+            while not drop and b'\n' in buffers[conn]:
+                line, dummy, buffers[conn] = buffers[conn].partition(b'\n')
+                try:
+                    conn.sendall(encode(broker.handle(line)) + b'\n')
+                except (OSError, ValueError):
+                    drop = True
+            if drop:
+                sel.unregister(conn)
+                del buffers[conn]
+                conn.close()
+
+
+# ---- a host's end of the channel ---------------------------------------------------------------------
+
+class TcpChannel:
+    """Requests to the leader's broker at address:port, one connection per process (a forked check opens
+    its own), signed with the run's key."""
+
+    def __init__(self, address: str, port: int, key: str, run_id: str):
+        self.address = address
+        self.port = port
+        self.key = key
+        self.run_id = run_id
+        self.sock = None
+        self.pid = None
+        self.buf = b''
+
+    def where(self) -> str:
+        return '%s port %d' % (self.address, self.port)
+
+    def _connect(self) -> None:
+        if self.sock is not None and self.pid == os.getpid():
+            return
+        if self.sock is not None:  # inherited over fork: the parent's connection, not ours
+            self.sock.detach()
+        self.sock = None
+        self.buf = b''
+        try:
+            sock = socket.create_connection((self.address, self.port), timeout=CONNECT_TIMEOUT)
+        except OSError as exc:
+            raise ChannelError(exc.errno or errno.ECONNREFUSED, 'could not connect to the leader\'s probe at %s (%s)' % (
+                self.where(), errno.errorcode.get(exc.errno, str(exc)) if exc.errno else exc))
+        sock.settimeout(10.0)
+        self.sock, self.pid = sock, os.getpid()
+
+    def close(self) -> None:
+        if self.sock is not None and self.pid == os.getpid():
+            self.sock.close()
+        self.sock = None
+
+    def request(self, op: str, step: str, host: str, data=None):
+        """One signed request and its checked answer: (found, data). Raises ChannelError or BadMessage."""
+        self._connect()
+        line = encode({'op': op, 'step': step, 'host': host, 'data': data,
+                       'mac': sign(self.key, self.run_id, op, step, host, data)}) + b'\n'
+        try:
+            self.sock.sendall(line)
+            while b'\n' not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise ChannelError(errno.ECONNRESET, 'the leader\'s probe at %s closed the channel' % self.where())
+                self.buf += chunk
+                if len(self.buf) > MAX_FRAME:
+                    raise BadMessage('its answer holds more than the %d bytes a message may have' % MAX_MESSAGE)
+        except (OSError, BadMessage) as exc:
+            self.close()
+            if isinstance(exc, (ChannelError, BadMessage)):
+                raise
+            raise ChannelError(exc.errno or errno.EIO, 'the channel to the leader\'s probe at %s broke (%s)' % (
+                self.where(), errno.errorcode.get(exc.errno, str(exc)) if exc.errno else 'timed out'))
+        answer, dummy, self.buf = self.buf.partition(b'\n')
+        answer = decode(answer)
+        if not isinstance(answer, dict) or 'error' in answer or not isinstance(answer.get('found'), bool) or \
+                not isinstance(answer.get('mac'), str):
+            raise BadMessage('the broker answered %s' % (answer.get('error') if isinstance(answer, dict) and
+                                                         isinstance(answer.get('error'), str) else 'something else'))
+        if not hmac.compare_digest(answer['mac'], sign(self.key, self.run_id, 'reply', step, host, answer['found'],
+                                                       answer.get('data'))):
+            raise BadMessage('the answer is not signed with this run\'s key')
+        return answer['found'], answer.get('data')
+
+    def post(self, step: str, host: str, data, timeout: float = 10.0) -> None:
+        """Post data (JSON) for step as host; posting a step again replaces it. Retries a channel not yet
+        there (the leader starting) for timeout seconds, then raises ChannelError."""
+        if len(encode(data)) > MAX_MESSAGE:
+            raise ValueError('a message for step %s is more than %d bytes' % (step, MAX_MESSAGE))
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.request('post', step, host, data)
+                return
+            except ChannelError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
 
     def poll(self, step: str, host: str):
-        """The data host posted for step, MISSING while it is not there; raises BadMessage for a token that
-        is not a message (a symlink, a FIFO, a directory, too big, not UTF-8 JSON). Never blocks."""
-        try:
-            fd = os.open(self.token(step, host), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-        except FileNotFoundError:
-            return MISSING
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise BadMessage('its token is a symlink')
-            try:
-                mode = os.lstat(self.token(step, host)).st_mode
-            except OSError:
-                mode = stat.S_IFREG
-            if not stat.S_ISREG(mode):  # a socket answers ENXIO
-                raise BadMessage('its token is a %s, not a regular file' % _kind(mode))
-            raise BadMessage('its token cannot be opened (%s)' % errno.errorcode.get(exc.errno, exc.errno))
-        try:
-            mode = os.fstat(fd).st_mode
-            if not stat.S_ISREG(mode):
-                raise BadMessage('its token is a %s, not a regular file' % _kind(mode))
-            chunks = []
-            size = 0
-            while size <= MAX_MESSAGE:
-                chunk = os.read(fd, MAX_MESSAGE + 1 - size)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
-        finally:
-            os.close(fd)
-        data = b''.join(chunks)
-        if not data:
-            return MISSING
-        return decode(data)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, 'directory'), (stat.S_ISFIFO, 'FIFO'), (stat.S_ISSOCK, 'socket'),
-                       (stat.S_ISCHR, 'character device'), (stat.S_ISBLK, 'block device')):
-        if test(mode):
-            return name
-    return 'special file'
+        """The data host posted for step, MISSING while it is not there. Raises ChannelError, BadMessage."""
+        found, data = self.request('poll', step, host)
+        return data if found else MISSING
 
 
 class Run:
     """One host's view of a run: the peers, the leader, the data files, the messages, the peers that stopped answering."""
 
-    def __init__(self, rundir: str, me: str, peers: list, step_timeout: float, channel=None):
+    def __init__(self, rundir: str, me: str, peers: list, step_timeout: float, channel):
         self.dir = rundir
         self.me = me
         self.peers = peers
@@ -177,10 +324,10 @@ class Run:
         self.step_timeout = step_timeout
         self.gone = set()
         self.bad = {}
-        self.channel = FileChannel(rundir) if channel is None else channel
+        self.channel = channel
 
     def why(self, host: str) -> str:
-        """Why host is gone: it did not answer, or what it sent was not a message."""
+        """Why host is gone: it did not answer, what it sent was not a message, or the channel broke."""
         return self.bad.get(host) or 'did not answer within %g s: the host or its probe process is gone' % (
             self.step_timeout)
 
@@ -189,14 +336,14 @@ class Run:
         return os.path.join(self.dir, name)
 
     def post(self, step: str, data=None) -> None:
-        self.channel.post(step, self.me, data)
+        self.channel.post(step, self.me, data, timeout=self.step_timeout)
 
     def wait(self, step: str, host: str, timeout: float | None = None, valid=None):
         """The data host posted for step; raises Gone (and remembers it) when it does not come in time.
 
-        valid(data) says what is wrong with the data ('' when nothing): a malformed token or data is
-        waited on (the host may post the step again) and makes the host gone, with the reason, at the
-        deadline."""
+        valid(data) says what is wrong with the data ('' when nothing): a malformed message is waited on
+        (the host may post the step again) and makes the host gone, with the reason, at the deadline. A
+        channel that is not there (yet) is retried until the deadline, then named as the reason."""
         if host in self.gone:
             raise Gone(host)
         deadline = time.monotonic() + (timeout or self.step_timeout)
@@ -204,16 +351,20 @@ class Run:
         while True:
             try:
                 data = self.channel.poll(step, host)
+                problem = ''
             except BadMessage as exc:
-                data, problem = MISSING, str(exc)
+                data, problem = MISSING, 'sent a malformed message for step %s: %s' % (step, exc)
+            except ChannelError as exc:
+                data, problem = MISSING, 'could not be heard: %s' % exc.strerror
             if data is not MISSING:
                 problem = valid(data) if valid is not None else ''
                 if not problem:
                     return data
+                problem = 'sent a malformed message for step %s: %s' % (step, problem)
             if time.monotonic() > deadline:
                 self.gone.add(host)
                 if problem:
-                    self.bad[host] = 'sent a malformed message for step %s: %s' % (step, problem)
+                    self.bad[host] = problem
                 raise Gone(host)
             time.sleep(POLL)
 

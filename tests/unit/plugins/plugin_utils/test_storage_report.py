@@ -84,3 +84,25 @@ def test_bad_input_names_the_problem(data, message):
     with pytest.raises(ReportError) as err:
         build(data)
     assert str(err.value) == message
+
+
+def test_measured_visibility_is_a_table_per_pair_and_property():
+    data = {h: {'single': single(), 'cross': cross(h, peers=('be1', 'be2'))} for h in ('be1', 'be2')}
+    peer = data['be2']['cross']
+    peer['run_dir_seen_s'] = 0.0
+    peer['checks']['append_visibility'] = check('append_visibility', 'fail', 'late', read={
+        'tries': 5, 'at_once': 5, 'never': 0, 'median_s': 0.0, 'max_s': 0.0}, mmap={
+        'tries': 5, 'at_once': 1, 'never': 0, 'median_s': 0.38, 'max_s': 0.5})
+    peer['checks']['metadata_coherence'] = check('metadata_coherence', 'fail', 'never', new_entry={
+        'tries': 1, 'at_once': 0, 'never': 1, 'median_s': None, 'max_s': None})
+    rep = build(data)
+    assert rep['visibility'] == [
+        {'pair': 'be1 > be2', 'property': 'new directory (the run directory) seen', 'at once': '1/1', 'never': '0/1',
+         'median': '0 s', 'max': '0 s'},
+        {'pair': 'be1 > be2', 'property': 'appended message seen by read()', 'at once': '5/5', 'never': '0/5',
+         'median': '0 s', 'max': '0 s'},
+        {'pair': 'be1 > be2', 'property': 'appended message seen by an mmap of the index', 'at once': '1/5',
+         'never': '0/5', 'median': '0.38 s', 'max': '0.5 s'},
+        {'pair': 'be1 > be2', 'property': 'new message file seen', 'at once': '0/1', 'never': '1/1', 'median': '-',
+         'max': '-'}]
+    assert '| be1 > be2 | appended message seen by an mmap of the index | 1/5 | 0/5 | 0.38 s | 0.5 s |' in rep['markdown']

@@ -18,8 +18,9 @@ def _host(queue, path, run_id, me, peers, checks, opts):
     queue.put((me, crosshost.run(path, run_id, me, peers, checks, opts)))
 
 
-def run_hosts(path, peers, checks, present=None, **opts):
-    opts = dict({'step_timeout': 2.0, 'pingpong_iterations': 400, 'neighbour_files': 32}, **opts)
+def run_hosts(path, peers, checks, channel, present=None, **opts):
+    opts = dict({'step_timeout': 2.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'tries': 2}, **channel,
+                **opts)
     ctx = multiprocessing.get_context('fork')
     queue = ctx.Queue()
     procs = [ctx.Process(target=_host, args=(queue, path, 'unit%06d' % os.getpid(), me, peers, checks, opts))
@@ -32,18 +33,21 @@ def run_hosts(path, peers, checks, present=None, **opts):
     return out
 
 
-def test_three_hosts_on_one_local_directory_pass_everything(tmp_path):
-    out = run_hosts(str(tmp_path), ['a', 'b', 'c'], ['all'])
+def test_three_hosts_on_one_local_directory_pass_everything(tmp_path, side_channel):
+    out = run_hosts(str(tmp_path), ['a', 'b', 'c'], ['all'], side_channel)
     for me, rep in out.items():
         assert rep['verdict'] == 'safe', (me, rep['reasons'])
         assert {c['status'] for c in rep['checks'].values()} == {'pass'}
     assert out['b']['checks']['pingpong_rw']['evidence']['values'] == [3]
     assert sorted(out['a']['checks']['excl_race']['evidence']['winners']).__len__() == 1
     assert out['a']['run_dir_cleanup'] == 'removed' and os.listdir(tmp_path) == []
+    assert out['b']['channel'] == '127.0.0.1 port %d' % side_channel['channel_port']
+    assert out['b']['run_dir_seen_s'] == 0.0 and out['a']['run_dir_seen_s'] == {'b': 0.0, 'c': 0.0}
+    assert out['b']['checks']['append_visibility']['evidence']['mmap']['at_once'] == 2
 
 
-def test_a_missing_host_is_named_and_not_waited_for_twice(tmp_path):
-    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion', 'metadata_coherence'], present=['a'],
+def test_a_missing_host_is_named_and_not_waited_for_twice(tmp_path, side_channel):
+    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion', 'metadata_coherence'], side_channel, present=['a'],
                     step_timeout=1.0)
     rep = out['a']
     assert rep['gone'] == ['b'] and rep['verdict'] == 'unsafe'
@@ -53,17 +57,19 @@ def test_a_missing_host_is_named_and_not_waited_for_twice(tmp_path):
     assert rep['checks']['pingpong_rw']['status'] == 'skip' and os.listdir(tmp_path) == []
 
 
-def test_a_peer_without_the_leader_says_so(tmp_path):
-    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion'], present=['b'], step_timeout=0.5)
-    assert out['b']['error'].startswith('the run directory %s/.cyrus-ha-probe-xh-unit' % tmp_path)
+def test_a_peer_without_the_leader_says_so(tmp_path, side_channel):
+    out = run_hosts(str(tmp_path), ['a', 'b'], ['lock_exclusion'], side_channel, present=['b'], step_timeout=0.5)
+    assert out['b']['error'] == "the leader a could not be heard: could not connect to the leader's probe at " \
+                                "127.0.0.1 port %d (ECONNREFUSED)" % side_channel['channel_port']
     assert out['b']['checks']['lock_exclusion']['status'] == 'fail'
 
 
-def test_a_killed_leader_is_named_and_the_next_peer_removes_the_run_directory(tmp_path):
+def test_a_killed_leader_is_named_and_nobody_else_removes_its_run_directory(tmp_path, side_channel):
     # The leader 'a' dies (SIGKILL, its module and worker with it) once the run has begun.
     ctx = multiprocessing.get_context('fork')
     queue = ctx.Queue()
-    opts = {'step_timeout': 1.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'recovery_timeout': 1.0}
+    opts = dict({'step_timeout': 1.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'recovery_timeout': 1.0,
+                 'tries': 2}, **side_channel)
     run_id = 'kill%06d' % os.getpid()
     hosts = {me: ctx.Process(target=_host, args=(queue, str(tmp_path), run_id, me, ['a', 'b', 'c'],
                                                  ['lock_exclusion', 'metadata_coherence'], opts))
@@ -72,7 +78,7 @@ def test_a_killed_leader_is_named_and_the_next_peer_removes_the_run_directory(tm
         proc.start()
     rundir = tmp_path / ('.cyrus-ha-probe-xh-' + run_id)
     deadline = time.monotonic() + 20
-    while not (rundir / 't-pid-a').exists() and time.monotonic() < deadline:
+    while not (rundir / 'lockx').exists() and time.monotonic() < deadline:
         time.sleep(0.005)
     os.kill(hosts['a'].pid, signal.SIGKILL)
     out = dict(queue.get(timeout=60) for dummy in range(2))
@@ -80,9 +86,8 @@ def test_a_killed_leader_is_named_and_the_next_peer_removes_the_run_directory(tm
         proc.join(30)
     assert sorted(out) == ['b', 'c']
     assert 'a' in out['b']['gone'] and out['b']['verdict'] == 'unsafe'
-    assert out['b']['run_dir_cleanup'] == 'removed (the leader a was gone)'
-    assert out['c']['run_dir_cleanup'] == 'not mine'
-    assert os.listdir(tmp_path) == []
+    assert out['b']['run_dir_cleanup'] == out['c']['run_dir_cleanup'] == 'not mine'
+    assert os.listdir(tmp_path) == [rundir.name]
 
 
 def test_one_host_skips_everything(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -44,8 +45,21 @@ def test_a_critical_check_skipped_for_lack_of_time_is_not_safe_across_hosts_eith
     assert verdict.decide(skipped, checks.CRITICAL)['verdict'] == 'degraded'
 
 
-def _run(tmp_path, me, peers=('a', 'b', 'c'), step_timeout=0.2):
-    return protocol.Run(str(tmp_path), me, list(peers), step_timeout)
+class MemoryChannel:
+    """The side channel of hosts that are threads of one process."""
+
+    def __init__(self):
+        self.messages = {}
+
+    def post(self, step, host, data, timeout=None):
+        self.messages[(step, host)] = data
+
+    def poll(self, step, host):
+        return self.messages.get((step, host), protocol.MISSING)
+
+
+def _run(tmp_path, me, peers=('a', 'b', 'c'), step_timeout=0.2, channel=None):
+    return protocol.Run(str(tmp_path), me, list(peers), step_timeout, channel or MemoryChannel())
 
 
 def test_the_leader_names_the_peers_that_failed_and_those_gone(tmp_path):
@@ -88,9 +102,10 @@ def test_the_lock_probes_tell_a_conflict_from_a_grant(tmp_path):
 def _both(tmp_path, check, peers=('a', 'b')):
     """Play a check as the leader and one peer, two threads of this process sharing one directory."""
     out = {}
+    channel = MemoryChannel()
 
     def play(me):
-        out[me] = check(_run(tmp_path, me, peers, 5.0), OPTS)
+        out[me] = check(_run(tmp_path, me, peers, 5.0, channel), OPTS)
 
     threads = [threading.Thread(target=play, args=(me,)) for me in peers]
     for thread in threads:
@@ -100,7 +115,8 @@ def _both(tmp_path, check, peers=('a', 'b')):
     return out
 
 
-@pytest.mark.parametrize('check', [checks.metadata_coherence, checks.neighbour_stat, checks.rename_visibility])
+@pytest.mark.parametrize('check', [checks.metadata_coherence, checks.neighbour_stat, checks.rename_visibility,
+                                   checks.append_visibility])
 def test_a_check_passes_for_the_leader_and_the_peer_on_one_directory(tmp_path, check):
     out = _both(tmp_path, check)
     assert out['a']['status'] == 'pass' and out['b']['status'] == 'pass', out
@@ -119,3 +135,38 @@ def test_neighbour_stat_counts_what_the_peer_saw(tmp_path):
     out = _both(tmp_path, checks.neighbour_stat)
     assert out['b']['evidence']['files'] == 70 and out['b']['evidence']['missing'] == 0
     assert out['b']['reason'].startswith('stat here of the 70 files a created: ')
+
+
+def test_a_change_seen_at_once_every_time_passes():
+    steps = result.Steps('x')
+    checks.judge_visibility(steps, 'mmap', [0.0] * 5, 'a message appended on be1', 'an mmap of the index on be2',
+                            'Cyrus would serve stale indexes and corrupt cyrus.index', 2)
+    assert steps.failures == [] and steps.evidence['mmap'] == {'tries': 5, 'at_once': 5, 'never': 0, 'median_s': 0.0,
+                                                               'max_s': 0.0}
+
+
+def test_a_change_seen_late_fails_with_the_measured_delay_in_cyrus_terms():
+    steps = result.Steps('x')
+    checks.judge_visibility(steps, 'mmap', [0.0, 0.41, 0.38, 0.0, 0.5], 'a message appended on be1',
+                            'an mmap of the index on be2', 'Cyrus would serve stale indexes and corrupt cyrus.index', 2)
+    assert steps.failures == [
+        'a message appended on be1 became visible to an mmap of the index on be2 only after 0.5 s (median 0.38 s, max '
+        '0.5 s over 5 tries; Cyrus reads right after taking its lock and tolerates no delay): Cyrus would serve stale '
+        'indexes and corrupt cyrus.index']
+
+
+def test_a_change_never_seen_fails_saying_so():
+    steps = result.Steps('x')
+    checks.judge_visibility(steps, 'mmap', [None], 'a message appended on be1', 'an mmap of the index on be2',
+                            'Cyrus would serve stale indexes and corrupt cyrus.index', 2)
+    assert steps.failures == ['a message appended on be1 is not visible to an mmap of the index on be2 after 2 s (1 '
+                              'of 1 tries): Cyrus would serve stale indexes and corrupt cyrus.index']
+    assert steps.evidence['mmap']['never'] == 1 and steps.evidence['mmap']['median_s'] is None
+
+
+def test_until_measures_from_the_start_and_gives_up_at_the_limit():
+    started = time.monotonic()
+    flips = iter([False, False, True])
+    assert 0 < checks.until(lambda: next(flips), 1.0, started) < 1.0
+    assert checks.until(lambda: True, 1.0, started) == 0.0
+    assert checks.until(lambda: False, 0.05, time.monotonic()) is None

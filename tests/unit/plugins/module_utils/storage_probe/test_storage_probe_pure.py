@@ -143,3 +143,29 @@ def test_needs_scale_with_the_tree():
 def test_result_rejects_unknown_status():
     with pytest.raises(ValueError):
         result.result('x', 'maybe', 'r')
+
+
+def test_spikes_no_higher_than_the_machines_own_noise_are_not_a_cliff():
+    noisy = dict(_row(1000, 0.01, 9.0, 300), noise_p99_ms=8.0)
+    rows = [_row(1000, 0.01, 0.02), noisy, dict(noisy)]
+    batches = [{'files': 100 * (index + 1), 'create': row} for index, row in enumerate(rows)]
+    assert scale.find_cliffs(batches, 5.0)[0] == {}
+
+
+def test_a_cliff_stands_only_when_it_reproduces():
+    rows = [_row(1000, 1, 2), _row(400, 2, 3), _row(300, 3, 4)]
+    batches = [{'files': 100 * (index + 1), 'batch_files': 100, 'create': row} for index, row in enumerate(rows)]
+    cliffs, dummy = scale.find_cliffs(batches, 5.0)
+    assert 'create' in cliffs
+    seen = []
+
+    def fast(phase, root, files):
+        seen.append((phase, len(files)))
+        return _row(950, 1, 2)
+
+    kept, notes = scale.confirm(dict(cliffs), batches, '/x', ['f%d' % n for n in range(300)], 5.0, fast)
+    assert kept == {} and seen == [('create', 100)] * scale.REPEATS
+    assert notes == ['create batch 2: did not reproduce when measured again (950/s at the median, p99 2.000 ms, '
+                     '950/s at the median, p99 2.000 ms)']
+    kept, notes = scale.confirm(dict(cliffs), batches, '/x', [], 5.0, lambda *args: _row(300, 3, 4))
+    assert kept == cliffs and notes == []
