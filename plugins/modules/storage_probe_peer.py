@@ -15,7 +15,7 @@ description:
     the number of hosts, no C(serial)). The first host of O(peers) (the leader, "A") creates a run
     directory C(.cyrus-ha-probe-xh-<run_id>) under O(path) for the checks' data files.
   - The hosts never pass messages through the filesystem under test, which may delay or drop what
-    another client wrote: the leader listens on O(channel_address) port O(channel_port) (TCP) and every host
+    another client wrote; the leader listens on O(channel_address) port O(channel_port) (TCP) and every host
     connects to it. Each request and answer is signed (HMAC-SHA256) with O(channel_key), so a host outside
     the run can neither read nor post. Let the port through between the hosts for the length of the run.
   - The leader sets each check up and plays A; every other host plays B at the same time, so N hosts
@@ -30,10 +30,10 @@ description:
     over the one B holds open; right after locking B must see the new inode and bytes. C(metadata_coherence)
     create, C(link) and C(unlink) on A seen by C(stat)/C(open) on B (a link count other than 2 only warns).
   - Each of these three is done O(tries) times. B looks at once, as Cyrus does right after taking its lock,
-    then keeps looking for up to O(visibility_timeout): a change seen at once every time passes, one seen
+    then keeps looking for up to O(visibility_timeout). A change seen at once every time passes, one seen
     late fails with the measured delay (median and max over the tries), one never seen fails saying so.
     Every failure names the Cyrus property that broke and what Cyrus would do wrong, for example
-    C(a message appended on be1 is not visible to an mmap of the index on be2 after 2 s (1 of 1 tries):
+    C(a message appended on be1 is not visible to an mmap of the index on be2 after 2 s (1 of 1 tries),
     Cyrus would serve stale indexes and corrupt cyrus.index).
     C(excl_race) every host races one C(O_EXCL) create, exactly one must win. C(lock_recovery) A's lock holder
     is killed with C(SIGKILL); B must get the lock, the time is reported. C(neighbour_stat) B stats a
@@ -48,7 +48,7 @@ description:
     again. Every process the module starts has a hard deadline, is killed and reaped by PID, and dies with
     the module. Only the leader removes the run directory, whatever happens; no host removes another's
     files.
-  - Nothing another host sends is trusted: a message is at most 64 KiB of UTF-8 JSON (no NaN or Infinity)
+  - Nothing another host sends is trusted. A message is at most 64 KiB of UTF-8 JSON (no NaN or Infinity)
     with the fields the step expects; a host whose message stays malformed for O(step_timeout) is named with
     what was wrong, as a host that does not answer is. A run directory that is a symlink is refused.
   - The leader posts its O(peers) and O(checks); a host given other ones (or another order) fails, saying

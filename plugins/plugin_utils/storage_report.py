@@ -114,6 +114,7 @@ def pair_result(leader: Mapping, peer: Mapping, peer_name: str, check: str) -> d
         status = 'fail'
         reasons = [r for r in (mine['reason'] if mine['status'] == 'fail' else '',
                                theirs['reason'] if not named else '') if r]
+        reasons = list(dict.fromkeys(reasons))  # both hosts saw the same thing: say it once
         return {'status': status, 'reason': '; '.join(reasons) or theirs['reason']}
     return {'status': mine['status'], 'reason': mine['reason']}
 

@@ -21,9 +21,11 @@ others do not.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
+import traceback
 
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_checks
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_protocol as protocol
@@ -54,20 +56,23 @@ def _interrupt(signum, frame):
 
 
 def _post_done(run: protocol.Run, name: str, out: dict) -> None:
-    """A peer's failure of a check, posted on the check's final step: the leader does not wait it out."""
-    if run.me != run.leader:
-        try:
-            run.post(crosshost_checks.BY_NAME[name].done, out)
-        except (OSError, ValueError):
-            pass
+    """A host's failure of a check, posted on the check's final step: nobody waits it out (the leader gathers the
+    peers' final steps; a peer waiting on the leader sees the leader's there and stops)."""
+    try:
+        run.post(crosshost_checks.BY_NAME[name].done, out)
+    except (OSError, ValueError):
+        pass
 
 
 def _one_check(run: protocol.Run, name: str, opts: dict) -> dict:  # pragma: no cover - runs in a child
     started = time.monotonic()
+    run.done = crosshost_checks.BY_NAME[name].done
     try:
         out = crosshost_checks.BY_NAME[name].play(run, opts)
     except Exception as exc:  # noqa: BLE001 - an error is this check's failure
-        out = result.result(name, 'fail', 'stopped on an error: %s' % exc, {'error': sysapi.errname(exc)},
+        frame = traceback.extract_tb(exc.__traceback__)[-1]
+        where = '%s:%d %s' % (os.path.basename(frame.filename), frame.lineno, frame.line)
+        out = result.result(name, 'fail', 'stopped on an error: %s' % exc, {'error': sysapi.errname(exc), 'at': where},
                             time.monotonic() - started)
         _post_done(run, name, out)
     return {'result': out, 'gone': sorted(run.gone), 'bad': run.bad}
@@ -201,7 +206,8 @@ def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - 
     """The whole cross-host run of this host, in one process with a hard deadline."""
     rundir = protocol.rundir_of(path, run_id)
     channel = protocol.TcpChannel(opts['channel_address'], opts['channel_port'], opts['channel_key'], run_id)
-    run = protocol.Run(rundir, me, peers, opts['step_timeout'], channel)
+    # a host whose heartbeat goes on is waited for up to most of one check's deadline, never past it
+    run = protocol.Run(rundir, me, peers, opts['step_timeout'], channel, longest=_check_limit(opts) * 0.8)
     broker = None
     if me == peers[0]:
         broker, problem = _start_leader(rundir, opts)
@@ -215,9 +221,11 @@ def _worker(chan, path, run_id, me, peers, checks, opts):  # pragma: no cover - 
             chan.send({'error': problem, 'gone': sorted(run.gone), 'made': False})
             broker.kill()
             return
+    beat = procs.Child(protocol.heartbeat, channel, me, deadline=opts['timeout'] + 5)
     try:
         _run_checks(chan, run, peers, checks, opts)
     finally:
+        beat.kill()
         if broker is not None:
             broker.kill()
 
@@ -238,16 +246,23 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
         chan.send({'error': problem, 'gone': sorted(run.gone), 'meeting': meeting})
         return
     results = {}
+    dead = ''
     for name in checks:
         started = time.monotonic()
+        if dead:
+            results[name] = result.result(name, 'fail', 'not run: %s' % dead)
+            _post_done(run, name, results[name])
+            continue
         try:
-            answer = procs.run_in_child(_one_check, (run, name, opts), timeout=_check_limit(opts))
+            answer = procs.run_watched(_one_check, (run, name, opts), timeout=_check_limit(opts),
+                                       watch=lambda: _answers(run.dir, opts['step_timeout']),
+                                       every=opts['step_timeout'])
             results[name] = answer['result']
-            run.gone.update(answer['gone'])
-            run.bad.update(answer['bad'])
+            _still_gone(run, answer['gone'], answer['bad'])
         except (procs.ChildError, OSError) as exc:  # a fault (SIGBUS on a mapping), a hang or a kill
-            results[name] = result.result(name, 'fail', 'the check process here stopped: %s' % exc,
-                                          {'error': str(exc)}, time.monotonic() - started)
+            dead = _answers(run.dir, opts['step_timeout'])
+            why = '%s (during %s)' % (dead, name) if dead else 'the check process here stopped: %s' % exc
+            results[name] = result.result(name, 'fail', why, {'error': str(exc)}, time.monotonic() - started)
             _post_done(run, name, results[name])
     if run.me == run.leader:
         run.gather('end')
@@ -257,6 +272,38 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
         except (OSError, ValueError):
             pass
     chan.send({'results': results, 'gone': sorted(run.gone), 'meeting': meeting})
+
+
+def _stat(path: str) -> None:  # pragma: no cover - runs in a child
+    os.stat(path)
+
+
+def _answers(rundir: str, limit: float) -> str:
+    """'' while the filesystem answers a stat() of the run directory within limit; else why not, plainly."""
+    try:
+        procs.run_in_child(_stat, (rundir,), timeout=limit)
+    except procs.ChildError:
+        return 'the filesystem stopped answering here: stat() of the run directory did not return within %g s ' \
+               '(its server is down or unreachable); Cyrus would hang on every mailbox' % limit
+    except OSError as exc:
+        if exc.errno in (errno.ENOTCONN, errno.EIO, errno.ESTALE, errno.ENOENT):
+            return 'the filesystem is gone here: stat() of the run directory failed with %s (its server or client ' \
+                   'stopped, or the directory was removed)' % sysapi.errname(exc)
+    return ''
+
+
+def _still_gone(run: protocol.Run, gone: list, bad: dict) -> None:
+    """After a check, the hosts that are gone for the next ones: those whose heartbeat stopped. A host that was
+    only slow, or stopped that one check, plays the next."""
+    for host in gone:
+        try:
+            age = run.channel.age(host)
+        except (protocol.ChannelError, protocol.BadMessage):
+            age = None
+        if age is None or age > run.silence():
+            run.gone.add(host)
+            if host in bad and not bad[host].startswith(('stopped this check', 'was still running')):
+                run.bad[host] = bad[host]
 
 
 def check_names(run_id: str, me: str, peers: list) -> None:
@@ -323,7 +370,10 @@ def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | 
             try:
                 procs.run_in_child(_remove, (rundir,), timeout=cleanup_timeout(opts))
             except (procs.ChildError, OSError) as exc:
-                report['run_dir_cleanup'] = 'failed: %s' % exc
+                report['run_dir_cleanup'] = 'failed: %s' % (
+                    'the removal did not finish within %g s (requests stuck in the filesystem hold its files): '
+                    'remove %s once they are gone' % (cleanup_timeout(opts), rundir)
+                    if 'no answer' in str(exc) else exc)
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
     if interrupted is not None:

@@ -151,12 +151,15 @@ def listen(address: str, port: int) -> socket.socket:
 
 
 class Broker:
-    """The messages of one run, answering signed requests: post a step's data, poll for it."""
+    """The messages of one run, answering signed requests: post a step's data, poll for it, and how long ago a
+    host last posted anything (its heartbeat: 'age')."""
 
-    def __init__(self, key: str, run_id: str):
+    def __init__(self, key: str, run_id: str, clock=time.monotonic):
         self.key = key
         self.run_id = run_id
         self.store = {}
+        self.last = {}
+        self.clock = clock
 
     def reply(self, step: str, host: str, found: bool, data=None) -> dict:
         return {'found': found, 'data': data, 'mac': sign(self.key, self.run_id, 'reply', step, host, found, data)}
@@ -170,7 +173,7 @@ class Broker:
         if not isinstance(request, dict):
             return {'error': 'refused: not a request'}
         op, step, host = request.get('op'), request.get('step'), request.get('host')
-        if op not in ('post', 'poll') or not isinstance(step, str) or not STEP.fullmatch(step) or \
+        if op not in ('post', 'poll', 'age') or not isinstance(step, str) or not STEP.fullmatch(step) or \
                 not isinstance(host, str) or not isinstance(request.get('mac'), str):
             return {'error': 'refused: not a request of the probe'}
         data = request.get('data')
@@ -178,7 +181,11 @@ class Broker:
             return {'error': 'refused: the request is not signed with this run\'s key'}
         if op == 'post':
             self.store[(step, host)] = data
+            self.last[host] = self.clock()
             return self.reply(step, host, True)
+        if op == 'age':
+            return self.reply(step, host, host in self.last,
+                              round(self.clock() - self.last[host], 3) if host in self.last else None)
         if (step, host) in self.store:
             return self.reply(step, host, True, self.store[(step, host)])
         return self.reply(step, host, False)
@@ -311,20 +318,65 @@ class TcpChannel:
         found, data = self.request('poll', step, host)
         return data if found else MISSING
 
+    def age(self, host: str):
+        """Seconds since host last posted anything (its heartbeat), None when it never did."""
+        found, data = self.request('age', 'alive', host)
+        return data if found and isinstance(data, (int, float)) and not isinstance(data, bool) else None
+
+
+HEARTBEAT = 0.5
+
+
+def heartbeat(chan, channel: TcpChannel, me: str) -> None:  # pragma: no cover - runs in a child
+    """Post 'alive' every HEARTBEAT seconds until killed (with its host's worker): while a host's heartbeat goes
+    on, the others wait for its slow steps; once it stops for step_timeout, the host is gone."""
+    while True:
+        try:
+            channel.request('post', 'alive', me, None)
+        except (ChannelError, BadMessage):
+            pass
+        time.sleep(HEARTBEAT)
+
 
 class Run:
     """One host's view of a run: the peers, the leader, the data files, the messages, the peers that stopped answering."""
 
-    def __init__(self, rundir: str, me: str, peers: list, step_timeout: float, channel):
+    def __init__(self, rundir: str, me: str, peers: list, step_timeout: float, channel, longest: float = 0.0):
         self.dir = rundir
         self.me = me
         self.peers = peers
         self.leader = peers[0]
         self.others = [p for p in peers if p != peers[0]]
         self.step_timeout = step_timeout
+        self.longest = longest  # seconds a host whose heartbeat goes on may take for one step
+        self.done = None  # the final step of the check being played: a host that posted it plays no more
         self.gone = set()
         self.bad = {}
         self.channel = channel
+
+    def silence(self) -> float:
+        """Seconds without a heartbeat after which a host is gone."""
+        return max(self.step_timeout, 3 * HEARTBEAT)
+
+    def still_here(self, host: str, step: str, waited: float) -> bool:
+        """Whether to go on waiting for host past step_timeout: its heartbeat is fresh, it has not finished the
+        check (posted its final step), and the longest wait is not over. Names why not in self.bad."""
+        if waited > self.longest:
+            if self.longest:
+                self.bad[host] = 'was still running but did not reach step %s within %g s' % (step, self.longest)
+            return False
+        try:
+            age = self.channel.age(host) if hasattr(self.channel, 'age') else None
+            if self.done and self.done != step:
+                ended = self.channel.poll(self.done, host)
+                if ended is not MISSING:
+                    reason = ended.get('reason') if isinstance(ended, dict) else None
+                    self.bad[host] = 'stopped this check before step %s%s' % (
+                        step, ': %s' % reason[:300] if isinstance(reason, str) else '')
+                    return False
+        except (ChannelError, BadMessage):
+            return False
+        return age is not None and age <= self.silence()
 
     def why(self, host: str) -> str:
         """Why host is gone: it did not answer, what it sent was not a message, or the channel broke."""
@@ -343,11 +395,15 @@ class Run:
 
         valid(data) says what is wrong with the data ('' when nothing): a malformed message is waited on
         (the host may post the step again) and makes the host gone, with the reason, at the deadline. A
-        channel that is not there (yet) is retried until the deadline, then named as the reason."""
+        channel that is not there (yet) is retried until the deadline, then named as the reason. Past the
+        deadline, a host whose heartbeat goes on is waited for (still_here) up to self.longest: slow is not
+        gone."""
         if host in self.gone:
             raise Gone(host)
-        deadline = time.monotonic() + (timeout or self.step_timeout)
+        started = time.monotonic()
+        deadline = started + (timeout or self.step_timeout)
         problem = ''
+        next_look = deadline
         while True:
             try:
                 data = self.channel.poll(step, host)
@@ -361,11 +417,14 @@ class Run:
                 if not problem:
                     return data
                 problem = 'sent a malformed message for step %s: %s' % (step, problem)
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline and (problem or (now >= next_look and not self.still_here(host, step, now - started))):
                 self.gone.add(host)
                 if problem:
                     self.bad[host] = problem
                 raise Gone(host)
+            if now >= next_look:
+                next_look = now + 0.5
             time.sleep(POLL)
 
     def gather(self, step: str, hosts=None, valid=None) -> dict:

@@ -197,6 +197,34 @@ def run_in_child(func, args=(), timeout: float = 10.0):
     raise ChildError(answer['error'])
 
 
+def run_watched(func, args=(), timeout: float = 10.0, watch=None, every: float = 5.0):
+    """As run_in_child, and every `every` seconds while func runs, watch() says why to give it up ('' to go
+    on): then the child is killed and ChildError carries that reason."""
+    child = Child(_run_target, func, args, deadline=timeout + 1)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                answer = child.recv(max(0.0, min(every, deadline - time.monotonic())))
+                break
+            except ChildError as exc:
+                if 'exited' in str(exc):
+                    child.kill()
+                    raise ChildError('the process died (%s)' % child.describe_exit())
+                if time.monotonic() >= deadline:
+                    raise
+            why = watch() if watch is not None else ''
+            if why:
+                raise ChildError(why)
+    finally:
+        child.kill()
+    if answer['ok']:
+        return answer['value']
+    if answer.get('errno'):
+        raise OSError(answer['errno'], answer['error'])
+    raise ChildError(answer['error'])
+
+
 def serve(chan, handlers: dict) -> None:  # pragma: no cover - runs in the child
     """A command loop for helper children: {'op': NAME, ...} -> handlers[NAME](**args) -> answer."""
     state = {}

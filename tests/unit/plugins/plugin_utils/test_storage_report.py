@@ -106,3 +106,11 @@ def test_measured_visibility_is_a_table_per_pair_and_property():
         {'pair': 'be1 > be2', 'property': 'new message file seen', 'at once': '0/1', 'never': '1/1', 'median': '-',
          'max': '-'}]
     assert '| be1 > be2 | appended message seen by an mmap of the index | 1/5 | 0/5 | 0.38 s | 0.5 s |' in rep['markdown']
+
+
+def test_a_reason_both_hosts_give_is_said_once():
+    same = check('append_visibility', 'fail', 'the filesystem stopped answering here')
+    leader = cross('be1', peers=('be1', 'be2'), append_visibility=same)
+    peer = cross('be2', peers=('be1', 'be2'), append_visibility=same)
+    assert pair_result(leader, peer, 'be2', 'append_visibility') == {
+        'status': 'fail', 'reason': 'the filesystem stopped answering here'}

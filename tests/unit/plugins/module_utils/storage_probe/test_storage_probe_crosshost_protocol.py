@@ -178,3 +178,65 @@ def test_a_forked_process_opens_its_own_connection(broker):
     one.post('parent', 'a', 1)
     out = procs.run_in_child(lambda: (one.post('child', 'a', 2), one.poll('parent', 'a'))[1], timeout=10)
     assert out == 1 and one.poll('child', 'a') == 2
+
+
+def test_a_slow_host_whose_heartbeat_goes_on_is_waited_for_a_silent_one_is_not(broker, tmp_path):
+    beat = procs.Child(protocol.heartbeat, channel(broker), 'b', deadline=30)
+    try:
+        assert labpoll(lambda: channel(broker).age('b') is not None)
+        later = procs.Child(lambda chan: (time.sleep(1.0), channel(broker).post('slow', 'b', {'ok': 1})), deadline=10)
+        run = protocol.Run(str(tmp_path), 'a', ['a', 'b', 'c'], 0.3, channel(broker), longest=10)
+        started = time.monotonic()
+        assert run.wait('slow', 'b') == {'ok': 1} and time.monotonic() - started >= 0.9 and run.gone == set()
+        later.kill()
+        with pytest.raises(protocol.Gone):
+            run.wait('never', 'c')
+        assert run.why('c') == 'did not answer within 0.3 s: the host or its probe process is gone'
+    finally:
+        beat.kill()
+    assert labpoll(lambda: channel(broker).age('b') > 0.3)
+    with pytest.raises(protocol.Gone):
+        protocol.Run(str(tmp_path), 'a', ['a', 'b'], 0.3, channel(broker), longest=10).wait('slow2', 'b')
+
+
+def test_a_live_host_that_ended_the_check_or_overran_is_named_for_it(broker, tmp_path):
+    beat = procs.Child(protocol.heartbeat, channel(broker), 'b', deadline=30)
+    try:
+        assert labpoll(lambda: channel(broker).age('b') is not None)
+        run = protocol.Run(str(tmp_path), 'a', ['a', 'b'], 0.2, channel(broker), longest=1.0)
+        with pytest.raises(protocol.Gone):
+            run.wait('mid', 'b')
+        assert run.why('b') == 'was still running but did not reach step mid within 1 s'
+        channel(broker).post('x-done', 'b', {'status': 'fail', 'reason': 'its ring broke'})
+        run = protocol.Run(str(tmp_path), 'a', ['a', 'b'], 0.2, channel(broker), longest=10)
+        run.done = 'x-done'
+        with pytest.raises(protocol.Gone):
+            run.wait('mid', 'b')
+        assert run.why('b') == 'stopped this check before step mid: its ring broke'
+    finally:
+        beat.kill()
+
+
+def labpoll(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def test_the_broker_knows_when_a_host_last_posted():
+    now = [100.0]
+    broker = protocol.Broker(KEY, 'run001', clock=lambda: now[0])
+
+    def ask(op, step, host, data=None):
+        line = protocol.encode({'op': op, 'step': step, 'host': host, 'data': data,
+                                'mac': protocol.sign(KEY, 'run001', op, step, host, data)})
+        return broker.handle(line)
+
+    assert ask('age', 'alive', 'b')['found'] is False
+    ask('post', 'alive', 'b')
+    now[0] = 102.5
+    answer = ask('age', 'alive', 'b')
+    assert answer['found'] is True and answer['data'] == 2.5
