@@ -60,6 +60,7 @@ class ClusterFS:
         self.clients = {}  # host -> Popen of its FUSE client (run in the foreground)
         self.daemons = []  # PIDs of the servers, stopped in reverse order
         self.stopped = False  # the servers were stopped under mounted clients: their umount would hang
+        self.connections = {}  # host -> its client's FUSE connection number (/sys/fs/fuse/connections/N)
 
     def client_argv(self, options: str) -> list:
         raise NotImplementedError
@@ -86,6 +87,9 @@ class ClusterFS:
                 log.close()
             if not labutil.poll(lambda: self.ready(host), 60, 0.1):  # noqa: B023 - called at once
                 raise AssertionError('%s did not mount on %s: %s' % (self.name, host, self.client_log(host)))
+            found = inside(host, ['findmnt', '-n', '-o', 'MAJ:MIN', self.point]).stdout.split()
+            if found:
+                self.connections[host] = found[0].split(':')[1]
 
     def client_log(self, host: str) -> str:
         try:
@@ -95,40 +99,39 @@ class ClusterFS:
             return ''
 
     def unmount(self) -> None:
-        """Unmount every client. A client whose servers are gone hangs its umount: it is killed by PID, its FUSE
-        connection aborted (the requests stuck in it end with ENOTCONN) and the mount detached."""
+        """Unmount every client. A client whose servers are gone, or with a request its servers never answer (a
+        lock), hangs its umount or its exit: its FUSE connection is aborted (every request stuck in it ends with
+        ENOTCONN), then it is killed by PID and the mount detached."""
         for host, proc in list(self.clients.items()):
-            if self.mounted(host):
+            done = False
+            if self.mounted(host) and not self.stopped:
                 try:
-                    done = not self.stopped and inside(host, ['umount', self.point], timeout=10).returncode == 0
-                except subprocess.TimeoutExpired:  # a request stuck in the client (a lock never answered)
-                    done = False
-                if not done:
-                    self._abort(host, proc)
-            if proc.poll() is None:
-                try:
-                    proc.wait(30)
+                    done = inside(host, ['umount', self.point], timeout=10).returncode == 0
                 except subprocess.TimeoutExpired:
-                    proc.kill()
+                    done = False
+            if done:
+                try:
                     proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    done = False
+            if not done or proc.poll() is None:
+                self._abort(host, proc)
             del self.clients[host]
+            self.connections.pop(host, None)
 
     def _abort(self, host: str, proc: subprocess.Popen) -> None:
-        """Abort the client's FUSE connection first (every request stuck in it, the client's own too, ends with
-        ENOTCONN), then kill the client and detach the mount."""
-        found = inside(host, ['findmnt', '-n', '-o', 'MAJ:MIN', self.point], timeout=10).stdout.split()
-        if found:
-            abort = '/sys/fs/fuse/connections/%s/abort' % found[0].split(':')[1]
-            if os.path.exists(abort):
-                with open(abort, 'w', encoding='ascii') as handle:
-                    handle.write('1')
+        abort = '/sys/fs/fuse/connections/%s/abort' % self.connections.get(host)
+        if host in self.connections and os.path.exists(abort):
+            with open(abort, 'w', encoding='ascii') as handle:
+                handle.write('1')
         if proc.poll() is None:
             proc.kill()
             try:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 pass
-        inside(host, ['umount', '-l', self.point], timeout=10)
+        if self.mounted(host):
+            inside(host, ['umount', '-l', self.point], timeout=10)
 
     def stop_servers(self) -> None:
         """Stop every server by PID (a test may do it mid-run: the filesystem is then gone under its clients)."""

@@ -21,6 +21,10 @@ import cyha_clusterfs
 import labutil
 
 pytestmark = pytest.mark.lab
+# MooseFS 3.0 can deadlock a client in the kernel (a cache invalidation it sends waits on a page whose read it
+# must itself answer): its threads then stay in D state for good. Its tests run with CYHA_MOOSEFS=1 only.
+MOOSEFS = pytest.mark.skipif(not os.environ.get('CYHA_MOOSEFS'), reason='MooseFS runs with CYHA_MOOSEFS=1 (a '
+                             'client can deadlock in the kernel and outlive the test)')
 
 SINGLE = ['identity', 'fcntl_locks', 'mmap_sees_write', 'mmap_write_msync', 'rename_reopen', 'excl_race', 'fsync']
 HOSTS = ['be1', 'be2']
@@ -50,6 +54,8 @@ def reasons(report: dict) -> dict:
 
 @pytest.fixture(scope='module')
 def moosefs(lab):
+    if not os.environ.get('CYHA_MOOSEFS'):
+        pytest.skip('MooseFS runs with CYHA_MOOSEFS=1')
     fs = cyha_clusterfs.MooseFS().start()
     try:
         yield fs
@@ -65,9 +71,10 @@ PINGPONG = ('pingpong_rw', 'pingpong_cyrus', 'pingpong_mmap')
 def no_lost_host(report: dict) -> None:
     """No reason of the report blames a host that was there all along."""
     for item in report['failures']:
-        assert 'did not answer' not in item['reason'] and 'gone' not in item['reason'], item
+        assert 'did not answer' not in item['reason'] and 'probe process is gone' not in item['reason'], item
 
 
+@MOOSEFS
 def test_moosefs_defaults_keep_data_coherent_but_not_posix_locks(moosefs, tmp_path):
     moosefs.mount(HOSTS)
     try:
@@ -108,6 +115,7 @@ def test_moosefs_defaults_keep_data_coherent_but_not_posix_locks(moosefs, tmp_pa
         'remove %s/.cyrus-ha-probe-xh-' % moosefs.point), (cleanup, seen)
 
 
+@MOOSEFS
 def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_path):
     """mfscachemode=YES and 5 s name and attribute caches, as a site tuning for speed might mount it."""
     moosefs.mount(HOSTS, 'mfscachemode=YES,mfsattrcacheto=5,mfsentrycacheto=5,mfsdirentrycacheto=5')
@@ -128,49 +136,6 @@ def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_p
     rows = {row['property']: (row['at once'], row['never']) for row in report['visibility']}
     assert rows['appended message seen by an mmap of the index'] == ('5/5', '0/5')
     assert rows['renamed cyrus.header seen'] == ('0/1', '1/1') and rows['unlinked message file gone'] == ('0/1', '1/1')
-
-
-def test_a_clustered_filesystem_stopped_mid_run_says_so(lab, tmp_path):
-    """The servers stopped while the hosts run the visibility checks: the clients hang, and the reason says that
-    the filesystem stopped answering, not that a host is gone."""
-    moosefs = cyha_clusterfs.MooseFS(port=9519).start()  # its own: the module's instance keeps running
-    try:
-        moosefs.mount(HOSTS)
-        argv = [os.path.join(labutil.BIN, 'ansible-playbook'), '-i', labutil.inventory(), 'playbooks/storage_probe.yml',
-                '-e', 'storage_probe_hosts=be1:be2', '-e', json.dumps({
-                    'storage_probe_paths': [moosefs.point], 'storage_probe_single': False, 'storage_probe_tries': 100,
-                    'storage_probe_cross_checks': VISIBILITY, 'storage_probe_timeout': 120,
-                    'storage_probe_step_timeout': 3, 'storage_probe_fail_on_unsafe': False}),
-                '-e', 'storage_probe_report_dir=%s' % tmp_path]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=labutil.env(),
-                                cwd=labutil.REPO)
-        try:
-            started = labutil.poll(lambda: proc.poll() is not None or any(
-                name.startswith('.cyrus-ha-probe-xh-') for name in os.listdir(
-                    cyha_clusterfs.inside_path(moosefs, 'be1'))), 120, 0.05)
-            assert started and proc.poll() is None, proc.communicate(timeout=60)[0][-3000:]
-            time.sleep(1)
-            moosefs.stop_servers()
-            out, dummy = proc.communicate(timeout=300)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    finally:
-        moosefs.close()
-        assert cyha_clusterfs.until_gone(moosefs, HOSTS)
-    assert labutil.recap(out)['localhost']['failed'] == 0, out[-3000:]
-    slug = re.sub('[^A-Za-z0-9]+', '-', moosefs.point)
-    report = json.loads((tmp_path / ('storage-probe%s.json' % slug)).read_text())
-    why = 'the filesystem stopped answering here: stat() of the run directory did not return within 3 s (its ' \
-          'server is down or unreachable); Cyrus would hang on every mailbox'
-    found = reasons(report)
-    assert report['verdict'] == 'unsafe' and set(found) <= {('be1 > be2', check) for check in VISIBILITY}
-    stopped_in = [check for check in VISIBILITY if found.get(('be1 > be2', check), '').startswith(why + ' (during ')]
-    assert len(stopped_in) == 1, found
-    later = VISIBILITY[VISIBILITY.index(stopped_in[0]) + 1:]
-    assert [found[('be1 > be2', check)] for check in later] == ['not run: ' + why] * len(later)
-    no_lost_host(report)
 
 
 @pytest.fixture(scope='module')
@@ -215,3 +180,50 @@ def test_glusterfs_defaults_serve_stale_data_for_a_second(glusterfs, tmp_path):
         ('excl_race', 'lock_recovery', 'neighbour_stat'), 'pass')
     no_lost_host(report)
     assert results['be1']['cross'][glusterfs.point]['run_dir_cleanup'] == 'removed' and left
+
+
+def test_a_clustered_filesystem_stopped_mid_run_says_so(glusterfs, tmp_path):
+    """The servers stopped while the hosts run the visibility checks: the clients hang, and the reason says that
+    the filesystem stopped answering, not that a host is gone."""
+    moosefs = glusterfs  # last in this file: its servers are stopped for good
+    try:
+        moosefs.mount(HOSTS)
+        argv = [os.path.join(labutil.BIN, 'ansible-playbook'), '-i', labutil.inventory(), 'playbooks/storage_probe.yml',
+                '-e', 'storage_probe_hosts=be1:be2', '-e', json.dumps({
+                    'storage_probe_paths': [moosefs.point], 'storage_probe_single': False, 'storage_probe_tries': 100,
+                    'storage_probe_cross_checks': VISIBILITY, 'storage_probe_timeout': 120,
+                    'storage_probe_step_timeout': 3, 'storage_probe_fail_on_unsafe': False}),
+                '-e', 'storage_probe_report_dir=%s' % tmp_path]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=labutil.env(),
+                                cwd=labutil.REPO)
+        try:
+            started = labutil.poll(lambda: proc.poll() is not None or any(
+                name.startswith('.cyrus-ha-probe-xh-') for name in os.listdir(
+                    cyha_clusterfs.inside_path(moosefs, 'be1'))), 120, 0.05)
+            assert started and proc.poll() is None, proc.communicate(timeout=60)[0][-3000:]
+            time.sleep(1)
+            moosefs.stop_servers()
+            out, dummy = proc.communicate(timeout=300)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    finally:
+        moosefs.unmount()
+    assert labutil.recap(out)['localhost']['failed'] == 0, out[-3000:]
+    slug = re.sub('[^A-Za-z0-9]+', '-', moosefs.point)
+    report = json.loads((tmp_path / ('storage-probe%s.json' % slug)).read_text())
+    found = reasons(report)
+    pair = 'be1 > be2'
+    assert report['verdict'] == 'unsafe' and set(found) <= {(pair, check) for check in VISIBILITY}, found
+    # the check it stopped in says how the filesystem went (its client answers ENOTCONN, or hangs); the later
+    # checks were not run
+    first = [check for check in VISIBILITY if (pair, check) in found][0]
+    assert any(why in found[(pair, first)] for why in (
+        'the filesystem is gone here: stat() of the run directory failed with ENOTCONN (its server or client '
+        'stopped, or the directory was removed) (during %s)' % first,
+        'the filesystem stopped answering here: stat() of the run directory did not return within 3 s (its server '
+        'is down or unreachable); Cyrus would hang on every mailbox (during %s)' % first)), found[(pair, first)]
+    for check in VISIBILITY[VISIBILITY.index(first) + 1:]:
+        assert found[(pair, check)].startswith('not run: the filesystem '), found[(pair, check)]
+    no_lost_host(report)

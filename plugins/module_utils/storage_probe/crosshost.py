@@ -259,6 +259,11 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
                                        every=opts['step_timeout'])
             results[name] = answer['result']
             _still_gone(run, answer['gone'], answer['bad'])
+            if results[name]['status'] == 'fail' and results[name]['evidence'].get('error') in LOST:
+                dead = _answers(run.dir, opts['step_timeout'])  # an error from a filesystem that went away
+                if dead:
+                    results[name]['reason'] = '%s (during %s)' % (dead, name)
+                    _post_done(run, name, results[name])
         except (procs.ChildError, OSError) as exc:  # a fault (SIGBUS on a mapping), a hang or a kill
             dead = _answers(run.dir, opts['step_timeout'])
             why = '%s (during %s)' % (dead, name) if dead else 'the check process here stopped: %s' % exc
@@ -272,6 +277,9 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
         except (OSError, ValueError):
             pass
     chan.send({'results': results, 'gone': sorted(run.gone), 'meeting': meeting})
+
+
+LOST = ('ENOTCONN', 'EIO', 'ESTALE', 'ENOENT', 'EBADFD')
 
 
 def _stat(path: str) -> None:  # pragma: no cover - runs in a child
