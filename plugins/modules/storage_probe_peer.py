@@ -193,8 +193,8 @@ ansible_facts:
           C(peers), C(run_dir), C(run_dir_cleanup) (V(removed) on the leader, or why not; V(not mine)
           elsewhere), C(channel) (the leader's address and port), C(run_dir_seen_s) (on a peer, seconds until
           the run directory appeared there, null when it never did; on the leader, the same per peer),
-          C(verdict) (V(safe), V(degraded) or V(unsafe)), C(reasons), C(gone) (hosts that stopped answering), C(duration) (seconds), C(error) (when the run could not start or was cut
-          short) and C(checks).
+          C(verdict) (V(safe), V(degraded) or V(unsafe)), C(reasons), C(gone) (hosts that stopped answering),
+          C(duration) (seconds), C(error) (when the run could not start or was cut short) and C(checks).
         - C(checks) maps each check to C(name), C(status) (V(pass), V(fail), V(warn), V(skip)), C(reason),
           C(evidence) and C(duration). On the leader a check fails naming the peers where it failed
           (C(evidence.failed_peers)) or that were gone (C(evidence.gone)); on the others it says what this
