@@ -56,9 +56,9 @@ def reasons(report: dict) -> dict:
 def moosefs(lab):
     if not os.environ.get('CYHA_MOOSEFS'):
         pytest.skip('MooseFS runs with CYHA_MOOSEFS=1')
-    fs = cyha_clusterfs.MooseFS().start()
-    try:
-        yield fs
+    fs = cyha_clusterfs.MooseFS()
+    try:  # a start that fails half-way is cleaned up too
+        yield fs.start()
     finally:
         fs.close()
         assert cyha_clusterfs.until_gone(fs, HOSTS)
@@ -140,9 +140,9 @@ def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_p
 
 @pytest.fixture(scope='module')
 def glusterfs(lab):
-    fs = cyha_clusterfs.GlusterFS().start()
-    try:
-        yield fs
+    fs = cyha_clusterfs.GlusterFS()
+    try:  # a start that fails half-way is cleaned up too
+        yield fs.start()
     finally:
         fs.close()
         assert cyha_clusterfs.until_gone(fs, HOSTS)
