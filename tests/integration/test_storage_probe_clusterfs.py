@@ -52,16 +52,21 @@ def reasons(report: dict) -> dict:
     return {(item['where'], item['check']): item['reason'] for item in report['failures']}
 
 
-@pytest.fixture(scope='module')
-def moosefs(lab):
-    if not os.environ.get('CYHA_MOOSEFS'):
-        pytest.skip('MooseFS runs with CYHA_MOOSEFS=1')
-    fs = cyha_clusterfs.MooseFS()
-    try:  # a start that fails half-way is cleaned up too
+def serving(fs):
+    """A clustered filesystem's servers for a module's tests; closed (a start that failed half-way too) and
+    checked gone after."""
+    try:
         yield fs.start()
     finally:
         fs.close()
         assert cyha_clusterfs.until_gone(fs, HOSTS)
+
+
+@pytest.fixture(scope='module')
+def moosefs(lab):
+    if not os.environ.get('CYHA_MOOSEFS'):
+        pytest.skip('MooseFS runs with CYHA_MOOSEFS=1')
+    yield from serving(cyha_clusterfs.MooseFS())
 
 
 VISIBILITY = ['append_visibility', 'rename_visibility', 'metadata_coherence']
@@ -140,12 +145,7 @@ def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_p
 
 @pytest.fixture(scope='module')
 def glusterfs(lab):
-    fs = cyha_clusterfs.GlusterFS()
-    try:  # a start that fails half-way is cleaned up too
-        yield fs.start()
-    finally:
-        fs.close()
-        assert cyha_clusterfs.until_gone(fs, HOSTS)
+    yield from serving(cyha_clusterfs.GlusterFS())
 
 
 def test_glusterfs_defaults_serve_stale_data_for_a_second(glusterfs, tmp_path):

@@ -179,22 +179,7 @@ def _run_target(chan, func, args):  # pragma: no cover - runs in the child
 
 def run_in_child(func, args=(), timeout: float = 10.0):
     """Run func(*args) in a child; return its value, raise ChildError (timeout, death) or OSError."""
-    child = Child(_run_target, func, args, deadline=timeout + 1)
-    try:
-        try:
-            answer = child.recv(timeout)
-        except ChildError as exc:
-            child.kill()
-            if 'exited' in str(exc):
-                raise ChildError('the process died (%s)' % child.describe_exit())
-            raise
-    finally:
-        child.kill()
-    if answer['ok']:
-        return answer['value']
-    if answer.get('errno'):
-        raise OSError(answer['errno'], answer['error'])
-    raise ChildError(answer['error'])
+    return run_watched(func, args, timeout)
 
 
 def run_watched(func, args=(), timeout: float = 10.0, watch=None, every: float = 5.0):
@@ -205,7 +190,8 @@ def run_watched(func, args=(), timeout: float = 10.0, watch=None, every: float =
     try:
         while True:
             try:
-                answer = child.recv(max(0.0, min(every, deadline - time.monotonic())))
+                wait = every if watch is not None else timeout
+                answer = child.recv(max(0.0, min(wait, deadline - time.monotonic())))
                 break
             except ChildError as exc:
                 if 'exited' in str(exc):

@@ -240,3 +240,17 @@ def test_the_broker_knows_when_a_host_last_posted():
     now[0] = 102.5
     answer = ask('age', 'alive', 'b')
     assert answer['found'] is True and answer['data'] == 2.5
+
+
+def test_a_watched_child_is_given_up_with_the_watchs_reason():
+    looks = []
+
+    def watch():
+        looks.append(1)
+        return 'the filesystem stopped answering' if len(looks) > 1 else ''
+    started = time.monotonic()
+    with pytest.raises(procs.ChildError) as caught:
+        procs.run_watched(time.sleep, (30,), timeout=20, watch=watch, every=0.2)
+    assert str(caught.value) == 'the filesystem stopped answering' and len(looks) == 2
+    assert time.monotonic() - started < 10
+    assert procs.run_watched(sum, ([1, 2],), timeout=5, watch=lambda: 'never asked', every=5) == 3
