@@ -184,6 +184,7 @@ class Lab:
         self.rsyslog_conf = os.path.join(self.dir, 'rsyslog.conf')
         self.rsyslog_pid = os.path.join(self.dir, 'rsyslogd.pid')
         self.netns_dir = os.path.join(self.dir, 'netns')
+        self.tls_dir = os.path.join(self.dir, 'tls')
 
     # -- state ---------------------------------------------------------------------------------
     def load(self) -> dict:
@@ -222,6 +223,7 @@ class Lab:
             else:
                 log('lab already up: nothing to do')
             self.repair_network(hosts)
+            self.make_tls(hosts)
             self.write_inventory(hosts, state)
             self.write_topology(hosts, state)
             return state
@@ -233,6 +235,7 @@ class Lab:
         state = {'params': [frontends, backends, spares], 'hosts': hosts, 'pids': {}, 'created_dev_log': False}
         self.save(state)   # saved before anything is made, so a failed `up` is undone by `down`
         self.ensure_keys()
+        self.make_tls(hosts)
         self.write_hosts_file(hosts)
         self.start_syslog(state, hosts)
         self.make_bridge()
@@ -313,6 +316,16 @@ class Lab:
             run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'cyha-lab', '-f', self.key])
         with open(self.key + '.pub', encoding='utf-8') as handle:
             write_atomic(self.authorized_keys, handle.read(), 0o600)
+
+    def make_tls(self, hosts: list[dict]) -> None:
+        """The lab's CA and, for each host's instance, a server certificate for its service name,
+        short name and service address (tls/<host>.pem and tls/<host>.key), as a site's CA would
+        issue them. Made once; kept across `down` and `up` like the SSH keys."""
+        os.makedirs(self.tls_dir, mode=0o700, exist_ok=True)
+        make_ca(self.tls_dir, 'ca', 'cyrus.ha lab CA')
+        for host in hosts:
+            make_server_cert(self.tls_dir, 'ca', host['name'], host['service_fqdn'],
+                             [host['service_fqdn'], host['service_name']], [host['service_addr4']])
 
     def write_hosts_file(self, hosts: list[dict]) -> None:
         lines = ['# cyrus.ha lab: generated, bound over /etc/hosts inside each lab host',
@@ -624,6 +637,43 @@ def write_atomic(path: str, text: str, mode: int) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def make_ca(directory: str, name: str, subject: str, days: int = 3650) -> None:
+    """A CA (NAME.pem, NAME.key) in directory, unless it is there already."""
+    cert, key = os.path.join(directory, f'{name}.pem'), os.path.join(directory, f'{name}.key')
+    if os.path.exists(cert) and os.path.exists(key):
+        return
+    run(['openssl', 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+         '-keyout', key, '-out', cert, '-days', str(days), '-subj', f'/CN={subject}',
+         '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+         '-addext', 'subjectKeyIdentifier=hash'])
+    os.chmod(key, 0o600)
+
+
+def make_server_cert(directory: str, ca: str, name: str, common_name: str, dns: list[str], ips: list[str],
+                     days: int = 825) -> None:
+    """A server certificate NAME.pem with its key NAME.key, signed by the CA CA.pem/CA.key in
+    directory, for the DNS names and IP addresses given, unless it is there already."""
+    cert, key = os.path.join(directory, f'{name}.pem'), os.path.join(directory, f'{name}.key')
+    if os.path.exists(cert) and os.path.exists(key):
+        return
+    csr, ext = os.path.join(directory, f'{name}.csr'), os.path.join(directory, f'{name}.ext')
+    names = ','.join([f'DNS:{n}' for n in dns] + [f'IP:{a}' for a in ips])
+    write_atomic(ext, f'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n'
+                      f'extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={names}\n'
+                      'subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n', 0o600)
+    try:
+        run(['openssl', 'req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+             '-keyout', key, '-out', csr, '-subj', f'/CN={common_name}'])
+        os.chmod(key, 0o600)
+        run(['openssl', 'x509', '-req', '-in', csr, '-CA', os.path.join(directory, f'{ca}.pem'),
+             '-CAkey', os.path.join(directory, f'{ca}.key'), '-set_serial', str(int.from_bytes(os.urandom(8), 'big')),
+             '-days', str(days), '-extfile', ext, '-out', cert])
+    finally:
+        for path in (csr, ext):
+            if os.path.exists(path):
+                os.unlink(path)
 
 
 def spawn(argv: list[str], logfile: str) -> subprocess.Popen:

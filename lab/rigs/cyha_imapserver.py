@@ -1,7 +1,9 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A standalone Cyrus instance (`cyhaimap`) on lab host be2, bound to 198.51.100.246, with an
-administrator and alice: the real server the IMAP modules' tests talk to from another lab host."""
+administrator and alice: the real server the IMAP modules' tests talk to from another lab host.
+It speaks IMAP on 143 (STARTTLS, and plaintext LOGIN for the tests of the plain path) and IMAPS on
+993, with a certificate for its name and address signed by the lab's CA (cyha_tls.lab_ca_path())."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import signal
 import socket
 import subprocess
 
+import cyha_tls
 import labutil
 
 HOST, NETNS, ADDRESS, NAME = 'be2', 'cyha-be2', '198.51.100.246', 'cyhaimap'
@@ -42,6 +45,8 @@ master_bind_errors_fatal: yes
 admins: cyrus
 altnamespace: no
 unixhierarchysep: no
+tls_server_cert: {ETC}/tls.pem
+tls_server_key: {ETC}/tls.pem
 '''
 
 CYRUS = f'''START {{
@@ -49,6 +54,7 @@ CYRUS = f'''START {{
 }}
 SERVICES {{
   imap cmd="imapd -C {ETC}/imapd.conf" listen="{ADDRESS}:143" prefork=0 maxchild=10
+  imaps cmd="imapd -s -C {ETC}/imapd.conf" listen="{ADDRESS}:993" prefork=0 maxchild=10
   lmtp cmd="lmtpd -a -C {ETC}/imapd.conf" listen="{ADDRESS}:24" prefork=0 maxchild=5
 }}
 EVENTS {{
@@ -90,7 +96,8 @@ def _start() -> int:
     for path in (ETC, CONFIGDIR, SPOOL):
         shutil.rmtree(path, ignore_errors=True)
     os.makedirs(ETC)
-    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS)):
+    cert, key = cyha_tls.lab_authority().issue([SERVERNAME, ADDRESS])
+    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS), ('tls.pem', key + cert)):
         with open(os.path.join(ETC, name), 'w', encoding='utf-8') as handle:
             handle.write(text)
         os.chmod(os.path.join(ETC, name), 0o640)

@@ -159,7 +159,7 @@ def manage(p: dict, check_mode: bool = False, session=Admin) -> dict:
     name = validate(p)
     quota = p.get('quota')
     admin = session(p['host'], p['port'], p['user'], p['password'], p.get('ssl', False), p.get('starttls', False),
-                    p.get('timeout', 10.0))
+                    p.get('timeout', 10.0), p.get('validate_certs', True), p.get('ca_path'))
     result = {'name': p['name'], 'changed': False, 'actions': []}
     if name != p['name']:
         result['imap_name'] = name

@@ -18,13 +18,15 @@ import os
 import re
 import smtplib
 import socket
+import ssl as tls
 import time
 import unicodedata
 
 DEFAULT_DOMAIN = 'canary.invalid'
 # The connection options of every module that talks IMAP (documented by the cyrus.ha.imap_connection fragment).
 CONNECTION_ARGS = dict(port=dict(type='int', default=143), ssl=dict(type='bool', default=False),
-                       starttls=dict(type='bool', default=False), timeout=dict(type='float', default=10))
+                       starttls=dict(type='bool', default=False), timeout=dict(type='float', default=10),
+                       validate_certs=dict(type='bool', default=True), ca_path=dict(type='path'))
 
 
 DEFAULT_SENDER = 'drill@canary.invalid'
@@ -68,10 +70,27 @@ def check_text(name: str, value, allow_empty: bool = False) -> str:
     return value
 
 
+def tls_context(validate_certs: bool = True, ca_path: str | None = None) -> tls.SSLContext:
+    """The client side of TLS: the server's certificate must chain to ca_path (the system's trust store
+    without it) and name the host connected to, unless validate_certs is false."""
+    if not validate_certs:
+        context = tls.SSLContext(tls.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = tls.CERT_NONE
+        return context
+    try:
+        return tls.create_default_context(cafile=ca_path) if ca_path else tls.create_default_context()
+    except (OSError, tls.SSLError) as exc:
+        raise CheckError(f'ca_path {ca_path} cannot be used as a CA file: {getattr(exc, "strerror", None) or exc}') from exc
+
+
 def check_session(p: dict) -> None:
     """The connection options every IMAP module shares, checked before anything is sent."""
     check_text('host', p.get('host'))
     check_port('port', p.get('port', 143))
+    if p.get('ca_path') is not None:
+        check_text('ca_path', p['ca_path'])
+        tls_context(True, p['ca_path'])   # a missing or non-PEM CA file fails here, before the first packet
     check_number('timeout', p.get('timeout', 10.0), 0, MAX_TIMEOUT, low_open=True)
     check_number('wait', p.get('wait', 0.0), 0, MAX_WAIT)
     for key in ('user', 'password'):
@@ -121,9 +140,10 @@ class Imap:
     """An IMAP session: connect (retrying until a deadline), LOGIN, and the few commands drills need."""
 
     def __init__(self, host: str, port: int, user: str, password: str, ssl: bool = False, starttls: bool = False,
-                 timeout: float = 10.0):
+                 timeout: float = 10.0, validate_certs: bool = True, ca_path: str | None = None):
         self.host, self.port, self.user, self.password = host, port, user, password
         self.ssl, self.starttls, self.timeout = ssl, starttls, timeout
+        self.validate_certs, self.ca_path = validate_certs, ca_path
         self.conn = None
         self.greeting = ''
         self.attempts = 0
@@ -146,6 +166,12 @@ class Imap:
                 messages = self.select(select) if select is not None else None
                 self.login_seconds = round(time.monotonic() - start, 3)
                 return messages
+            except tls.SSLCertVerificationError as exc:
+                # a certificate that is refused now is refused in a minute: no retry
+                self.close()
+                raise CheckError(f'IMAP login as {self.where()}: the server certificate of {self.host} was refused: '
+                                 f'{exc.verify_message or exc} (trusting {self.trust()})',
+                                 attempts=self.attempts) from exc
             except (OSError, imaplib.IMAP4.error, EOFError, CheckError) as exc:
                 self.last_error = str(exc) or type(exc).__name__
                 self.close()
@@ -155,14 +181,20 @@ class Imap:
                                      attempts=self.attempts) from exc
                 time.sleep(interval)
 
+    def trust(self) -> str:
+        if not self.validate_certs:
+            return 'any certificate: validate_certs is false'
+        return f'the CA in {self.ca_path}' if self.ca_path else "the system's trust store"
+
     def _login_once(self) -> None:
         if self.ssl:
-            self.conn = imaplib.IMAP4_SSL(self.host, self.port, timeout=self.timeout)
+            self.conn = imaplib.IMAP4_SSL(self.host, self.port, timeout=self.timeout, ssl_context=tls_context(
+                self.validate_certs, self.ca_path))
         else:
             self.conn = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
         self.greeting = self.conn.welcome.decode('utf-8', 'replace') if self.conn.welcome else ''
         if self.starttls:
-            self.conn.starttls()
+            self.conn.starttls(ssl_context=tls_context(self.validate_certs, self.ca_path))
         if self.user.isascii() and self.password.isascii():
             self.conn.login(self.user, self.password)
             return
@@ -295,7 +327,8 @@ def run_check(p: dict, check_mode: bool = False) -> dict:
         result['elapsed'] = round(time.monotonic() - started, 3)
         return result
 
-    imap = Imap(p['host'], p['port'], p['user'], p['password'], p['ssl'], p['starttls'], p['timeout'])
+    imap = Imap(p['host'], p['port'], p['user'], p['password'], p['ssl'], p['starttls'], p['timeout'],
+                p.get('validate_certs', True), p.get('ca_path'))
     try:
         # a frontend may accept the login while the backend it proxies to is still coming up: the
         # SELECT is part of what is waited for

@@ -12,6 +12,7 @@ import threading
 import pytest
 
 import cyha_imapserver
+import cyha_tls
 import labutil
 
 pytestmark = pytest.mark.lab
@@ -164,3 +165,48 @@ def test_hostile_numbers_and_lines_are_refused_before_the_first_packet(imap_serv
         assert result['failed'] and message in result['msg'], (args, result.get('msg'))
         assert 'Traceback' not in result['_output'] and PASSWORDS['alice'] not in result['_output']
     assert count_in('INBOX') == before
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS: the server's certificate checked against the site CA (validate_certs, ca_path)
+# ---------------------------------------------------------------------------------------------
+
+def test_imaps_and_starttls_log_in_with_the_certificate_checked_against_the_site_ca(imap_server, tmp_path):
+    ca = cyha_tls.lab_ca_path()   # /var/lib is shared by the lab's hosts: fe1 reads the same file
+    over_imaps = check(tmp_path, port=993, ssl=True, ca_path=ca, **ALICE)
+    assert not over_imaps['failed'], over_imaps['msg'] if 'msg' in over_imaps else over_imaps
+    assert over_imaps['greeting'].startswith('* OK') and over_imaps['attempts'] == 1
+    over_starttls = check(tmp_path, starttls=True, ca_path=ca, **ALICE)
+    assert not over_starttls['failed'] and over_starttls['attempts'] == 1
+    assert PASSWORDS['alice'] not in over_imaps['_output'] + over_starttls['_output']
+
+
+def test_a_certificate_from_another_ca_is_refused_at_once_naming_the_host_and_the_cause(imap_server, tmp_path):
+    other = tmp_path / 'other-ca.pem'
+    other.write_text(cyha_tls.Authority('not the site CA').pem)
+    for extra in (dict(port=993, ssl=True), dict(starttls=True)):
+        refused = check(tmp_path, ca_path=str(other), wait=30, **extra, **ALICE)
+        assert refused['failed'], refused
+        assert (f'the server certificate of {ADDRESS} was refused: unable to get local issuer certificate '
+                f'(trusting the CA in {other})') in refused['msg']
+        assert refused['attempts'] == 1    # not retried for `wait` seconds: it would be refused again
+        assert PASSWORDS['alice'] not in refused['_output']
+    # the system trust store does not know the lab CA either
+    untrusted = check(tmp_path, port=993, ssl=True, **ALICE)
+    assert untrusted['failed'] and "(trusting the system's trust store)" in untrusted['msg']
+    # a name the certificate does not hold: the service address is in it, the host's own address is not
+    wrong_name = check(tmp_path, port=993, ssl=True, ca_path=cyha_tls.lab_ca_path(),
+                       **dict(ALICE, host='be2.cyha.test'))
+    assert wrong_name['failed'] and "Hostname mismatch, certificate is not valid for 'be2.cyha.test'" in wrong_name['msg']
+    unchecked = check(tmp_path, port=993, ssl=True, validate_certs=False, ca_path=str(other), **ALICE)
+    assert not unchecked['failed'] and unchecked['greeting'].startswith('* OK')
+
+
+@pytest.mark.parametrize('ca_path, message', [
+    ('/nonexistent/ca.pem', 'ca_path /nonexistent/ca.pem cannot be used as a CA file: No such file or directory'),
+    ('/etc/hostname', 'ca_path /etc/hostname cannot be used as a CA file'),
+])
+def test_a_ca_path_that_is_no_ca_file_fails_before_the_first_packet(imap_server, tmp_path, ca_path, message):
+    result = check(tmp_path, port=993, ssl=True, ca_path=ca_path, **ALICE)
+    assert result['failed'] and message in result['msg'], result.get('msg')
+    assert 'Traceback' not in result['_output']
