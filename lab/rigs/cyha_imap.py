@@ -1,7 +1,8 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A real IMAP and LMTP client for the Murder tests (imaplib, smtplib.LMTP), and the cleanup of
-the lab Murder's instances (daemons found by their -C argument, files, service addresses)."""
+"""A real IMAP and LMTP client for the Murder tests (imaplib over IMAPS with the lab's CA, smtplib.LMTP),
+and the cleanup of the lab Murder's instances (daemons found by their -C argument, files, service
+addresses)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,24 @@ import os
 import shutil
 import signal
 import smtplib
+import ssl
 import subprocess
 import time
 import uuid
 
 TIMEOUT = 15
+LAB_CA = os.path.join(os.environ.get('CYHA_LAB_DIR', '/var/lib/cyha-lab'), 'tls', 'ca.pem')
+
+
+def lab_tls() -> ssl.SSLContext:
+    """What a mail client of the site trusts: the lab's CA, certificates checked with host names."""
+    return ssl.create_default_context(cafile=LAB_CA)
 
 
 @contextlib.contextmanager
 def imap(address: str, user: str, password: str):
-    conn = imaplib.IMAP4(address, 143, timeout=TIMEOUT)
+    """A logged-in IMAPS session (the Murder serves TLS only) checked against the lab's CA."""
+    conn = imaplib.IMAP4_SSL(address, 993, timeout=TIMEOUT, ssl_context=lab_tls())
     try:
         status, detail = conn.login(user, password)
         assert status == 'OK', f'LOGIN {user} at {address}: {status} {detail}'

@@ -3,7 +3,8 @@
 """A standalone Cyrus instance (`cyhaimap`) on lab host be2, bound to 198.51.100.246, with an
 administrator and alice: the real server the IMAP modules' tests talk to from another lab host.
 It speaks IMAP on 143 (STARTTLS, and plaintext LOGIN for the tests of the plain path) and IMAPS on
-993, with a certificate for its name and address signed by the lab's CA (cyha_tls.lab_ca_path())."""
+993, with a certificate for its name and address signed by the lab's CA (cyha_tls.lab_ca_path()),
+and IMAPS on 994 with one of the same CA for another name."""
 
 from __future__ import annotations
 
@@ -25,6 +26,9 @@ SERVERNAME = 'cyhaimap.cyha.test'
 ETC, CONFIGDIR, SPOOL, RUN = f'/etc/cyrus-ha/{NAME}', f'/var/lib/cyrus-ha/{NAME}', f'/var/spool/cyrus-ha/{NAME}', \
     f'/run/cyrus-ha/{NAME}'
 BIN = '/usr/lib/cyrus/bin'
+# IMAPS with a certificate of the lab's CA for another name (the service-specific tls_server_cert of
+# the service "wrongname"): what a client checking host names must refuse.
+WRONG_NAME_PORT = 994
 PASSWORDS = {'cyrus': 'cyha-admin-secret', 'alice': 'cyha-alice-secret'}
 
 IMAPD = f'''configdirectory: {CONFIGDIR}
@@ -47,6 +51,8 @@ altnamespace: no
 unixhierarchysep: no
 tls_server_cert: {ETC}/tls.pem
 tls_server_key: {ETC}/tls.pem
+wrongname_tls_server_cert: {ETC}/wrongname.pem
+wrongname_tls_server_key: {ETC}/wrongname.pem
 '''
 
 CYRUS = f'''START {{
@@ -55,6 +61,7 @@ CYRUS = f'''START {{
 SERVICES {{
   imap cmd="imapd -C {ETC}/imapd.conf" listen="{ADDRESS}:143" prefork=0 maxchild=10
   imaps cmd="imapd -s -C {ETC}/imapd.conf" listen="{ADDRESS}:993" prefork=0 maxchild=10
+  wrongname cmd="imapd -s -C {ETC}/imapd.conf" listen="{ADDRESS}:{WRONG_NAME_PORT}" prefork=0 maxchild=5
   lmtp cmd="lmtpd -a -C {ETC}/imapd.conf" listen="{ADDRESS}:24" prefork=0 maxchild=5
 }}
 EVENTS {{
@@ -96,8 +103,11 @@ def _start() -> int:
     for path in (ETC, CONFIGDIR, SPOOL):
         shutil.rmtree(path, ignore_errors=True)
     os.makedirs(ETC)
-    cert, key = cyha_tls.lab_authority().issue([SERVERNAME, ADDRESS])
-    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS), ('tls.pem', key + cert)):
+    authority = cyha_tls.lab_authority()
+    cert, key = authority.issue([SERVERNAME, ADDRESS])
+    wrong_cert, wrong_key = authority.issue(['somewhere-else.cyha.test'])
+    for name, text in (('imapd.conf', IMAPD), ('cyrus.conf', CYRUS), ('tls.pem', key + cert),
+                       ('wrongname.pem', wrong_key + wrong_cert)):
         with open(os.path.join(ETC, name), 'w', encoding='utf-8') as handle:
             handle.write(text)
         os.chmod(os.path.join(ETC, name), 0o640)

@@ -60,13 +60,30 @@ def ansible(pattern: str, module: str, args: str = '', *extra: str, check: bool 
     return run(argv + list(extra), check=check)
 
 
+# Module options that hold secrets: module_result passes them as a user would, in a variables file
+# the task's arguments refer to, so that the command line (which Ansible shows when an ad hoc task
+# fails) never holds them.
+SECRET_OPTIONS = ('password', 'private_key', 'channel_key')
+
+
 def module_result(host: str, module: str, args: dict, tree_dir, check_mode: bool = False,
                   diff: bool = False) -> dict:
     """Run one module on one lab host over SSH (ad hoc); its result as the module returned it, plus
     failed (from the exit code) and _output (what Ansible printed)."""
     tree = os.path.join(str(tree_dir), f'tree-{len(os.listdir(tree_dir))}')
+    args = dict(args)
+    secrets = {f'cyha_secret_{key}': args[key] for key in SECRET_OPTIONS if isinstance(args.get(key), str)}
+    extra = []
+    if secrets:
+        secrets_file = os.path.join(str(tree_dir), f'secrets-{len(os.listdir(tree_dir))}.json')
+        fd = os.open(secrets_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, 'w', encoding='utf-8') as handle:
+            json.dump(secrets, handle)
+        extra = ['-e', '@' + secrets_file]
+        for name in secrets:
+            args[name[len('cyha_secret_'):]] = '{{ %s }}' % name
     argv = [os.path.join(BIN, 'ansible'), '-i', inventory(), host, '-m', module, '-a', json.dumps(args),
-            '--tree', tree] + (['--check'] if check_mode else []) + (['--diff'] if diff else [])
+            '--tree', tree] + extra + (['--check'] if check_mode else []) + (['--diff'] if diff else [])
     proc = run(argv)
     with open(os.path.join(tree, host), encoding='utf-8') as handle:
         result = json.load(handle)

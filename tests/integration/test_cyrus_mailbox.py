@@ -18,6 +18,7 @@ import threading
 import pytest
 
 import cyha_imapserver
+import cyha_tls
 import labutil
 
 pytestmark = pytest.mark.lab
@@ -249,3 +250,19 @@ def test_delete_grants_nothing_when_the_admin_may_already_delete(imap_server, tm
     conn.logout()
     killed_run('SETACL', killed=False, name='user.hank', state='absent')  # a grant would be killed: none is sent
     assert state('user.hank') == (False, None)
+
+
+def test_over_tls_the_certificate_is_checked_before_anything_is_sent(imap_server, tmp_path):
+    tls = dict(port=993, ssl=True, ca_path=cyha_tls.lab_ca_path())
+    created = mailbox(tmp_path, name='user.tlsbox', quota=2048, **tls)
+    assert not created['failed'] and created['changed'] is True, created['_output']
+    assert state('user.tlsbox') == (True, 2048)
+    assert mailbox(tmp_path, name='user.tlsbox', quota=2048, **tls)['changed'] is False
+    other = tmp_path / 'other-ca.pem'
+    other.write_text(cyha_tls.Authority('not the site CA').pem)
+    refused = mailbox(tmp_path, name='user.tlsbox', state='absent', wait=20, **dict(tls, ca_path=str(other)))
+    assert refused['failed'] and (f'the server certificate of {ADDRESS} was refused: unable to get local issuer '
+                                  f'certificate (trusting the CA in {other})') in refused['msg'], refused['msg']
+    assert state('user.tlsbox') == (True, 2048)       # nothing was sent: the mailbox is still there
+    assert PASSWORDS['cyrus'] not in refused['_output']
+    assert mailbox(tmp_path, name='user.tlsbox', state='absent', **tls)['changed'] is True
