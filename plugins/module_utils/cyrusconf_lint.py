@@ -274,9 +274,12 @@ def _describe(kind: str, key) -> str:
 # Cyrus's own check
 # ---------------------------------------------------------------------------------------------
 
-# Options Cyrus reads although cyr_info conf-lint does not know them: the per-server proxy passwords
-# "<first label of a servername>_password" (imap/backend.c), which the murder role writes on frontends.
-READ_BUT_UNKNOWN_TO_CONF_LINT = (re.compile(r'[a-z0-9][a-z0-9-]*_password'),)
+# Options Cyrus reads although cyr_info conf-lint does not know them: the per-server proxy passwords and
+# SASL mechanisms "<first label of a servername>_password" and "_mechs" (imap/backend.c), which the murder
+# role writes on frontends and backends, and SASL options for one service, "<service>_sasl_<option>"
+# (imap/global.c mysasl_config looks sasl_<option> up with the service's name first).
+READ_BUT_UNKNOWN_TO_CONF_LINT = (re.compile(r'[a-z0-9][a-z0-9-]*_(password|mechs)'),
+                                 re.compile(r'[a-z0-9]+_sasl_[a-z0-9_]+'))
 
 
 def cyr_info_lint(cyr_info: str, path: str, text: str, cyrus_conf: str = None, display: str = None, run=None) -> list:

@@ -5,9 +5,17 @@ each instance on its own service address, proved with a real IMAP and LMTP clien
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import glob
+import grp
 import hashlib
+import imaplib
 import json
 import os
+import socket
+import ssl
+import stat
 import subprocess
 import time
 import uuid
@@ -15,6 +23,8 @@ import uuid
 import pytest
 
 import cyha_imap
+import cyha_secrets
+import cyha_tls
 import labutil
 
 pytestmark = pytest.mark.lab
@@ -79,7 +89,7 @@ def murder(lab):
     hosts = {h['name']: h for h in lab if h['name'] in INSTANCES}
     for host in hosts.values():
         cyha_imap.remove_instance(host)
-    started = time.monotonic()
+    started, since = time.monotonic(), time.time()
     first = site()
     first_seconds = time.monotonic() - started
     try:
@@ -90,7 +100,7 @@ def murder(lab):
                 status, data = conn.getquotaroot(f'user.{user}')
                 assert status == 'OK' and b'STORAGE 0 1048576' in b' '.join(
                     part for part in data[1] if isinstance(part, bytes)), data
-        yield {'hosts': hosts, 'first': first, 'first_seconds': first_seconds}
+        yield {'hosts': hosts, 'first': first, 'first_seconds': first_seconds, 'since': since}
     finally:
         for host in hosts.values():
             cyha_imap.remove_instance(host)
@@ -135,7 +145,7 @@ def test_each_instance_listens_only_on_its_service_address(murder):
         assert cyrus, f'{name}: nothing listens'
         assert all(local.rsplit(':', 1)[0] == host['service_addr4'] for local, dummy in cyrus), (name, cyrus)
     ports = {local.rsplit(':', 1)[1] for local, dummy in listeners('cyha-fe1') if local.startswith('198.51.100.111')}
-    assert ports == {'143', '24', '3905'}
+    assert ports == {'143', '993', '24', '3905'}
 
 
 def test_second_run_changes_nothing(murder):
@@ -301,12 +311,18 @@ def test_bad_role_variables_fail_before_anything_changes(murder, variables, mess
 def test_an_instance_without_its_address_is_not_started(murder, tmp_path):
     """The instance role refuses to start master before the service address is up."""
     playbook = tmp_path / 'noaddr.yml'
+    cert, key = cyha_tls.lab_authority().issue(['noaddr-svc.cyha.test', '198.51.100.199'])
+    (tmp_path / 'noaddr.pem').write_text(cert)
+    (tmp_path / 'noaddr.key').write_text(key)
     playbook.write_text(
         '- hosts: spare\n  gather_facts: true\n  gather_subset: [min]\n  roles:\n'
         '    - role: cyrus.ha.cyrus_instance\n'
         '      cyrus_instance_name: cyha-noaddr\n'
         '      cyrus_instance_address: 198.51.100.199\n'
-        '      cyrus_instance_servername: noaddr-svc.cyha.test\n', encoding='utf-8')
+        '      cyrus_instance_servername: noaddr-svc.cyha.test\n'
+        f'      cyrus_instance_tls_certificate_src: {tmp_path}/noaddr.pem\n'
+        f'      cyrus_instance_tls_key_src: {tmp_path}/noaddr.key\n'
+        f'      cyrus_instance_tls_ca_src: {cyha_tls.lab_ca_path()}\n', encoding='utf-8')
     try:
         proc = labutil.playbook(str(playbook), check=False)
         assert proc.returncode != 0
@@ -315,6 +331,177 @@ def test_an_instance_without_its_address_is_not_started(murder, tmp_path):
         assert cyha_imap.master_pid('cyha-noaddr', 'cyha-spare') is None
     finally:
         cyha_imap.remove_instance({'name': 'cyha-noaddr', 'netns': 'cyha-spare', 'service_addr4': '198.51.100.199'})
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS: what users and the instances themselves see
+# ---------------------------------------------------------------------------------------------
+
+def other_ca_context() -> ssl.SSLContext:
+    other = cyha_tls.Authority('not the site CA')
+    context = ssl.create_default_context()
+    context.load_verify_locations(cadata=other.pem)
+    return context
+
+
+@pytest.mark.parametrize('frontend', ['fe1', 'fe2'])
+def test_users_log_in_over_imaps_and_starttls_and_never_in_plaintext(murder, frontend):
+    address = addr(murder, frontend)
+    for user in ('alice', 'bob'):     # the frontend's mupdate slave has the users' mailboxes
+        assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(address, user, USERS[user]), SYNC_TIMEOUT,
+                            interval=0.5), (frontend, user)
+    with cyha_imap.imap(address, 'alice', USERS['alice']) as conn:          # IMAPS, the lab CA, host name checked
+        assert conn.select('INBOX', readonly=True)[0] == 'OK'               # proxied to be1
+    plain = imaplib.IMAP4(address, 143, timeout=15)
+    try:
+        assert 'STARTTLS' in plain.capabilities and 'LOGINDISABLED' in plain.capabilities
+        with pytest.raises(imaplib.IMAP4.error, match='Login only available under a layer'):
+            plain.login('bob', USERS['bob'])
+        plain.starttls(ssl_context=cyha_imap.lab_tls())
+        assert plain.login('bob', USERS['bob'])[0] == 'OK'
+        assert plain.select('INBOX', readonly=True)[0] == 'OK'              # proxied to be2
+    finally:
+        with contextlib.suppress(Exception):
+            plain.logout()
+    # a client that trusts another CA stops at the handshake, before any password is sent
+    with pytest.raises(ssl.SSLCertVerificationError, match='unable to get local issuer certificate'):
+        imaplib.IMAP4_SSL(address, 993, timeout=15, ssl_context=other_ca_context())
+    starttls = imaplib.IMAP4(address, 143, timeout=15)
+    try:
+        with pytest.raises(ssl.SSLCertVerificationError, match='unable to get local issuer certificate'):
+            starttls.starttls(ssl_context=other_ca_context())
+    finally:
+        with contextlib.suppress(Exception):
+            starttls.shutdown()
+
+
+def cyrus_lines(host: str, since: float) -> list[str]:
+    """The lab syslog lines of host's Cyrus processes written after `since` (time.time())."""
+    stamp = datetime.datetime.fromtimestamp(since, datetime.timezone.utc).isoformat()
+    with open(os.path.join(labutil.LAB_DIR, 'log', f'{host}.log'), encoding='utf-8', errors='replace') as handle:
+        return [line for line in handle if ' cyrus-' in line and line[:32] >= stamp[:26]]
+
+
+def mupdate_banner(address: str) -> str:
+    with socket.create_connection((address, 3905), timeout=15) as conn:
+        data = b''
+        while b'* OK' not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    return data.decode('ascii', 'replace')
+
+
+def test_instances_speak_tls_to_each_other_and_scram_to_mupdate(murder):
+    """Frontend to backend (IMAP and LMTP proxy): STARTTLS, then PLAIN inside TLS, the peer's certificate
+    checked against the site CA. To the mupdate master (which Cyrus 3.6.1 cannot run with TLS): SCRAM, so
+    no password crosses in the clear; the mupdate services offer nothing else."""
+    since = time.time() - 1
+    for frontend, user in (('fe1', 'alice'), ('fe2', 'bob')):
+        assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(addr(murder, frontend), user, USERS[user]),
+                            SYNC_TIMEOUT, interval=0.5), (frontend, user)
+        with cyha_imap.imap(addr(murder, frontend), user, USERS[user]) as conn:
+            assert conn.select('INBOX', readonly=True)[0] == 'OK'
+        cyha_imap.lmtp_deliver(addr(murder, frontend), user)
+    # a backend's mupdate client: a mailbox created on be2 is pushed to the master
+    with cyha_imap.imap(addr(murder, 'be2'), *ADMIN) as conn:
+        name = f'user.bob.tls{uuid.uuid4().hex[:6]}'
+        assert conn.create(name)[0] == 'OK'
+        assert conn.setacl(name, ADMIN[0], 'lrswipkxtecda')[0] == 'OK' and conn.delete(name)[0] == 'OK'
+
+    def seen() -> bool:
+        be1, be2, master = cyrus_lines('be1', since), cyrus_lines('be2', since), cyrus_lines('mupdate', since)
+        return (any('/imap[' in l and 'login: fe1-svc.cyha.test' in l and 'alice PLAIN+TLS' in l for l in be1)
+                and any('/lmtp[' in l and 'login: fe1-svc.cyha.test' in l and 'proxy PLAIN+TLS' in l for l in be1)
+                and any('/imap[' in l and 'login: fe2-svc.cyha.test' in l and 'bob PLAIN+TLS' in l for l in be2)
+                and any('/lmtp[' in l and 'login: fe2-svc.cyha.test' in l and 'proxy PLAIN+TLS' in l for l in be2)
+                and any('login: be2-svc.cyha.test' in l and 'mupdate SCRAM-SHA-256 User logged in' in l
+                        for l in master))
+    assert labutil.poll(seen, 20, interval=0.5), {h: cyrus_lines(h, since)[-8:] for h in ('be1', 'be2', 'mupdate')}
+    # since the deployment: every login inside TLS, but for mupdate's SCRAM; no certificate failed its check
+    everything = [line for host in INSTANCES for line in cyrus_lines(host, murder['since'])]
+    outside = [l for l in everything if 'User logged in' in l and '+TLS' not in l
+               and ' mupdate SCRAM-SHA-256 User logged in' not in l]
+    assert outside == [], outside[:5]
+    assert [l for l in everything if 'verify error' in l] == []
+    master = cyrus_lines('mupdate', murder['since'])
+    for instance in ('be1', 'be2', 'fe1', 'fe2'):
+        assert any(f'login: {instance}-svc.cyha.test' in l and 'mupdate SCRAM-SHA-256' in l for l in master), instance
+    for instance in ('mupdate', 'fe1'):
+        banner = mupdate_banner(addr(murder, instance))
+        assert '* AUTH "SCRAM-SHA-256"' in banner or '* AUTH SCRAM-SHA-256' in banner, banner
+        assert 'PLAIN' not in banner and 'STARTTLS' not in banner, banner
+
+
+def test_tls_keys_are_readable_by_root_and_the_cyrus_group_only(murder):
+    mail = grp.getgrnam('mail').gr_gid
+    for instance in INSTANCES:
+        directory = f'/etc/cyrus-ha/{instance}'
+        st = os.stat(f'{directory}/tls.pem')
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 0, mail), instance
+        assert stat.S_IMODE(os.stat(f'{directory}/ca.pem').st_mode) == 0o644
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o750
+        with open(f'{directory}/imapd.conf', encoding='utf-8') as handle:
+            conf = handle.read().splitlines()
+        for line in (f'tls_server_cert: {directory}/tls.pem', f'tls_server_key: {directory}/tls.pem',
+                     f'tls_server_ca_file: {directory}/ca.pem', 'allowplaintext: no', 'force_sasl_client_mech: PLAIN',
+                     'tls_versions: tls1_2 tls1_3'):
+            assert line in conf, (instance, line)
+    for path in glob.glob('/etc/cyrus-ha/**', recursive=True) + glob.glob('/var/lib/cyrus-ha/*/sasldb2'):
+        if os.path.isfile(path) and not path.endswith('ca.pem'):
+            assert not os.stat(path).st_mode & 0o007, f'{path} is readable by every user'
+
+
+def served_fingerprint(address: str) -> str:
+    pem = ssl.get_server_certificate((address, 993), timeout=15)
+    return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).hexdigest()
+
+
+def tls_override(cert: str, key: str) -> str:
+    return json.dumps({'murder_tls_certificate': cert, 'murder_tls_certificate_src': '',
+                       'murder_tls_key': key, 'murder_tls_key_src': ''})
+
+
+def test_a_bad_certificate_is_refused_and_the_instance_keeps_serving_its_own_then_a_renewal_is_served(murder):
+    site_ca = cyha_tls.lab_authority()
+    names = ['fe1-svc.cyha.test', 'fe1-svc', addr(murder, 'fe1')]
+    own, pid = served_fingerprint(addr(murder, 'fe1')), cyha_imap.master_pid('fe1')
+    with open('/etc/cyrus-ha/fe1/tls.pem', 'rb') as handle:
+        own_file = handle.read()
+    expired = site_ca.issue(names, not_before=cyha_tls.days(-90), not_after=cyha_tls.days(-1))
+    cases = [
+        (expired, 'certificate commonName=fe1-svc.cyha.test expired on'),
+        (cyha_tls.Authority('not the site CA').issue(names),
+         'a client expecting fe1-svc.cyha.test would refuse it: unable to get local issuer certificate'),
+        ((site_ca.issue(names)[0], cyha_tls.new_key()), 'private_key does not belong to the certificate'),
+        (site_ca.issue(names[:2]), 'does not cover 198.51.100.111 (its subjectAltNames: DNS:fe1-svc.cyha.test, '
+                                   'DNS:fe1-svc)'),
+    ]
+    for (cert, key), message in cases:
+        proc = site('-l', 'fe1', '-e', tls_override(cert, key), check=False)
+        assert proc.returncode != 0 and message in proc.stdout, (message, proc.stdout[-3000:])
+        assert key.split('\n')[1] not in proc.stdout + proc.stderr
+        with open('/etc/cyrus-ha/fe1/tls.pem', 'rb') as handle:
+            assert handle.read() == own_file, message
+        assert cyha_imap.master_pid('fe1') == pid and served_fingerprint(addr(murder, 'fe1')) == own, message
+    renewed_cert, renewed_key = site_ca.issue(names)
+    renewed = site('-l', 'fe1', '-e', tls_override(renewed_cert, renewed_key))
+    assert ('Install the TLS key and certificate, and the site CA (checked first; a bad one changes nothing)',
+            'fe1') in changed_tasks(renewed.stdout)
+    new = hashlib.sha256(ssl.PEM_cert_to_DER_cert(renewed_cert)).hexdigest()
+    assert labutil.poll(lambda: served_fingerprint(addr(murder, 'fe1')) == new, 30, interval=0.5)
+    with cyha_imap.imap(addr(murder, 'fe1'), 'alice', USERS['alice']) as conn:
+        assert conn.select('INBOX', readonly=True)[0] == 'OK'
+    site('-l', 'fe1')                                  # the lab's own certificate again
+    assert labutil.poll(lambda: served_fingerprint(addr(murder, 'fe1')) == own, 30, interval=0.5)
+
+
+def test_no_secret_of_the_lab_in_verbose_output_or_syslog(murder):
+    secrets = cyha_secrets.lab_secrets()
+    proc = site('-vvv')
+    assert cyha_secrets.leaks(proc.stdout + proc.stderr, secrets) == []
+    assert cyha_secrets.syslog_leaks(secrets) == {}
 
 
 def test_a_backend_with_its_own_proxy_password(murder):

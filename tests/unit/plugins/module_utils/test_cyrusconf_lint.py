@@ -141,7 +141,9 @@ def test_service_names_compare_as_ports_even_without_etc_services_entries():
 IMAPD_WITH_TYPO = ('configdirectory: /var/lib/cyrus-ha/be1\n'   # 1
                    'mupdate_sever: m:3905\n'                     # 2 a typo
                    'be1_password: sekrit-1\n'                    # 3 read by Cyrus, unknown to conf-lint
-                   'lmtp_admins: bar\n')                         # 4 a service not in cyrus.conf
+                   'lmtp_admins: bar\n'                          # 4 a service not in cyrus.conf
+                   'mupdate-svc_mechs: SCRAM-SHA-256\n'          # 5 read by Cyrus (backend.c)
+                   'mupdate_sasl_mech_list: SCRAM-SHA-256\n')    # 6 read by Cyrus (mysasl_config)
 
 
 def test_cyr_info_unknown_options_are_errors_on_their_line_without_their_values():
@@ -149,7 +151,8 @@ def test_cyr_info_unknown_options_are_errors_on_their_line_without_their_values(
 
     def run(argv):
         calls.append(argv)
-        return 0, 'mupdate_sever: m:3905\nbe1_password: sekrit-1\nlmtp_admins: bar\n', ''
+        return 0, ('mupdate_sever: m:3905\nbe1_password: sekrit-1\nlmtp_admins: bar\nmupdate-svc_mechs: SCRAM-SHA-256\n'
+                   'mupdate_sasl_mech_list: SCRAM-SHA-256\n'), ''
     problems = cyr_info_lint('/usr/lib/cyrus/bin/cyr_info', '/tmp/x.conf', IMAPD_WITH_TYPO, '/etc/cyrus-ha/be1/cyrus.conf',
                              'imapd.conf', run)
     assert calls == [['/usr/lib/cyrus/bin/cyr_info', '-C', '/tmp/x.conf', '-M', '/etc/cyrus-ha/be1/cyrus.conf',
