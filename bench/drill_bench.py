@@ -9,7 +9,12 @@ on be1. Each drill fails be1 over to the spare and back, so drills can follow ea
 Nothing here is a test: it prints the medians of what it measured.
 
 Usage (root, repository root): .venv/bin/python bench/drill_bench.py [--rounds 5]
-    [--kinds planned,instance-killed,link-down] [--json FILE]
+    [--kinds planned,instance-killed,link-down] [--json FILE] [--baseline REV]
+
+With --baseline REV the same drills also run on the collection as it was at git revision REV (a
+worktree of it, deployed over the same lab), each round deploying and drilling one tree, then the
+other: both columns come from the same run on the same machine (e.g. the failover time before and
+after TLS: --baseline 6dd2c30).
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,20 +39,44 @@ VARS = ['-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
         '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/drill.yml']
 
 
-def drill(kind: str, index: int, report_dir: str) -> dict:
+def playbook(tree: str, path: str, *extra: str) -> subprocess.CompletedProcess:
+    """ansible-playbook of the collection checked out at tree (this checkout or a baseline worktree)."""
+    return subprocess.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', labutil.inventory(), path, *extra],
+                          capture_output=True, text=True, timeout=1800, cwd=tree, check=False,
+                          env=labutil.env(ANSIBLE_CONFIG=os.path.join(tree, 'ansible.cfg')))
+
+
+def deploy(tree: str) -> None:
+    proc = playbook(tree, 'playbooks/warm_spare.yml', *VARS)
+    if proc.returncode != 0:
+        raise SystemExit(f'deploying {tree} failed:\n{proc.stdout[-3000:]}')
+
+
+def drill(kind: str, index: int, report_dir: str, tree: str = REPO, label: str = 'current') -> dict:
     started = time.monotonic()
-    proc = labutil.playbook('playbooks/drill.yml', *VARS, '-e', 'warm_spare_instance=be1', '-e', 'drill_frontend=fe1',
-                            '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
-                            '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id=bench-{kind}-{index}',
-                            '-e', f'drill_failure={kind}', check=False)
+    name = f'bench-{label}-{kind}-{index}'
+    proc = playbook(tree, 'playbooks/drill.yml', *VARS, '-e', 'warm_spare_instance=be1', '-e', 'drill_frontend=fe1',
+                    '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
+                    '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id={name}', '-e', f'drill_failure={kind}')
     wall = time.monotonic() - started
-    path = os.path.join(report_dir, f'drill-be1-bench-{kind}-{index}.json')
+    path = os.path.join(report_dir, f'drill-be1-{name}.json')
     if not os.path.exists(path):
-        raise SystemExit(f'drill {kind} #{index} wrote no report:\n{proc.stdout[-3000:]}')
+        raise SystemExit(f'drill {kind} #{index} ({label}) wrote no report:\n{proc.stdout[-3000:]}')
     with open(path, encoding='utf-8') as handle:
         report = json.load(handle)
-    return {'kind': kind, 'passed': report['passed'], 'failover_s': report['failover_seconds'],
+    return {'tree': label, 'kind': kind, 'passed': report['passed'], 'failover_s': report['failover_seconds'],
             'queued_s': float(report['outage_delivery'].get('queued_seconds') or 0), 'playbook_s': round(wall, 2)}
+
+
+def baseline_tree(revision: str, directory: str) -> str:
+    """A worktree of revision with its own collection link (build/collections), as `make env` makes it."""
+    tree = os.path.join(directory, 'baseline')
+    subprocess.run(['git', '-C', REPO, 'worktree', 'add', '--detach', tree, revision], check=True,
+                   capture_output=True, text=True)
+    link = os.path.join(tree, 'build', 'collections', 'ansible_collections', 'cyrus', 'ha')
+    os.makedirs(os.path.dirname(link))
+    os.symlink('../../../..', link)
+    return tree
 
 
 def main() -> int:
@@ -53,26 +84,43 @@ def main() -> int:
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--kinds', default='planned,instance-killed,link-down')
     parser.add_argument('--json', help='write every drill\'s figures to this file')
+    parser.add_argument('--baseline', help='also drill the collection at this git revision, round by round')
     args = parser.parse_args()
     kinds = args.kinds.split(',')
     rows = []
     with tempfile.TemporaryDirectory(prefix='cyha-drill-bench-') as report_dir:
-        for index in range(args.rounds):
-            for kind in kinds:   # kinds alternate, so a noisy minute hits all of them
-                rows.append(drill(kind, index, report_dir))
-                print(json.dumps(rows[-1]), flush=True)
+        trees = [('current', REPO)]
+        if args.baseline:
+            trees.append((f'baseline {args.baseline}', baseline_tree(args.baseline, report_dir)))
+        try:
+            for index in range(args.rounds):
+                for label, tree in trees:
+                    if len(trees) > 1:
+                        deploy(tree)     # the Murder as this tree deploys it
+                    for kind in kinds:   # kinds alternate, so a noisy minute hits all of them
+                        rows.append(drill(kind, index, report_dir, tree, label.split()[0]))
+                        rows[-1]['tree'] = label
+                        print(json.dumps(rows[-1]), flush=True)
+        finally:
+            if args.baseline:
+                subprocess.run(['git', '-C', REPO, 'worktree', 'remove', '--force', trees[1][1]], check=False,
+                               capture_output=True)
+                shutil.rmtree(trees[1][1], ignore_errors=True)
+                deploy(REPO)             # leave the lab as this checkout deploys it
     if args.json:
         with open(args.json, 'w', encoding='utf-8') as handle:
             json.dump(rows, handle, indent=2)
     print()
-    print('| failure | drills | passed | failover median (s) | min | max | outage mail queued median (s) | playbook median (s) |')
-    print('|---|---|---|---|---|---|---|---|')
+    print('| tree | failure | drills | passed | failover median (s) | min | max | outage mail queued median (s) '
+          '| playbook median (s) |')
+    print('|---|---|---|---|---|---|---|---|---|')
     for kind in kinds:
-        mine = [r for r in rows if r['kind'] == kind]
-        times = [r['failover_s'] for r in mine]
-        print(f'| {kind} | {len(mine)} | {sum(r["passed"] for r in mine)} | {statistics.median(times):.2f} | '
-              f'{min(times):.2f} | {max(times):.2f} | {statistics.median(r["queued_s"] for r in mine):.2f} | '
-              f'{statistics.median(r["playbook_s"] for r in mine):.1f} |')
+        for label in dict.fromkeys(r['tree'] for r in rows):
+            mine = [r for r in rows if r['kind'] == kind and r['tree'] == label]
+            times = [r['failover_s'] for r in mine]
+            print(f'| {label} | {kind} | {len(mine)} | {sum(r["passed"] for r in mine)} | {statistics.median(times):.2f} | '
+                  f'{min(times):.2f} | {max(times):.2f} | {statistics.median(r["queued_s"] for r in mine):.2f} | '
+                  f'{statistics.median(r["playbook_s"] for r in mine):.1f} |')
     return 0 if all(r['passed'] for r in rows) else 1
 
 
