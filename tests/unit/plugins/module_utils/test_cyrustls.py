@@ -44,8 +44,8 @@ def params(tmp_path, cert, key, ca_pem, **extra):
 def test_install_writes_key_then_chain_and_the_ca_then_nothing_then_check_mode_predicts(tmp_path, ca, good):
     cert, key = good
     first = cyrustls.install(params(tmp_path, cert, key, ca.pem), check_mode=False)
-    assert first['changed'] and first['updated'] == {str(tmp_path / 'tls.pem'): ['created'],
-                                                      str(tmp_path / 'ca.pem'): ['created']}
+    assert first['changed']
+    assert first['updated'] == {str(tmp_path / 'tls.pem'): ['created'], str(tmp_path / 'ca.pem'): ['created']}
     text = (tmp_path / 'tls.pem').read_text()
     assert text.index('PRIVATE KEY') < text.index('BEGIN CERTIFICATE')
     assert stat.S_IMODE(os.stat(tmp_path / 'tls.pem').st_mode) == 0o640

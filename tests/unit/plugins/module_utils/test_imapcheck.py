@@ -159,3 +159,16 @@ def test_login_without_wait_reports_the_select_refusal(monkeypatch):
     with pytest.raises(imapcheck.CheckError) as caught:
         imap.connect(wait=0, select='INBOX')
     assert 'failed after 1 attempt(s)' in caught.value.msg and 'Server(s) unavailable' in caught.value.msg
+
+
+def test_the_tls_context_checks_chain_and_host_name_unless_told_not_to(tmp_path):
+    import ssl
+    checked = imapcheck.tls_context()
+    assert checked.verify_mode == ssl.CERT_REQUIRED and checked.check_hostname
+    unchecked = imapcheck.tls_context(validate_certs=False, ca_path='/nonexistent')
+    assert unchecked.verify_mode == ssl.CERT_NONE and not unchecked.check_hostname
+    with pytest.raises(imapcheck.CheckError, match='ca_path /nonexistent/ca.pem cannot be used as a CA file: No such file'):
+        imapcheck.tls_context(ca_path='/nonexistent/ca.pem')
+    (tmp_path / 'not-a-ca.pem').write_text('hello\n')
+    with pytest.raises(imapcheck.CheckError, match='cannot be used as a CA file'):
+        imapcheck.check_session({'host': 'h', 'ca_path': str(tmp_path / 'not-a-ca.pem')})
