@@ -17,6 +17,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 import cyha_imap
+import cyha_secrets
 import labutil
 from cyha_cluster import login_works
 
@@ -247,13 +248,25 @@ FAILOVER_PHASES = {
 }
 
 
+def drill_password_file(tmp_path) -> str:
+    """The drill user's password in a variables file (0600), as a site passes a vault: not on the command line."""
+    path = tmp_path / 'drill-secret.json'
+    path.write_text(json.dumps({'drill_password': ALICE[1]}), encoding='utf-8')
+    path.chmod(0o600)
+    return str(path)
+
+
 @pytest.mark.parametrize('run, failure', [('1', 'planned'), ('2', 'planned'), ('3', 'instance-killed'),
                                           ('4', 'link-down')])
 def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, failure):
     proc = play('drill.yml', '-e', '@lab/vars/drill.yml', '-e', 'warm_spare_instance=be1',
-                '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
+                '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', '@' + drill_password_file(tmp_path),
                 '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}', '-e', f'drill_failure={failure}',
-                check=False)
+                *(['-vvv'] if run == '1' else []), check=False)
+    if run == '1':    # the whole verbose output and the hosts' syslog hold no secret of the lab
+        secrets = cyha_secrets.lab_secrets()
+        assert cyha_secrets.leaks(proc.stdout + proc.stderr, secrets) == []
+        assert cyha_secrets.syslog_leaks(secrets) == {}
     base = tmp_path / f'drill-be1-{run}'
     assert os.path.exists(f'{base}.json'), proc.stdout[-4000:]
     with open(f'{base}.json', encoding='utf-8') as handle:

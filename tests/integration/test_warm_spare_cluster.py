@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+import cyha_secrets
 import labutil
 from cyha_cluster import (BE1_ADDR, CLUSTER_VARS, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary,
                           canary_count, cib_version, crm, group_started_on, has_address, inject, log_since, log_size,
@@ -24,6 +25,14 @@ from cyha_cluster import (BE1_ADDR, CLUSTER_VARS, FAILOVER_TIMEOUT, JOIN_TIMEOUT
 from test_warm_spare import pair  # noqa: F401 pylint: disable=unused-import
 
 pytestmark = pytest.mark.lab
+
+
+def authkey_text(node: str) -> str:
+    """The Corosync key the role made, as the node keeps it (the lab host's private /etc/corosync)."""
+    with open(os.path.join(labutil.LAB_DIR, 'hosts', node, 'private', 'etc_corosync', 'authkey'), encoding='ascii') as handle:
+        key = handle.read().strip()
+    assert len(key) >= 128
+    return key
 
 
 @pytest.fixture(scope='module')
@@ -43,8 +52,13 @@ def cluster(pair):  # noqa: F811 - the warm-spare pair fixture, imported
 def test_first_run_changes_second_run_changes_nothing_check_mode_predicts(cluster):
     first = labutil.recap(cluster['first'].stdout)
     assert first['be1']['changed'] > 0 and first['spare']['changed'] > 0, first
-    second = labutil.recap(play().stdout)
+    verbose = play('-vvv')
+    second = labutil.recap(verbose.stdout)
     assert second['be1']['changed'] == 0 and second['spare']['changed'] == 0, second
+    # the whole verbose output and the hosts' syslog hold no secret of the lab, nor the cluster's key
+    secrets = dict(cyha_secrets.lab_secrets(), authkey=authkey_text('be1'))
+    assert cyha_secrets.leaks(verbose.stdout + verbose.stderr, secrets) == []
+    assert cyha_secrets.syslog_leaks(secrets) == {}
     before = cib_version('be1')
     checked = play('--check', '--diff', '-e', 'cluster_stickiness=300')
     recap = labutil.recap(checked.stdout)
