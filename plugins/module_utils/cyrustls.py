@@ -54,30 +54,30 @@ def pem_blocks(text: str, what: str) -> list[tuple[str, str]]:
 def split_inputs(certificate: str, private_key: str, ca_certificate: str | None) -> tuple[str, str, str | None]:
     """Normalised PEM texts of the chain, the key and the CA; TlsError naming what is wrong with which."""
     certs = pem_blocks(certificate, 'certificate')
-    if any(label in KEY_KINDS or label.endswith('PRIVATE KEY') for label, _ in certs):
+    if any(label in KEY_KINDS or label.endswith('PRIVATE KEY') for label, dummy in certs):
         raise TlsError('certificate holds a private key: give the key in private_key only')
-    if any(label != 'CERTIFICATE' for label, _ in certs):
+    if any(label != 'CERTIFICATE' for label, dummy in certs):
         raise TlsError('certificate holds a PEM block that is not a CERTIFICATE: '
-                       + ', '.join(sorted({label for label, _ in certs if label != 'CERTIFICATE'})))
+                       + ', '.join(sorted({label for label, dummy in certs if label != 'CERTIFICATE'})))
     keys = pem_blocks(private_key, 'private_key')
     if len(keys) != 1 or not keys[0][0].endswith('PRIVATE KEY'):
         raise TlsError('private_key must hold exactly one PEM private key (PRIVATE KEY, EC PRIVATE KEY or RSA '
-                       f'PRIVATE KEY), got {", ".join(label for label, _ in keys)}')
+                       f'PRIVATE KEY), got {", ".join(label for label, dummy in keys)}')
     if keys[0][0] == 'ENCRYPTED PRIVATE KEY':
         raise TlsError('private_key is encrypted: Cyrus cannot ask for its passphrase')
     ca = None
     if ca_certificate:
         blocks = pem_blocks(ca_certificate, 'ca_certificate')
-        if any(label != 'CERTIFICATE' for label, _ in blocks):
+        if any(label != 'CERTIFICATE' for label, dummy in blocks):
             raise TlsError('ca_certificate must hold only CERTIFICATE blocks')
-        ca = '\n'.join(block for _, block in blocks) + '\n'
-    for _, block in certs + ([] if not ca else [(None, b) for _, b in pem_blocks(ca, 'ca_certificate')]):
+        ca = '\n'.join(block for dummy, block in blocks) + '\n'
+    for dummy, block in certs + ([] if not ca else [(None, b) for dummy, b in pem_blocks(ca, 'ca_certificate')]):
         body = ''.join(line.strip() for line in block.splitlines()[1:-1])
         try:
             base64.b64decode(body, validate=True)
         except (ValueError, binascii.Error) as exc:
             raise TlsError(f'a certificate block is not valid base64 PEM: {exc}') from None
-    return '\n'.join(block for _, block in certs) + '\n', keys[0][1] + '\n', ca
+    return '\n'.join(block for dummy, block in certs) + '\n', keys[0][1] + '\n', ca
 
 
 def describe(cert_path: str) -> dict:
@@ -121,7 +121,7 @@ def covers(pattern: str, name: str) -> bool:
     """Whether a DNS subjectAltName covers a host name (RFC 6125: one wildcard, the whole left-most label)."""
     pattern, name = pattern.lower().rstrip('.'), name.lower().rstrip('.')
     if pattern.startswith('*.'):
-        head, _, rest = name.partition('.')
+        head, dummy, rest = name.partition('.')
         return bool(head) and rest == pattern[2:] and '.' in rest
     return pattern == name
 
@@ -163,7 +163,7 @@ def handshake(pem_path: str, ca_path: str | None, name: str) -> None:
     tls_client = client.wrap_bio(c_in, c_out, server_hostname=name)
     tls_server = server.wrap_bio(s_in, s_out, server_side=True)
     done = {'client': False, 'server': False}
-    for _ in range(ROUNDS):
+    for dummy in range(ROUNDS):
         for side, obj in (('client', tls_client), ('server', tls_server)):
             if done[side]:
                 continue
@@ -299,10 +299,10 @@ def install(params: dict, check_mode: bool) -> dict:
     plan = {path: (text, mode, _needs(path, text, uid, gid, mode))}
     if ca_path:
         plan[ca_path] = (ca, 0o644, _needs(ca_path, ca, uid, gid, 0o644))
-    changed = {p: why for p, (_, _, why) in plan.items() if why}
+    changed = {p: entry[2] for p, entry in plan.items() if entry[2]}
     if changed and not check_mode:
         # the CA first: a frontend that reads the new chain already trusts its issuer
         for target in sorted(changed, key=lambda p: p != ca_path):
             _install(target, plan[target][0], uid, gid, plan[target][1])
     return {'changed': bool(changed), 'path': path, 'ca_path': ca_path, 'certificate': info,
-            'updated': {p: why for p, why in changed.items()}}
+            'updated': dict(changed)}

@@ -20,6 +20,7 @@ description:
   - Writes the CA to O(ca_path) the same way (C(tls_client_ca_file) of the instance, and the
     C(ca_path) of the collection's IMAP clients).
   - On bad input nothing is written, so a running instance keeps its old certificate.
+  - The P(cyrus.ha.cyrus_instance#role) role installs every instance's TLS files with this module.
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
@@ -78,8 +79,8 @@ notes:
   - The checks use Python's C(ssl) module (OpenSSL) on the managed node; nothing else is needed.
   - The key file holds a secret; keep the mode 0640 with the Cyrus group (or 0600 with the Cyrus user as owner).
 seealso:
-  - role: cyrus.ha.cyrus_instance
-    description: Installs the instance's TLS files with this module and turns TLS on.
+  - module: cyrus.ha.imap_check
+    description: Logs in over TLS and checks the certificate this module installed (O(cyrus.ha.imap_check#module:ca_path)).
 '''
 
 EXAMPLES = r'''

@@ -260,7 +260,7 @@ def test_over_tls_the_certificate_is_checked_before_anything_is_sent(imap_server
     assert mailbox(tmp_path, name='user.tlsbox', quota=2048, **tls)['changed'] is False
     other = tmp_path / 'other-ca.pem'
     other.write_text(cyha_tls.Authority('not the site CA').pem)
-    refused = mailbox(tmp_path, name='user.tlsbox', state='absent', wait=20, **dict(tls, ca_path=str(other)))
+    refused = mailbox(tmp_path, name='user.tlsbox', state='absent', wait=20, port=993, ssl=True, ca_path=str(other))
     assert refused['failed'] and (f'the server certificate of {ADDRESS} was refused: unable to get local issuer '
                                   f'certificate (trusting the CA in {other})') in refused['msg'], refused['msg']
     assert state('user.tlsbox') == (True, 2048)       # nothing was sent: the mailbox is still there
