@@ -497,6 +497,28 @@ def test_a_bad_certificate_is_refused_and_the_instance_keeps_serving_its_own_the
     assert labutil.poll(lambda: served_fingerprint(addr(murder, 'fe1')) == own, 30, interval=0.5)
 
 
+def test_a_backend_certificate_from_another_ca_is_logged_by_the_frontend_and_not_refused(murder, tmp_path):
+    """What Cyrus 3.6 does as a client (roles/murder/README.md): it checks a backend's certificate against
+    the site CA (tls_server_ca_file) and logs the failure, but goes on (SSL_VERIFY_NONE)."""
+    other = cyha_tls.Authority('a CA the frontends do not trust')
+    cert, key = other.issue(['be2-svc.cyha.test', 'be2-svc', addr(murder, 'be2')])
+    (tmp_path / 'ca.pem').write_text(other.pem)
+    override = json.dumps({'murder_tls_certificate': cert, 'murder_tls_certificate_src': '', 'murder_tls_key': key,
+                           'murder_tls_key_src': '', 'murder_tls_ca_src': str(tmp_path / 'ca.pem')})
+    try:
+        site('-l', 'be2', '-e', override)
+        since = time.time() - 1
+        assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(addr(murder, 'fe1'), 'bob', USERS['bob']),
+                            SYNC_TIMEOUT, interval=0.5)
+        with cyha_imap.imap(addr(murder, 'fe1'), 'bob', USERS['bob']) as conn:
+            assert conn.select('INBOX', readonly=True)[0] == 'OK'      # proxied to be2 all the same
+        assert labutil.poll(lambda: any('verify error' in line and 'unable to get local issuer certificate' in line
+                                        for line in cyrus_lines('fe1', since)), 20, interval=0.5), \
+            cyrus_lines('fe1', since)[-10:]
+    finally:
+        site('-l', 'be2')                                # the lab's own certificate and CA again
+
+
 def test_no_secret_of_the_lab_in_verbose_output_or_syslog(murder):
     secrets = cyha_secrets.lab_secrets()
     proc = site('-vvv')
