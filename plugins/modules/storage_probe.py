@@ -37,6 +37,14 @@ description:
     unlink rates and latency percentiles per batch. A batch is flagged when its rate (at the median
     latency) falls under half the first batch's, or its p99 latency exceeds 10x its median (and 5 ms);
     a cliff, and a warning, is a flagged batch whose rate halved, when every later batch is one too.
+  - C(metadata_deep), run only when named (V(all) leaves it out), looks for the cliff where the seed found it,
+    at hundreds of thousands of messages. It grows the tree in doubling batches (1,024 files, 2,048, ...) up to
+    O(deep_files), measures after each batch the batch's create rate and the stat and open rates over a
+    random sample of the whole tree, and reports each batch as it ends (a JSON line in O(progress_file),
+    a syslog line). Growth stops before a batch that would take the tree past O(deep_budget_mb), leave
+    under 5% of the filesystem free, or not finish in the time left of O(timeout); every file is removed
+    before the check returns. The result is the curve (C(evidence.curve)) and where it falls off (a
+    phase whose rate at the median stays under half the first batch's), a warning.
   - Checks about another process run in child processes, each with a hard deadline; every call that
     could hang on the probed filesystem runs in a child, so a hung filesystem fails the module within
     O(timeout) instead of hanging it.
@@ -60,13 +68,13 @@ options:
     required: true
   checks:
     description:
-      - The checks to run; V(all) runs every one. Checks not run show as V(skip).
+      - The checks to run; V(all) runs every one but C(metadata_deep). Checks not run show as V(skip).
       - An empty list, or a check named twice, is refused.
     type: list
     elements: str
     default: [all]
     choices: [all, identity, mmap_sees_write, mmap_write_msync, fcntl_locks, flock, rename_reopen,
-              hard_links, excl_race, fsync, fsx, metadata_scale]
+              hard_links, excl_race, fsync, fsx, metadata_scale, metadata_deep]
   timeout:
     description:
       - Time budget in seconds for each path. A check still running when it ends is killed and
@@ -94,6 +102,21 @@ options:
     description: Number of doubling batches of the C(metadata_scale) check.
     type: int
     default: 4
+  deep_files:
+    description:
+      - Files the C(metadata_deep) check grows the tree to (it stops earlier at O(deep_budget_mb) or the time budget).
+      - Give O(timeout) room for it; creating, measuring and removing 500,000 files takes minutes on a local disk.
+    type: int
+    default: 500000
+  deep_budget_mb:
+    description: Disk space in MiB the C(metadata_deep) tree may use (measured as it grows).
+    type: int
+    default: 2048
+  progress_file:
+    description:
+      - A file on the managed node (absolute, not on the probed filesystem) that C(metadata_deep) appends one JSON
+        line to after each batch, for C(tail -f). Syslog gets the same line either way.
+    type: path
   clean_leftovers:
     description:
       - Remove work directories of earlier runs on this host whose process is gone.
@@ -154,6 +177,14 @@ EXAMPLES = r'''
     fsx_seed: 1234567
     fsx_ops: 20000
     clean_leftovers: true
+
+- name: Look for the metadata cliff of a backend's volume up to 500,000 files (tail -f the progress file)
+  cyrus.ha.storage_probe:
+    path: [/srv/cyrus-ha/be1]
+    checks: [metadata_deep]
+    timeout: 3600
+    deep_budget_mb: 4096
+    progress_file: /var/tmp/metadata-deep.jsonl
 '''
 
 RETURN = r'''

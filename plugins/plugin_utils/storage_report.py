@@ -26,6 +26,8 @@ CONSEQUENCES = {
     'fsync': 'acknowledged mail can be lost on a crash',
     'fsx': 'reads and writes return wrong data: message and index corruption',
     'metadata_scale': 'large mailboxes get slow to open, list and expunge',
+    'metadata_deep': 'past the fall-off, a store of that many messages gets slow to deliver to, open and expunge: '
+                     'the seed\'s cliff at a few hundred thousand files',
     'identity': 'the filesystem or its mount options are risky for Cyrus',
     'lock_exclusion': 'two backends (or a backend and its spare) lock the same mailbox at once: mailbox index '
                       'corruption, duplicate or lost UIDs',
@@ -46,7 +48,7 @@ CONSEQUENCES = {
     'neighbour_stat': 'files another host created are slow or missing on stat: slow mailbox opens after failover',
 }
 SINGLE = ('identity', 'mmap_sees_write', 'mmap_write_msync', 'fcntl_locks', 'flock', 'rename_reopen', 'hard_links',
-          'excl_race', 'fsync', 'fsx', 'metadata_scale')
+          'excl_race', 'fsync', 'fsx', 'metadata_scale', 'metadata_deep')
 CROSS = ('lock_exclusion', 'pingpong_rw', 'pingpong_cyrus', 'pingpong_mmap', 'append_visibility',
          'rename_visibility', 'metadata_coherence', 'excl_race', 'lock_recovery', 'neighbour_stat')
 
@@ -119,6 +121,24 @@ def pair_result(leader: Mapping, peer: Mapping, peer_name: str, check: str) -> d
     return {'status': mine['status'], 'reason': mine['reason']}
 
 
+def deep_rows(path_data: Mapping, hosts: list) -> list:
+    """The deep metadata curve of every host that ran it: one row per batch (rates at the median)."""
+    rows = []
+    for host in hosts:
+        item = (((path_data[host].get('single') or {}).get('checks') or {}).get('metadata_deep') or {})
+        evidence = item.get('evidence') or {}
+        falls = evidence.get('falls_off') or {}
+        for point in evidence.get('curve') or []:
+            if not isinstance(point, Mapping):
+                continue
+            rows.append({'host': host, 'files': point.get('files'), 'create/s': point.get('create_per_s'),
+                         'stat/s': point.get('stat_per_s'), 'open/s': point.get('open_per_s'),
+                         'used MiB': point.get('used_mib'),
+                         'falls off': ', '.join(sorted(phase for phase, why in falls.items()
+                                                       if f'({point.get("files")} files)' in str(why)))})
+    return rows
+
+
 def build(path_data: Mapping, title: str | None = None) -> dict:
     """The report of one path: {'path', 'verdict', 'hosts', 'single', 'pairs', 'failures', 'markdown'}."""
     if not isinstance(path_data, Mapping) or not path_data:
@@ -179,6 +199,11 @@ def build(path_data: Mapping, title: str | None = None) -> dict:
         lines += ['## Measured across hosts (Cyrus reads right after taking its lock: only "at once" is safe)', '',
                   render(visibility, ['pair', 'property', 'at once', 'never', 'median', 'max'],
                          'markdown').rstrip('\n'), '']
+    deep = deep_rows(path_data, hosts)
+    if deep:
+        lines += ['## Deep metadata curve (tree size against rates at the median; sampled stat and open)', '',
+                  render(deep, ['host', 'files', 'create/s', 'stat/s', 'open/s', 'used MiB', 'falls off'],
+                         'markdown').rstrip('\n'), '']
     if failures:
         lines += ['## Failures and what they mean for Cyrus', '',
                   render(failures, ['check', 'where', 'status', 'reason', 'consequence'], 'markdown').rstrip('\n'), '']
@@ -186,5 +211,5 @@ def build(path_data: Mapping, title: str | None = None) -> dict:
         'recovery_s') for dummy, peer in pairs}
     return {'path': path, 'verdict': verdict, 'hosts': host_verdicts, 'leader': leader_name,
             'single': single_rows, 'pairs': cross_rows, 'failures': failures, 'lock_recovery_s': recovery,
-            'visibility': visibility,
+            'visibility': visibility, 'deep_curve': deep,
             'markdown': '\n'.join(lines)}

@@ -324,3 +324,29 @@ def test_filesystem_hanging_mid_probe_costs_the_budget_not_a_hang(rig):
     assert all(rep['checks'][name]['reason'] == 'not run: the time budget of 6 s was used up' for name in later)
     assert rep['verdict'] == 'unsafe'
     assert rep['workdir_cleanup'].startswith('failed: ') and rep['workdir'].startswith(point)
+
+
+def test_the_deep_metadata_check_reports_its_curve_as_it_goes_and_leaves_nothing(rig, local_paths, tmp_path):
+    """metadata_deep through the module: opt-in, a curve up to deep_files with a progress line per batch, the
+    tree removed; on a budget too small for the next batch it stops there and says so."""
+    ext4, tmpfs = local_paths['ext4'], local_paths['tmpfs']
+    progress = tmp_path / 'deep.jsonl'
+    out = run_module(tmpfs, checks=['metadata_deep'], deep_files=16384, deep_budget_mb=128, progress_file=str(progress))
+    assert out['rc'] == 0, out
+    check = out['ansible_facts']['storage_probe'][os.path.realpath(tmpfs)]['checks']['metadata_deep']
+    curve = check['evidence']['curve']
+    assert [row['files'] for row in curve] == [1024, 2048, 4096, 8192, 16384], check['evidence'].get('stopped')
+    assert [json.loads(line) for line in progress.read_text().splitlines()] == curve
+    assert check['status'] in ('pass', 'warn') and check['evidence']['removed']['files'] == 16384
+    if check['status'] == 'pass':
+        assert check['reason'].startswith('no fall-off up to 16384 files: create ')
+    assert os.listdir(tmpfs) == []
+    # a 16 MiB budget holds the tree of 2048 files (4 KiB each) but not the batch to 4096
+    tight = run_module(ext4, checks=['metadata_deep'], deep_files=65536, deep_budget_mb=16)
+    check = tight['ansible_facts']['storage_probe'][os.path.realpath(ext4)]['checks']['metadata_deep']
+    assert 'would take the tree past the disk budget of 16 MiB' in check['evidence']['stopped'], check
+    assert 'stopped at' in check['reason'] or check['status'] == 'warn'
+    assert os.listdir(ext4) in ([], ['lost+found'])
+    # opt-in: `all` does not run it
+    quick = run_module(ext4, checks=['all'], **QUICK)
+    assert quick['ansible_facts']['storage_probe'][os.path.realpath(ext4)]['checks']['metadata_deep']['status'] == 'skip'

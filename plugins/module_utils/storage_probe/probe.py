@@ -14,6 +14,7 @@ import resource
 import signal
 import time
 
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import deep
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import durability
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import fsx
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import identity
@@ -39,10 +40,15 @@ CHECKS = {
     'fsync': lambda path, opts: durability.fsync_family(path),
     'fsx': lambda path, opts: fsx.run_fsx(path, opts['fsx_ops'], opts['fsx_seed']),
     'metadata_scale': lambda path, opts: scale.metadata_scale(path, opts['scale_files'], opts['scale_rounds']),
+    'metadata_deep': lambda path, opts: deep.metadata_deep(path, opts['deep_files'], opts['deep_budget_mb'] * deep.MIB,
+                                                           opts.get('deadline'), opts['progress_file'],
+                                                           label='metadata_deep of %s' % opts.get('probed', path)),
 }
 CHECK_NAMES = ('identity',) + tuple(CHECKS)
+# Checks that run only when named: `all` leaves them out (metadata_deep runs for many minutes).
+OPT_IN = ('metadata_deep',)
 DEFAULTS = {'timeout': 120.0, 'stat_timeout': 10.0, 'fsx_ops': 1000, 'fsx_seed': None, 'scale_files': 2048,
-            'scale_rounds': 4}
+            'scale_rounds': 4, 'deep_files': 500000, 'deep_budget_mb': 2048, 'progress_file': None}
 MIN_FREE = 16 * 1024 * 1024
 MIN_INODES = 1000
 FULL = ('ENOSPC', 'EDQUOT')
@@ -72,9 +78,10 @@ def needs(opts: dict) -> tuple:
 
 
 def cleanup_timeout(opts: dict) -> float:
-    """Seconds the removal of the work directory may take: a metadata_scale check cut short leaves its
-    files (1 ms each, on a slow network filesystem)."""
-    return max(5.0, opts['stat_timeout']) + _scale_files(opts) / 1000.0
+    """Seconds the removal of the work directory may take: a metadata_scale or metadata_deep check cut short
+    leaves its files (1 ms each, on a slow network filesystem)."""
+    deep_files = opts['deep_files'] if opts.get('deep_selected') else 0
+    return max(5.0, opts['stat_timeout']) + (_scale_files(opts) + deep_files) / 1000.0
 
 
 def select_checks(checks) -> list:
@@ -84,7 +91,8 @@ def select_checks(checks) -> list:
         checks = inputs.checks(checks, CHECK_NAMES)
     except inputs.InputError as exc:
         raise ProbeError(str(exc))
-    return list(CHECK_NAMES) if 'all' in checks else [name for name in CHECK_NAMES if name in checks]
+    chosen = set(checks) | ({name for name in CHECK_NAMES if name not in OPT_IN} if 'all' in checks else set())
+    return [name for name in CHECK_NAMES if name in chosen]
 
 
 def _run_check(name: str, workdir: str, opts: dict) -> dict:  # pragma: no cover - runs in a child
@@ -177,6 +185,8 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
         path = inputs.path(path)
     except inputs.InputError as exc:
         raise ProbeError(str(exc))
+    opts['deep_selected'] = 'metadata_deep' in checks
+    opts['probed'] = path
     started = time.monotonic()
     deadline = started + opts['timeout']
     old_handlers = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
@@ -215,7 +225,10 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
                     continue
                 one = time.monotonic()
                 try:
-                    results[name] = procs.run_in_child(_run_check, (name, workdir, opts), timeout=left)
+                    # the check's own deadline (CLOCK_MONOTONIC is the machine's: the child reads the same clock),
+                    # a little before the child is killed, so that a long check stops and cleans up by itself
+                    child_opts = dict(opts, deadline=time.monotonic() + left - min(10.0, left / 10))
+                    results[name] = procs.run_in_child(_run_check, (name, workdir, child_opts), timeout=left)
                 except (procs.ChildError, OSError) as exc:
                     why = str(exc)
                     if 'no answer' in why:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import os
+
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import probe
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import verdict
@@ -20,12 +22,16 @@ def argument_spec() -> dict:
         fsx_seed=dict(type='int'),
         scale_files=dict(type='int', default=probe.DEFAULTS['scale_files']),
         scale_rounds=dict(type='int', default=probe.DEFAULTS['scale_rounds']),
+        deep_files=dict(type='int', default=probe.DEFAULTS['deep_files']),
+        deep_budget_mb=dict(type='int', default=probe.DEFAULTS['deep_budget_mb']),
+        progress_file=dict(type='path'),
         clean_leftovers=dict(type='bool', default=False),
     )
 
 
 LIMITS = (('timeout', 1, 86400), ('stat_timeout', 0.1, 3600), ('fsx_ops', 1, 10 ** 7), ('scale_files', 8, 10 ** 7),
-          ('scale_rounds', 1, 12), ('fsx_seed', 0, 2 ** 32 - 1))
+          ('scale_rounds', 1, 12), ('fsx_seed', 0, 2 ** 32 - 1), ('deep_files', 2048, 10 ** 8),
+          ('deep_budget_mb', 16, 10 ** 8))
 
 
 def validate(params: dict) -> list:
@@ -41,6 +47,12 @@ def validate(params: dict) -> list:
         raise probe.ProbeError('stat_timeout (%s) must not exceed timeout (%s)' % (params['stat_timeout'],
                                                                                    params['timeout']))
     probe.select_checks(params['checks'])
+    progress = params.get('progress_file')
+    if progress is not None:
+        if not os.path.isabs(progress) or not os.path.isdir(os.path.dirname(progress)):
+            raise probe.ProbeError('progress_file %s must be an absolute path in an existing directory' % progress)
+        if os.path.islink(progress) or (os.path.exists(progress) and not os.path.isfile(progress)):
+            raise probe.ProbeError('progress_file %s exists and is not a regular file' % progress)
     return paths
 
 

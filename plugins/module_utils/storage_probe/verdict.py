@@ -7,7 +7,7 @@ from __future__ import annotations
 # A failure here corrupts a mail store: the verdict is unsafe.
 CRITICAL = ('mmap_sees_write', 'mmap_write_msync', 'fcntl_locks', 'rename_reopen', 'excl_race', 'fsync', 'fsx')
 # A failure or warning here costs space, speed or a fallback: the verdict is degraded.
-ADVISORY = ('identity', 'flock', 'hard_links', 'metadata_scale')
+ADVISORY = ('identity', 'flock', 'hard_links', 'metadata_scale', 'metadata_deep')
 ORDER = ('safe', 'degraded', 'unsafe')
 
 

@@ -114,3 +114,21 @@ def test_a_reason_both_hosts_give_is_said_once():
     peer = cross('be2', peers=('be1', 'be2'), append_visibility=same)
     assert pair_result(leader, peer, 'be2', 'append_visibility') == {
         'status': 'fail', 'reason': 'the filesystem stopped answering here'}
+
+
+def test_the_deep_metadata_curve_is_a_table_with_where_it_falls_off():
+    curve = [{'files': 1024, 'create_per_s': 9000.0, 'stat_per_s': 200000.0, 'open_per_s': 90000.0, 'used_mib': 4.0},
+             {'files': 262144, 'create_per_s': 3000.0, 'stat_per_s': 150000.0, 'open_per_s': 80000.0,
+              'used_mib': 1024.0}]
+    single = {'path': '/srv/mail', 'verdict': 'degraded', 'checks': {'metadata_deep': {
+        'status': 'warn', 'reason': 'create rate falls off from batch 2 (262144 files): rate 3000/s under half',
+        'evidence': {'curve': curve, 'falls_off': {'create': 'from batch 2 (262144 files): rate 3000/s under half'}}}}}
+    report = build({'be1': {'single': single}})
+    assert report['deep_curve'] == [
+        {'host': 'be1', 'files': 1024, 'create/s': 9000.0, 'stat/s': 200000.0, 'open/s': 90000.0, 'used MiB': 4.0,
+         'falls off': ''},
+        {'host': 'be1', 'files': 262144, 'create/s': 3000.0, 'stat/s': 150000.0, 'open/s': 80000.0,
+         'used MiB': 1024.0, 'falls off': 'create'}]
+    assert '## Deep metadata curve' in report['markdown']
+    assert any(f['check'] == 'metadata_deep' and 'few hundred thousand files' in f['consequence']
+               for f in report['failures'])
