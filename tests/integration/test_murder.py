@@ -13,6 +13,7 @@ import hashlib
 import imaplib
 import json
 import os
+import poplib
 import socket
 import ssl
 import stat
@@ -517,6 +518,37 @@ def test_a_backend_certificate_from_another_ca_is_logged_by_the_frontend_and_not
             cyrus_lines('fe1', since)[-10:]
     finally:
         site('-l', 'be2')                                # the lab's own certificate and CA again
+
+
+def test_pop3_when_enabled_is_pop3s_and_stls_only(murder):
+    """murder_pop3 on fe1 and be1: POP3S on 995 and STLS on 110 through the frontend to the backend; USER
+    outside TLS is refused. Back to IMAP only afterwards."""
+    try:
+        site('-l', 'fe1,be1', '-e', json.dumps({'murder_pop3': True}))
+        address = addr(murder, 'fe1')
+        assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(address, 'alice', USERS['alice']), SYNC_TIMEOUT,
+                            interval=0.5)
+        secure = poplib.POP3_SSL(address, 995, timeout=15, context=cyha_imap.lab_tls())
+        try:
+            secure.user('alice')
+            assert secure.pass_(USERS['alice']).startswith(b'+OK')
+            assert secure.stat()[0] >= 0
+        finally:
+            secure.quit()
+        plain = poplib.POP3(address, 110, timeout=15)
+        try:
+            with pytest.raises(poplib.error_proto, match='only available under a layer'):
+                plain.user('alice')
+            plain.stls(context=cyha_imap.lab_tls())
+            plain.user('alice')
+            assert plain.pass_(USERS['alice']).startswith(b'+OK')
+        finally:
+            with contextlib.suppress(Exception):
+                plain.quit()
+    finally:
+        site('-l', 'fe1,be1')
+    ports = {local.rsplit(':', 1)[1] for local, dummy in listeners('cyha-fe1') if local.startswith(addr(murder, 'fe1'))}
+    assert ports == {'143', '993', '24', '3905'}
 
 
 def test_no_secret_of_the_lab_in_verbose_output_or_syslog(murder):
