@@ -227,7 +227,7 @@ def test_unknown_check_names_are_refused_by_the_library_too(tmp_path):
         probe.probe_path(str(tmp_path), ['bogus'])
     assert str(caught.value) == ("checks: 'bogus' is not a check (known: all, identity, mmap_sees_write, "
                                  "mmap_write_msync, fcntl_locks, flock, rename_reopen, hard_links, excl_race, fsync, "
-                                 "fsx, metadata_scale)")
+                                 "fsx, metadata_scale, metadata_deep)")
     with pytest.raises(ValueError) as caught:
         crosshost.run(str(tmp_path), 'hostile01', 'a', ['a', 'b'], [])
     assert str(caught.value) == 'checks is empty: name the checks to run, or all'
