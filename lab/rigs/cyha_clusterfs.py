@@ -120,10 +120,8 @@ class ClusterFS:
             self.connections.pop(host, None)
 
     def _abort(self, host: str, proc: subprocess.Popen) -> None:
-        abort = '/sys/fs/fuse/connections/%s/abort' % self.connections.get(host)
-        if host in self.connections and os.path.exists(abort):
-            with open(abort, 'w', encoding='ascii') as handle:
-                handle.write('1')
+        if host in self.connections:
+            labutil.abort_fuse_connection(self.connections[host])
         if proc.poll() is None:
             proc.kill()
             try:

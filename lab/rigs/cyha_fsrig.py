@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+import labutil
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 BIN = os.path.dirname(sys.executable)
@@ -123,10 +125,7 @@ class Rig:
             proc.wait(10)
         if line:  # requests stuck in the dead daemon's connection end with ENOTCONN once it is aborted
             minor = re.split(r'[ :]', line)[3]
-            abort = '/sys/fs/fuse/connections/%s/abort' % minor
-            if os.path.exists(abort):
-                with open(abort, 'w', encoding='ascii') as handle:
-                    handle.write('1')
+            labutil.abort_fuse_connection(minor)
             sh('umount', '-l', point, check=False)
 
     def close(self) -> None:

@@ -119,3 +119,29 @@ def poll(predicate, timeout: float, interval: float = 0.1):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+FUSE_CONNECTIONS = '/sys/fs/fuse/connections'
+
+
+def abort_fuse_connection(minor: str) -> bool:
+    """Abort FUSE connection `minor` (the device minor of its mount): every request stuck in it ends with
+    ENOTCONN, so processes the daemon will never answer leave D state and the mount can go. The abort file is
+    in fusectl, which a machine without systemd may not mount: it is mounted for this call and unmounted after.
+    Returns whether the connection existed and was aborted."""
+    mounted_here = False
+    if not os.path.ismount(FUSE_CONNECTIONS):
+        mounted_here = subprocess.run(['mount', '-t', 'fusectl', 'none', FUSE_CONNECTIONS], capture_output=True,
+                                      check=False).returncode == 0
+        if not mounted_here:
+            return False
+    try:
+        abort = os.path.join(FUSE_CONNECTIONS, str(minor), 'abort')
+        if not os.path.exists(abort):
+            return False
+        with open(abort, 'w', encoding='ascii') as handle:
+            handle.write('1')
+        return True
+    finally:
+        if mounted_here:
+            subprocess.run(['umount', FUSE_CONNECTIONS], capture_output=True, check=False)

@@ -22,9 +22,7 @@ import labutil
 
 pytestmark = pytest.mark.lab
 # MooseFS 3.0 can deadlock a client in the kernel (a cache invalidation it sends waits on a page whose read it
-# must itself answer): its threads then stay in D state for good. Its tests run with CYHA_MOOSEFS=1 only.
-MOOSEFS = pytest.mark.skipif(not os.environ.get('CYHA_MOOSEFS'), reason='MooseFS runs with CYHA_MOOSEFS=1 (a '
-                             'client can deadlock in the kernel and outlive the test)')
+# must itself answer): its threads then stay in D state until the rig aborts the FUSE connection at unmount.
 
 SINGLE = ['identity', 'fcntl_locks', 'mmap_sees_write', 'mmap_write_msync', 'rename_reopen', 'excl_race', 'fsync']
 HOSTS = ['be1', 'be2']
@@ -64,8 +62,6 @@ def serving(fs):
 
 @pytest.fixture(scope='module')
 def moosefs(lab):
-    if not os.environ.get('CYHA_MOOSEFS'):
-        pytest.skip('MooseFS runs with CYHA_MOOSEFS=1')
     yield from serving(cyha_clusterfs.MooseFS())
 
 
@@ -79,7 +75,6 @@ def no_lost_host(report: dict) -> None:
         assert 'did not answer' not in item['reason'] and 'probe process is gone' not in item['reason'], item
 
 
-@MOOSEFS
 def test_moosefs_defaults_keep_data_coherent_but_not_posix_locks(moosefs, tmp_path):
     moosefs.mount(HOSTS)
     try:
@@ -96,17 +91,20 @@ def test_moosefs_defaults_keep_data_coherent_but_not_posix_locks(moosefs, tmp_pa
     for host in HOSTS:  # POSIX says closing any fd releases the process's locks; a replaced file has nlink 0
         assert found[(host, 'fcntl_locks')] == 'closing another fd of the holder did not release its locks'
         assert found[(host, 'rename_reopen')] == 'the replaced file has nlink 1, not 0'
-    # a ring of byte-range locks hangs or loses increments: not every time in every flavour, in one at least
-    broken = [check for check in PINGPONG if ('be1 > be2', check) in found]
-    assert broken and all('byte-range lock' in found[('be1 > be2', check)] for check in broken), found
+    # a ring of byte-range locks may hang or lose increments, in some flavour on some runs (about one in five
+    # here none does): each either passes or fails naming the byte-range lock
     statuses = {row['check']: row['be1 > be2'] for row in report['pairs']}
+    for check in PINGPONG:
+        assert (statuses[check] == 'pass' and ('be1 > be2', check) not in found) or (
+            'byte-range lock' in found.get(('be1 > be2', check), '')), (check, statuses[check], found)
     assert {check: statuses[check] for check in statuses if check not in PINGPONG} == dict.fromkeys(
         ['lock_exclusion', 'append_visibility', 'rename_visibility', 'metadata_coherence', 'excl_race',
          'lock_recovery', 'neighbour_stat'], 'pass')
-    # every change was seen at the first look after the lock, every time
-    assert {row['property']: (row['at once'], row['never']) for row in report['visibility']
-            if row['property'] != 'lock of a killed holder released'} == {
-        'new directory (the run directory) seen': ('1/1', '0/1'),
+    # every change was seen at the first look after the lock, every time; the run directory, made before any
+    # lock, was seen in the end, at once or after the client's 1 s entry cache (about one run in six here)
+    seen_at = {row['property']: (row['at once'], row['never']) for row in report['visibility']}
+    assert seen_at.pop('new directory (the run directory) seen') in (('1/1', '0/1'), ('0/1', '0/1'))
+    assert {prop: seen for prop, seen in seen_at.items() if prop != 'lock of a killed holder released'} == {
         'appended message seen by read()': ('5/5', '0/5'),
         'appended message seen by an mmap of the index': ('5/5', '0/5'),
         'renamed cyrus.header seen': ('5/5', '0/5'),
@@ -120,7 +118,6 @@ def test_moosefs_defaults_keep_data_coherent_but_not_posix_locks(moosefs, tmp_pa
         'remove %s/.cyrus-ha-probe-xh-' % moosefs.point), (cleanup, seen)
 
 
-@MOOSEFS
 def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_path):
     """mfscachemode=YES and 5 s name and attribute caches, as a site tuning for speed might mount it."""
     moosefs.mount(HOSTS, 'mfscachemode=YES,mfsattrcacheto=5,mfsentrycacheto=5,mfsdirentrycacheto=5')
