@@ -77,8 +77,8 @@ lab: lab-up
 	    -e storage_probe_hosts=be$$n -e "{\"storage_probe_paths\": [\"/srv/cyrus-ha/be$$n/spool\"]}" \
 	    -e storage_probe_report_dir=$(CURDIR)/$(REPORTS) -e storage_probe_report_file=$(CURDIR)/$(REPORTS)/storage_probe_be$$n.json; \
 	done
-	@echo '== 4/4 failover drill: be1 to the spare and back, canaries verified'
-	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/drill.yml \
+	@echo '== 4/4 failover drill under mail traffic: be1 to the spare and back, canaries and invariants verified'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) -e @lab/vars/traffic.yml playbooks/drill.yml \
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
 	@echo "lab: reports in $(REPORTS)/: hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"

@@ -44,11 +44,11 @@ CONTROLLER6 = '2001:db8::1'
 DOMAIN = 'cyha.test'
 DEFAULT_DIR = '/var/lib/cyha-lab'
 SAN_SIZE = 128 * 1024 * 1024
-LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?)$')
+LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?|client)$')
 
 # The boot address plan: one block of host numbers per kind of host. Service addresses
 # (Cyrus instances, later) use 198.51.100.100-199; other rigs use 203.0.113.0/24.
-KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30}
+KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30, 'client': 40}
 # Directories each host keeps private (bind-mounted from its host directory, first filled with a copy
 # of the machine's own): what a cluster stack on a real host keeps to itself.
 PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/lib/pacemaker', '/var/log/pacemaker',
@@ -57,7 +57,8 @@ PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/li
 PRIVATE_FILES = ('/root/.bashrc', '/root/.profile')
 # The lab's fence agent (lab/fence_cyhalab), installed where Pacemaker's fencer looks.
 FENCE_AGENT = '/usr/sbin/fence_cyhalab'
-KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares'}
+KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares',
+              'client': 'clients'}
 
 HOST_INIT = r'''
 set -eu
@@ -145,6 +146,8 @@ def topology(frontends: int, backends: int, spares: int) -> list[dict]:
         names.append(('spare', 'spare', 0))
     else:
         names += [(f'spare{i}', 'spare', i - 1) for i in range(1, spares + 1)]
+    # The users' side: the mail traffic of drills runs here (an MTA and IMAP clients, no Cyrus).
+    names.append(('client', 'client', 0))
     hosts = []
     for name, kind, index in names:
         number = KIND_BASE[kind] + index

@@ -123,6 +123,15 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def stored_digests(stored: bytes, size: int) -> list[str]:
+    """The SHA-256 a stored copy may match a sent message of `size` bytes by: the whole copy (IMAP APPEND
+    stores the bytes as sent) and its last `size` bytes (LMTP delivery prepends Return-Path and Received)."""
+    digests = [sha256(stored)]
+    if size and len(stored) > size:
+        digests.append(sha256(stored[-size:]))
+    return digests
+
+
 def make_canary(tag: str, index: int, size: int = 512, domain: str = DEFAULT_DOMAIN) -> tuple[str, bytes]:
     """A canary message with CRLF line ends (what IMAP stores), its Message-ID and random body."""
     token = os.urandom(8).hex()
@@ -350,11 +359,8 @@ def run_check(p: dict, check_mode: bool = False) -> dict:
             found, missing, mismatched, duplicated = [], [], [], []
             for canary in p['canaries']:
                 copies = imap.find(canary['message_id'])
-                hashes = [sha256(c) for c in copies]
-                # LMTP delivery prepends Return-Path and Received: the stored copy must then end
-                # with the canary's exact bytes.
                 size = int(canary.get('size') or 0)
-                hashes += [sha256(c[-size:]) for c in copies if size and len(c) > size]
+                hashes = [digest for c in copies for digest in stored_digests(c, size)]
                 if not copies:
                     missing.append(canary['message_id'])
                 elif canary.get('sha256') not in hashes:

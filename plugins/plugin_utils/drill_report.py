@@ -185,11 +185,57 @@ def build_record(pieces) -> dict:
         record['outage_delivery'] = outage
         checks.append({'name': 'the delivery made during the outage arrives, intact',
                        'ok': outage['delivered'] and outage['found'], 'detail': _outage_detail(outage)})
+    checks += _traffic_checks(record.get('traffic'))
     extra = pieces.get('checks') or []
     if not isinstance(extra, Sequence) or isinstance(extra, (str, bytes)):
         raise DrillReportError('checks must be a list of {name, ok, detail} mappings')
     record['checks'] = checks + list(extra)
     return record
+
+
+def _is_traffic_run(traffic) -> bool:
+    """A traffic run of the drill role (mailtraffic summary with its invariants), not a free-form entry."""
+    return isinstance(traffic, Mapping) and isinstance(traffic.get('kinds'), Mapping) \
+        and isinstance(traffic.get('invariants'), Mapping)
+
+
+def _traffic_checks(traffic) -> list[dict]:
+    """The checks a traffic run adds: its invariants, and no delivery refused for good or left queued."""
+    if not _is_traffic_run(traffic):
+        return []
+    inv = traffic['invariants']
+    checked = inv.get('checked') or {}
+    problems = [f'{v.get("invariant")}: {v.get("detail")}' for v in inv.get('violations') or [] if isinstance(v, Mapping)]
+    problems += [str(e) for e in inv.get('errors') or []]
+    detail = (f'{checked.get("acknowledged_found", 0)} of {checked.get("acknowledged", 0)} acknowledged messages found '
+              f'once and intact on {", ".join(f"{u}@{b}" for u, b in sorted((checked.get("mailboxes") or {}).items()))}')
+    if problems:
+        detail = f'{len(problems)} problem(s): ' + '; '.join(problems[:5]) + (' ...' if len(problems) > 5 else '')
+    deliveries = traffic.get('deliveries') or {}
+    lost = int(deliveries.get('failed') or 0) + int(deliveries.get('still_queued') or 0)
+    return [{'name': 'traffic: every invariant holds', 'ok': bool(inv.get('ok')), 'detail': detail},
+            {'name': 'traffic: every delivery accepted, none refused for good or left queued', 'ok': lost == 0,
+             'detail': f'{deliveries.get("accepted", 0)} accepted ({deliveries.get("deferred_then_accepted", 0)} after '
+                       f'being deferred, queued up to {deliveries.get("max_queued", 0)} s), '
+                       f'{deliveries.get("failed", 0)} refused for good, {deliveries.get("still_queued", 0)} left queued'},
+            {'name': 'traffic: the generator ran to its end', 'ok': bool(traffic.get('complete')),
+             'detail': f'{traffic.get("operations", 0)} operations in {traffic.get("seconds", 0)} s '
+                       f'({traffic.get("rate", 0)}/s)'}]
+
+
+def traffic_rows(traffic) -> list[list[str]]:
+    """Per kind of operation: operations, ok, not ok (by error kind), longest outage as users saw it, and
+    the latency of the successful ones (median, 95th percentile)."""
+    rows = []
+    for kind, stats in (traffic.get('kinds') or {}).items():
+        outcomes = stats.get('outcomes') or {}
+        errors = ', '.join(f'{k} {v}' for k, v in sorted((stats.get('errors') or {}).items())) or '-'
+        outage = (traffic.get('outages') or {}).get(kind) or {}
+        rows.append([kind, str(stats.get('total', 0)), str(outcomes.get('ok', 0)),
+                     str(stats.get('total', 0) - outcomes.get('ok', 0)), errors,
+                     f'{float(outage.get("longest") or 0):.2f} s ({len(outage.get("windows") or [])})',
+                     f'{stats.get("p50_ms")} / {stats.get("p95_ms")}'])
+    return rows
 
 
 def _seconds(value) -> str:
@@ -214,6 +260,14 @@ def _traffic_text(traffic) -> tuple[str, bool | None]:
     """What a load generator saw during the drill, when the record has it: a mapping (its `ok`, when a
     boolean, says whether the traffic came through; the other entries are shown as they are), a list or
     a string. Returns the text and the verdict (None when the record gives none)."""
+    if _is_traffic_run(traffic):
+        outages = traffic.get('outages') or {}
+        longest = ', '.join(f'{kind} {float(o.get("longest") or 0):.2f} s' for kind, o in outages.items() if kind != 'any')
+        inv = traffic['invariants']
+        verdict = bool(inv.get('ok'))
+        return (f'{"ok" if verdict else "NOT ok"}: {traffic.get("operations", 0)} operations at {traffic.get("rate", 0)}/s; '
+                f'longest outage as clients saw it: {longest or "-"}; '
+                f'{len(inv.get("violations") or [])} invariant violation(s)'), verdict
     if isinstance(traffic, Mapping):
         verdict = traffic.get('ok') if isinstance(traffic.get('ok'), bool) else None
         parts = [f'{key} {value}' for key, value in traffic.items() if key != 'ok']
@@ -321,6 +375,11 @@ def to_markdown(report: Mapping) -> str:
     if 'traffic' in report:
         lines.append(f'- traffic: {_traffic_text(report["traffic"])[0]}')
     lines += ['', '```mermaid', to_mermaid(report).rstrip('\n'), '```']
+    if _is_traffic_run(report.get('traffic')):
+        lines += ['', 'Traffic through the frontend as clients saw it (outage: first failed operation to the end of '
+                  'the first one that succeeded after it; windows in brackets):', '',
+                  '| operation | done | ok | not ok | errors | longest outage | ms p50 / p95 |', '|---|---|---|---|---|---|---|']
+        lines += ['| ' + ' | '.join(row) + ' |' for row in traffic_rows(report['traffic'])]
     lines += ['', '| phase | host | at (s) | until next (s) |', '|---|---|---|---|']
     for row in report['phases']:
         lines.append(f'| {row["phase"]} | {row.get("host", "-")} | {row["offset"]:.2f} | {row["duration"]:.2f} |')

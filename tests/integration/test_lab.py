@@ -15,7 +15,7 @@ import labutil
 pytestmark = pytest.mark.lab
 
 EXPECTED = {'mupdate': '198.51.100.10', 'fe1': '198.51.100.11', 'fe2': '198.51.100.12',
-            'be1': '198.51.100.21', 'be2': '198.51.100.22', 'spare': '198.51.100.30'}
+            'be1': '198.51.100.21', 'be2': '198.51.100.22', 'spare': '198.51.100.30', 'client': '198.51.100.40'}
 
 
 def snapshot() -> dict:
@@ -37,7 +37,7 @@ def snapshot() -> dict:
 def test_every_host_answers_ping_and_gives_facts(lab, tmp_path):
     assert {h['name']: h['addr4'] for h in lab} == EXPECTED
     ping = labutil.ansible('cyha_lab', 'ansible.builtin.ping')
-    assert ping.stdout.count('"ping": "pong"') == 6, ping.stdout
+    assert ping.stdout.count('"ping": "pong"') == 7, ping.stdout
     labutil.ansible('cyha_lab', 'ansible.builtin.setup', 'gather_subset=min,network', '--tree', str(tmp_path))
     for name, addr in EXPECTED.items():
         with open(tmp_path / name, encoding='utf-8') as handle:

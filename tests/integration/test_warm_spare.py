@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 
@@ -18,6 +19,7 @@ import pytest
 
 import cyha_imap
 import cyha_secrets
+import cyha_traffic
 import labutil
 from cyha_cluster import login_works
 
@@ -256,13 +258,19 @@ def drill_password_file(tmp_path) -> str:
     return str(path)
 
 
+# The drills run under mail traffic from the lab's client host (lab/vars/traffic.yml): the first with -vvv
+# (its users' passwords must not leak either), the third through a crash.
+TRAFFIC_RUNS = ('1', '3')
+
+
 @pytest.mark.parametrize('run, failure', [('1', 'planned'), ('2', 'planned'), ('3', 'instance-killed'),
                                           ('4', 'link-down')])
 def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, failure):
+    traffic = ('-e', '@lab/vars/traffic.yml') if run in TRAFFIC_RUNS else ()
     proc = play('drill.yml', '-e', '@lab/vars/drill.yml', '-e', 'warm_spare_instance=be1',
                 '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', '@' + drill_password_file(tmp_path),
                 '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}', '-e', f'drill_failure={failure}',
-                *(['-vvv'] if run == '1' else []), check=False)
+                *traffic, *(['-vvv'] if run == '1' else []), check=False)
     if run == '1':    # the whole verbose output and the hosts' syslog hold no secret of the lab
         secrets = cyha_secrets.lab_secrets()
         assert cyha_secrets.leaks(proc.stdout + proc.stderr, secrets) == []
@@ -292,9 +300,35 @@ def test_drill_passes_for_each_failure_and_twice_in_a_row(pair, tmp_path, run, f
     ET.parse(f'{base}.svg')
     print(f'drill {run} ({failure}): failure to first IMAP login {report["failover_seconds"]:.2f} s; outage '
           f'delivery {outage["attempts"]} attempts, queued {outage["queued_seconds"]} s')
+    if run in TRAFFIC_RUNS:
+        cyha_traffic.check_drill_traffic(report, f'{base}.md', failure)
+    else:
+        assert 'traffic' not in report
     assert placement() == HOME
     if failure == 'link-down':
         assert record('be1')['active'] == 'be1'
+
+
+def test_the_invariant_check_finds_a_lost_and_a_duplicated_message_on_the_backend(pair):
+    """After drill 3 the invariants hold; then one acknowledged APPEND is expunged on be1 and another stored a
+    second time, behind the check's back: the check names exactly those two messages and their invariants."""
+    assert cyha_traffic.check_again('drill-be1-3')['ok'] is True
+    with open(f'{cyha_traffic.TRAFFIC_DIR}/drill-be1-3/journal.jsonl', encoding='utf-8') as handle:
+        acked = [json.loads(line) for line in handle]
+    acked = [r for r in acked if r.get('op') == 'append' and r.get('outcome') == 'ok' and r.get('user') == 'alice'
+             and r.get('uid')]
+    lost, doubled = acked[0], acked[-1]
+    with cyha_imap.imap(BE1_ADDR, *ALICE) as conn:
+        assert conn.select('INBOX')[0] == 'OK'
+        assert conn.uid('STORE', str(lost['uid']), '+FLAGS.SILENT', r'(\Deleted)')[0] == 'OK'
+        assert conn.uid('EXPUNGE', str(lost['uid']))[0] == 'OK'
+        body = conn.uid('FETCH', str(doubled['uid']), '(BODY.PEEK[])')[1][0][1]
+        assert conn.append('INBOX', None, None, body)[0] == 'OK'
+    result = cyha_traffic.check_again('drill-be1-3')
+    assert result['ok'] is False and result['errors'] == []
+    assert sorted((v['invariant'], v['message_id']) for v in result['violations']) == sorted(
+        [('acknowledged-present', lost['message_id']), ('exactly-once', doubled['message_id'])])
+    assert result['checked']['acknowledged_found'] == result['checked']['acknowledged'] - 1
 
 
 @pytest.mark.parametrize('failure', ['instance killed', 'home link down'])
@@ -324,4 +358,66 @@ def test_unplanned_failover_fences_the_home_node_first(pair, failure):
         subprocess.run(['ip', '-n', 'cyha-be1', 'link', 'set', 'eth0', 'up'], check=False)
     assert labutil.poll(lambda: on('be1', ['true']).returncode == 0, 30, interval=0.5), 'be1 is not back'
     play('failback.yml', '-e', 'warm_spare_instance=be1')
+    assert placement() == HOME
+
+
+def test_a_drill_killed_in_the_middle_then_a_fresh_drill_keep_every_invariant(pair, tmp_path):
+    """The drill's playbook is SIGKILLed once be1 runs on the spare (traffic running, nothing failed back);
+    the same drill run again completes the move back, takes the traffic over and passes: every message the
+    site acknowledged, before, during and after the kill, is on the backends once and intact."""
+    argv = [os.path.join(labutil.BIN, 'ansible-playbook'), '-i', labutil.inventory(), 'playbooks/drill.yml', *VARS,
+            '-e', '@lab/vars/drill.yml', '-e', '@lab/vars/traffic.yml', '-e', 'warm_spare_instance=be1',
+            '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', '@' + drill_password_file(tmp_path),
+            '-e', f'drill_report_dir={tmp_path}', '-e', 'drill_id=killed']
+    first = subprocess.Popen(argv, cwd=labutil.REPO, env=labutil.env(), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert labutil.poll(lambda: master_netns('be1') == 'cyha-spare', 300, interval=0.2), 'be1 never reached the spare'
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not os.path.exists(tmp_path / 'drill-be1-killed.json'), 'the killed drill must not have reported'
+    again = play('drill.yml', '-e', '@lab/vars/drill.yml', '-e', '@lab/vars/traffic.yml', '-e', 'warm_spare_instance=be1',
+                 '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', '@' + drill_password_file(tmp_path),
+                 '-e', f'drill_report_dir={tmp_path}', '-e', 'drill_id=killed', check=False)
+    with open(tmp_path / 'drill-be1-killed.json', encoding='utf-8') as handle:
+        report = json.load(handle)
+    assert again.returncode == 0 and report['passed'] is True, again.stdout[-4000:]
+    invariants = report['traffic']['invariants']
+    assert (invariants['ok'], invariants['violations'], invariants['errors']) == (True, [], [])
+    # the fresh drill took over the traffic the killed one started: one journal holds both drills
+    with open(f'{cyha_traffic.TRAFFIC_DIR}/drill-be1-killed/journal.jsonl', encoding='utf-8') as handle:
+        runs = [json.loads(line) for line in handle if '"op":"run"' in line]
+    assert [r['outcome'] for r in runs] == ['started', 'stopped'], runs
+    assert report['traffic']['seconds'] > report['total_seconds']
+    assert placement() == HOME
+
+
+def test_a_short_certification_run_survives_every_kind_of_failure(pair, tmp_path):
+    """bench/certify.py, short: five failures of five kinds under light traffic, the invariants checked after
+    each (the 100-failure run of bench/README.md is the same program)."""
+    proc = subprocess.run([sys.executable, os.path.join(labutil.REPO, 'bench', 'certify.py'), '--sequence',
+                           'planned,frontend-killed,link-down,mupdate-killed,instance-killed', '--rate', '5',
+                           '--out', str(tmp_path)], capture_output=True, text=True, timeout=1200, check=False,
+                          cwd=labutil.REPO)
+    runs = os.listdir(tmp_path)
+    assert len(runs) == 1, proc.stdout + proc.stderr
+    with open(tmp_path / runs[0] / 'summary.json', encoding='utf-8') as handle:
+        summary = json.load(handle)
+    assert proc.returncode == 0 and summary['verdict'] == 'passed', proc.stdout[-4000:] + proc.stderr[-2000:]
+    assert [s['kind'] for s in summary['steps']] == ['planned', 'frontend-killed', 'link-down', 'mupdate-killed',
+                                                     'instance-killed']
+    assert all(s['invariants_ok'] for s in summary['steps'])
+    checked = summary['invariants']['checked']
+    assert checked['acknowledged'] == checked['acknowledged_found'] > 0
+    assert summary['invariants']['violations'] == [] and summary['invariants']['errors'] == []
+    assert set(summary['outage_by_kind']) == {'planned', 'frontend-killed', 'link-down', 'mupdate-killed',
+                                              'instance-killed'}
+    # a killed frontend is an outage for every user of the traffic, seen by its clients
+    assert summary['outage_by_kind']['frontend-killed']['max'] > 0
+    with open(tmp_path / runs[0] / 'summary.md', encoding='utf-8') as handle:
+        print(handle.read())
+    for backend in ('be1', 'be2'):
+        if cyha_imap.master_pid(backend, 'cyha-spare'):
+            play('failback.yml', '-e', f'warm_spare_instance={backend}')
     assert placement() == HOME

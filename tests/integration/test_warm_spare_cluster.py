@@ -17,6 +17,7 @@ import time
 import pytest
 
 import cyha_secrets
+import cyha_traffic
 import labutil
 from cyha_cluster import (BE1_ADDR, CLUSTER_VARS, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary,
                           canary_count, cib_version, crm, group_started_on, has_address, inject, log_since, log_size,
@@ -285,13 +286,20 @@ def test_a_graceful_stop_moves_the_instance_without_fencing(cluster):
 
 @pytest.mark.parametrize('failure', ['node-crash', 'instance-killed'])
 def test_the_engine_drill_reports_an_unattended_failover(cluster, tmp_path, failure):
+    """The node crash runs under mail traffic (lab/vars/traffic.yml), checked as drill.yml's are."""
     victim = active()
-    proc = play_drill(failure, tmp_path)
+    traffic = failure == 'node-crash'
+    proc = play_drill(failure, tmp_path, *(('-e', '@lab/vars/traffic.yml') if traffic else ()))
     with open(tmp_path / f'cluster-drill-be1-{failure}.json', encoding='utf-8') as handle:
         report = json.load(handle)
     assert report['passed'], proc.stdout[-3000:]
     assert report['engine'] == 'pacemaker' and report['from'] == victim and report['to'] == active() != victim
     assert report['canaries']['missing'] == 0 and report['canaries']['changed'] == 0
+    if traffic:
+        cyha_traffic.check_drill_traffic(report, tmp_path / f'cluster-drill-be1-{failure}.md', failure)
+        report['checks'] = [c for c in report['checks'] if not c['name'].startswith('traffic: ')]
+    else:
+        assert 'traffic' not in report
     assert [c['ok'] for c in report['checks']] == [True, True, True, True], report['checks']
     assert [c['name'] for c in report['checks'][:3]] == [
         'every canary intact after the failover', 'the delivery made during the outage arrives, intact',
@@ -304,8 +312,8 @@ def test_the_engine_drill_reports_an_unattended_failover(cluster, tmp_path, fail
     assert labutil.poll(lambda: both_online(active()), JOIN_TIMEOUT, interval=0.5)
 
 
-def play_drill(failure: str, report_dir) -> subprocess.CompletedProcess:
+def play_drill(failure: str, report_dir, *extra: str) -> subprocess.CompletedProcess:
     return labutil.playbook('playbooks/cluster_drill.yml', *CLUSTER_VARS, '-e', 'warm_spare_instance=be1',
                             '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
                             '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id={failure}',
-                            '-e', f'drill_failure={failure}')
+                            '-e', f'drill_failure={failure}', *extra)

@@ -16,10 +16,11 @@ lab = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(lab)
 
 
-def test_default_topology_has_the_six_named_hosts():
+def test_default_topology_has_the_seven_named_hosts():
     hosts = lab.topology(2, 2, 1)
-    assert [h['name'] for h in hosts] == ['mupdate', 'fe1', 'fe2', 'be1', 'be2', 'spare']
-    assert [h['group'] for h in hosts] == ['mupdate_master', 'frontends', 'frontends', 'backends', 'backends', 'spares']
+    assert [h['name'] for h in hosts] == ['mupdate', 'fe1', 'fe2', 'be1', 'be2', 'spare', 'client']
+    assert [h['group'] for h in hosts] == ['mupdate_master', 'frontends', 'frontends', 'backends', 'backends', 'spares',
+                                           'clients']
 
 
 @pytest.mark.parametrize('frontends, backends, spares', [(0, 0, 0), (1, 3, 2), (9, 9, 9)])
@@ -35,7 +36,7 @@ def test_addresses_are_unique_and_only_in_documentation_ranges(frontends, backen
     assert len(set(services)) == len(services) and not set(services) & set(v4)
     assert all(ipaddress.ip_address('198.51.100.100') <= a <= ipaddress.ip_address('198.51.100.199') for a in services)
     assert all(len(h['link']) <= 15 and h['link'].startswith('cyha-') for h in hosts)
-    assert len(hosts) == 1 + frontends + backends + spares
+    assert len(hosts) == 1 + frontends + backends + spares + 1   # and the client
 
 
 @pytest.mark.parametrize('args, message', [((10, 1, 1), 'frontends must be between 0 and 9, not 10'),

@@ -199,6 +199,37 @@ def test_stop_signals_the_master_then_kills_what_is_left(be9, capsys, monkeypatc
     assert not os.path.exists(be9.pidfile)
 
 
+def test_stop_kills_a_master_left_alone_in_its_shutdown(be9, capsys, monkeypatch):
+    """Every service has exited but master spins on (cyrus-imapd#5309): it is killed once it has been the
+    instance's last process for MASTER_ALONE_GRACE, long before the timeout."""
+    be9.running(10)
+    be9.proc.add(11, ['lmtpd', '-C', be9.imapd])
+    sent = []
+    clock = [1000.0]
+
+    def kill(pid, sig):
+        sent.append((pid, sig))
+        if pid == 10 and sig == ctl.signal.SIGTERM:   # the services exit at once; master stays
+            with open(os.path.join(be9.proc.root, '11', 'stat'), 'w', encoding='utf-8') as handle:
+                handle.write('11 (x) X 1\n')
+        if sig == ctl.signal.SIGKILL:
+            with open(os.path.join(be9.proc.root, str(pid), 'stat'), 'w', encoding='utf-8') as handle:
+                handle.write(f'{pid} (x) X 1\n')
+
+    def sleep(seconds):
+        clock[0] += seconds
+    monkeypatch.setattr(ctl.os, 'kill', kill)
+    monkeypatch.setattr(ctl.time, 'sleep', sleep)
+    monkeypatch.setattr(ctl.time, 'monotonic', lambda: clock[0])
+    code, answer = run(capsys, be9.argv('stop', '--timeout', '30'))
+    assert (code, answer['changed'], answer['pid']) == (0, True, 10)
+    assert answer['msg'] == ('master stopped (every service had exited and master still ran 2 s later, hung in its '
+                             'shutdown: killed)')
+    assert sent == [(10, ctl.signal.SIGTERM), (10, ctl.signal.SIGKILL)]
+    assert clock[0] - 1000.0 < 3, 'killed after the grace, not at the 30 s timeout'
+    assert not os.path.exists(be9.pidfile)
+
+
 def test_kill_in_check_mode_and_with_nothing_running(be9, capsys):
     assert run(capsys, be9.argv('kill')) == (0, {'changed': False, 'state': 'stopped', 'pid': None,
                                                  'msg': 'no process of the instance runs'})

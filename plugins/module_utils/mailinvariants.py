@@ -1,0 +1,219 @@
+# Copyright: cyrus.ha contributors
+# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The invariants of a traffic run (mailtraffic.py), checked by reading the backends directly over IMAP.
+
+The journal says what the site acknowledged; the backends say what they hold. Each user logs in on
+every backend directly (not through a frontend: the check must see where the mail really is), EXAMINEs
+the INBOX and FETCHes every message of the run (its Message-ID carries the run's tag). Then:
+
+- ``acknowledged-present``: every delivery and APPEND the site acknowledged is there;
+- ``exactly-once``: none of them is there twice, and nothing the site did not acknowledge (a delivery
+  still queued or refused, an APPEND whose answer was lost) is there more than once;
+- ``byte-for-byte``: what is there is what was acknowledged (SHA-256 of the whole message);
+- ``uid-stable``: an acknowledged APPEND's UID (its APPENDUID answer) still names that message, within an
+  unchanged UIDVALIDITY (``uidvalidity-kept``): a UID reused or a UIDVALIDITY changed makes every
+  client's cache lie or start over;
+- ``mailbox-once``: a user's INBOX exists on one backend only (by name, and by its unique id where the
+  server tells it: RFC 8474 MAILBOXID);
+- ``flag-kept``: a flag change the site acknowledged is still there;
+- ``no-corrupt-read``: no read during the run returned an acknowledged message changed.
+
+Python 3.9+, standard library only.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+
+try:
+    from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CheckError, Imap, stored_digests
+    from ansible_collections.cyrus.ha.plugins.module_utils.mailtraffic import message_id_of
+except ImportError:   # a standalone script's copy, beside them in the support directory
+    from imapcheck import CheckError, Imap, stored_digests
+    from mailtraffic import message_id_of
+
+INVARIANTS = ('acknowledged-present', 'exactly-once', 'byte-for-byte', 'uid-stable', 'uidvalidity-kept',
+              'mailbox-once', 'flag-kept', 'no-corrupt-read')
+_UID = re.compile(rb'\bUID (\d+)')
+_FLAGS = re.compile(rb'\bFLAGS \(([^)]*)\)')
+_MAILBOXID = re.compile(rb'MAILBOXID \(([^)]+)\)')
+_UIDVALIDITY = re.compile(rb'UIDVALIDITY (\d+)')
+
+
+def expectations(records: list[dict]) -> dict:
+    """What the journal says the backends must hold: acknowledged messages (by Message-ID: user, digest,
+    op, time, APPENDUID), messages of unknown fate (at most once), acknowledged flags, corrupt reads."""
+    acked, maybe, flags, corrupt = {}, {}, [], []
+    users = set()
+    for r in records:
+        op, outcome, message_id = r.get('op'), r.get('outcome'), r.get('message_id')
+        if op in ('deliver', 'append', 'fetch', 'store', 'idle') and isinstance(r.get('user'), str) and r['user'] != '-':
+            users.add(r['user'])
+        if op in ('deliver', 'append') and isinstance(message_id, str):
+            if outcome == 'ok':
+                acked[message_id] = {'user': r.get('user'), 'sha256': r.get('sha256'), 'size': r.get('size'),
+                                     'op': op, 't': r.get('t'), 'uidvalidity': r.get('uidvalidity'), 'uid': r.get('uid')}
+                maybe.pop(message_id, None)
+            elif message_id not in acked:
+                maybe[message_id] = {'user': r.get('user'), 'sha256': r.get('sha256'), 'op': op, 'outcome': outcome}
+        elif op == 'store' and outcome == 'ok' and isinstance(r.get('uid'), int):
+            flags.append({'user': r.get('user'), 'message_id': r.get('message_id'), 'uid': r['uid'],
+                          'flag': r.get('flag'), 't': r.get('t')})
+        elif op == 'fetch' and r.get('kind') == 'corrupt':
+            corrupt.append(r)
+    return {'acked': acked, 'maybe': maybe, 'flags': flags, 'corrupt': corrupt, 'users': sorted(users)}
+
+
+def _parse_fetch(data: list) -> list[dict]:
+    """UID, FLAGS and body of each message in an imaplib FETCH answer."""
+    out = []
+    for index, item in enumerate(data):
+        if not isinstance(item, tuple) or len(item) != 2:
+            continue
+        head = item[0]
+        tail = data[index + 1] if index + 1 < len(data) and isinstance(data[index + 1], bytes) else b''
+        uid = _UID.search(head) or _UID.search(tail)
+        flags = _FLAGS.search(head) or _FLAGS.search(tail)
+        out.append({'uid': int(uid.group(1)) if uid else None,
+                    'flags': flags.group(1).decode('ascii', 'replace').split() if flags else [],
+                    'body': item[1]})
+    return out
+
+
+def read_inbox(backend: dict, user: str, password: str, tag: str, ca_path: str | None, timeout: float) -> dict | None:
+    """The run's messages in the user's INBOX on one backend ({message_id: [copies]}, uidvalidity,
+    mailbox id), or None when the backend has no INBOX for the user. CheckError when the backend cannot
+    be read."""
+    session = Imap(backend['host'], backend.get('port', 993), user, password, ssl=True, timeout=timeout,
+                   ca_path=ca_path)
+    where = f'{user} on backend {backend["name"]} ({backend["host"]})'
+    try:
+        session.connect()
+        conn = session.conn
+        status, data = conn.select('INBOX', readonly=True)
+        if status != 'OK':
+            text = b' '.join(d for d in data if isinstance(d, bytes)).decode('utf-8', 'replace')
+            if 'does not exist' in text.lower() or 'nonexistent' in text.lower():
+                return None
+            raise CheckError(f'EXAMINE INBOX as {where}: {status} {text}')
+        uidvalidity = conn.untagged_responses.get('UIDVALIDITY', [None])[-1]
+        uidvalidity = int(uidvalidity) if uidvalidity else None
+        mailbox_id = None
+        if 'OBJECTID' in conn.capabilities:
+            status, data = conn.status('INBOX', '(MAILBOXID)')
+            found = _MAILBOXID.search(b' '.join(d for d in data if isinstance(d, bytes))) if status == 'OK' else None
+            mailbox_id = found.group(1).decode('ascii', 'replace') if found else None
+        exists = int(conn.untagged_responses.get('EXISTS', [b'0'])[-1] or 0)
+        messages: dict[str, list] = {}
+        by_uid: dict[int, str] = {}
+        if exists:
+            status, data = conn.uid('FETCH', '1:*', '(UID FLAGS BODY.PEEK[])')
+            if status != 'OK':
+                raise CheckError(f'UID FETCH 1:* as {where}: {status} {data!r}')
+            marker = f'<cyrus-ha-traffic-{tag}-'
+            for item in _parse_fetch(data):
+                message_id = message_id_of(item['body'])
+                if item['uid'] is not None and message_id:
+                    by_uid[item['uid']] = message_id
+                if message_id and message_id.startswith(marker):
+                    messages.setdefault(message_id, []).append(
+                        {'uid': item['uid'], 'flags': item['flags'], 'body': item['body']})
+        return {'backend': backend['name'], 'uidvalidity': uidvalidity, 'mailbox_id': mailbox_id,
+                'messages': messages, 'by_uid': by_uid, 'exists': exists}
+    except CheckError as exc:
+        raise CheckError(f'reading {where}: {exc.msg}') from None
+    except (OSError, imaplib.IMAP4.error, EOFError) as exc:
+        raise CheckError(f'reading {where}: {exc or type(exc).__name__}') from None
+    finally:
+        session.close()
+
+
+def check(records: list[dict], backends: list[dict], passwords: dict, tag: str, ca_path: str | None = None,
+          timeout: float = 30.0, reader=read_inbox) -> dict:
+    """Every invariant of a run's journal against the backends. ok is true only when every user could be
+    read and nothing was violated; violations and errors name the user, the message and the backend."""
+    expect = expectations(records)
+    violations, errors = [], []
+    held: dict[str, dict] = {}
+    unread = set()
+    users = sorted(set(expect['users']) | {v['user'] for v in expect['acked'].values() if v['user']})
+    for user in users:
+        if user not in passwords:
+            errors.append(f'{user}: no password in the traffic profile: not checked')
+            unread.add(user)
+            continue
+        found = []
+        for backend in backends:
+            try:
+                inbox = reader(backend, user, passwords[user], tag, ca_path, timeout)
+            except CheckError as exc:
+                errors.append(exc.msg)
+                unread.add(user)
+                continue
+            if inbox is not None:
+                found.append(inbox)
+        if len(found) > 1:
+            ids = ', '.join(f'{i["backend"]} (id {i["mailbox_id"] or "?"})' for i in found)
+            violations.append({'invariant': 'mailbox-once', 'user': user,
+                               'detail': f'the INBOX of {user} exists on {len(found)} backends: {ids}'})
+        if found:
+            held[user] = found[0]
+    acked_found = 0
+    for message_id, want in sorted(expect['acked'].items(), key=lambda kv: kv[1]['t'] or 0):
+        inbox = held.get(want['user'])
+        if inbox is None:
+            if want['user'] not in unread:
+                violations.append({'invariant': 'acknowledged-present', 'user': want['user'], 'message_id': message_id,
+                                   'detail': f'{want["op"]} acknowledged at {want["t"]} and the INBOX of '
+                                             f'{want["user"]} is on no backend'})
+            continue
+        copies = inbox['messages'].get(message_id, [])
+        where = f'INBOX of {want["user"]} on {inbox["backend"]}'
+        if not copies:
+            violations.append({'invariant': 'acknowledged-present', 'user': want['user'], 'message_id': message_id,
+                               'detail': f'{want["op"]} acknowledged at {want["t"]} and missing from the {where}'})
+            continue
+        acked_found += 1
+        if len(copies) > 1:
+            violations.append({'invariant': 'exactly-once', 'user': want['user'], 'message_id': message_id,
+                               'detail': f'{want["op"]} acknowledged once and stored {len(copies)} times in the '
+                                         f'{where} (UIDs {", ".join(str(c["uid"]) for c in copies)})'})
+        size = want['size'] if isinstance(want['size'], int) else 0
+        if any(want['sha256'] not in stored_digests(c['body'], size) for c in copies):
+            violations.append({'invariant': 'byte-for-byte', 'user': want['user'], 'message_id': message_id,
+                               'detail': f'{want["op"]} acknowledged at {want["t"]} differs byte for byte in the {where}'})
+        if want['uid'] is not None and want['uidvalidity'] is not None:
+            if inbox['uidvalidity'] != want['uidvalidity']:
+                violations.append({'invariant': 'uidvalidity-kept', 'user': want['user'], 'message_id': message_id,
+                                   'detail': f'UIDVALIDITY of the {where} is {inbox["uidvalidity"]}, was '
+                                             f'{want["uidvalidity"]} when the APPEND was acknowledged'})
+            elif inbox['by_uid'].get(want['uid']) != message_id:
+                violations.append({'invariant': 'uid-stable', 'user': want['user'], 'message_id': message_id,
+                                   'detail': f'UID {want["uid"]} of the {where} was acknowledged for this message '
+                                             f'and now names {inbox["by_uid"].get(want["uid"]) or "no message"}'})
+    maybe_found = 0
+    for message_id, what in sorted(expect['maybe'].items()):
+        inbox = held.get(what['user'])
+        copies = inbox['messages'].get(message_id, []) if inbox else []
+        maybe_found += bool(copies)
+        if len(copies) > 1:
+            violations.append({'invariant': 'exactly-once', 'user': what['user'], 'message_id': message_id,
+                               'detail': f'{what["op"]} never acknowledged ({what["outcome"]}) and stored '
+                                         f'{len(copies)} times in the INBOX of {what["user"]} on {inbox["backend"]}'})
+    for change in expect['flags']:
+        inbox = held.get(change['user'])
+        copies = inbox['messages'].get(change['message_id'], []) if inbox else []
+        if copies and not any(change['flag'] in c['flags'] for c in copies):
+            violations.append({'invariant': 'flag-kept', 'user': change['user'], 'message_id': change['message_id'],
+                               'detail': f'{change["flag"]} set on UID {change["uid"]} at {change["t"]} is gone from '
+                                         f'the INBOX of {change["user"]} on {inbox["backend"]}'})
+    for read in expect['corrupt']:
+        violations.append({'invariant': 'no-corrupt-read', 'user': read.get('user'), 'message_id': read.get('message_id'),
+                           'detail': f'a FETCH at {read.get("t")} returned it changed: {read.get("error")}'})
+    return {'ok': not violations and not errors, 'violations': violations, 'errors': errors,
+            'checked': {'acknowledged': len(expect['acked']), 'acknowledged_found': acked_found,
+                        'unacknowledged': len(expect['maybe']), 'unacknowledged_found': maybe_found,
+                        'flags': len(expect['flags']), 'users': len(users),
+                        'mailboxes': {u: i['backend'] for u, i in sorted(held.items())}},
+            'invariants': list(INVARIANTS)}
