@@ -81,7 +81,8 @@ lab: lab-up
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) -e @lab/vars/traffic.yml playbooks/drill.yml \
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
-	@echo "lab: reports in $(REPORTS)/: hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
+	@$(PYTHON) lab/report_index.py $(REPORTS) >/dev/null
+	@echo "lab: reports in $(REPORTS)/: index.html (open it: every report on one page), hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
 	@echo "lab: inventory $(LAB_DIR)/inventory.yml + $(LAB_DIR)/topology.yml (cyrus.ha.murder); 'make lab-down' removes the lab"
 
 # The quality and unit tests use no lab and mostly the CPU; the integration tests mostly wait on the lab.
