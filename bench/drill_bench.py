@@ -9,7 +9,11 @@ on be1. Each drill fails be1 over to the spare and back, so drills can follow ea
 Nothing here is a test: it prints the medians of what it measured.
 
 Usage (root, repository root): .venv/bin/python bench/drill_bench.py [--rounds 5]
-    [--kinds planned,instance-killed,link-down] [--json FILE] [--baseline REV]
+    [--kinds planned,instance-killed,link-down] [--json FILE] [--baseline REV] [--traffic]
+
+With --traffic each drill runs under mail traffic from the lab's client host (lab/vars/traffic.yml), and
+the table adds the outage its clients saw in the failover and in the failback (the longest time one
+user could not do one kind of operation), beside the drill's own figures from its phase timestamps.
 
 With --baseline REV the same drills also run on the collection as it was at git revision REV (a
 worktree of it, deployed over the same lab), each round deploying and drilling one tree, then the
@@ -52,19 +56,38 @@ def deploy(tree: str) -> None:
         raise SystemExit(f'deploying {tree} failed:\n{proc.stdout[-3000:]}')
 
 
-def drill(kind: str, index: int, report_dir: str, tree: str = REPO, label: str = 'current') -> dict:
+def client_outages(report: dict) -> tuple:
+    """The longest outage the traffic's clients saw (any user, any operation: first failed operation to the
+    end of the first success after it) in the failover and in the failback: windows opening from the failure
+    up to the failover's last phase, and after it. (None, None) without traffic."""
+    traffic = report.get('traffic')
+    if not isinstance(traffic, dict):
+        return None, None
+    over = [p['at'] for p in report['phases'] if p.get('section', 'failover') == 'failover']
+    start, boundary = min(over), max(over)
+    windows = traffic['outages']['any']['windows']
+    failover = max((b - a for a, b, _user in windows if start - 1 <= a <= boundary), default=0.0)
+    failback = max((b - a for a, b, _user in windows if a > boundary), default=0.0)
+    return round(failover, 3), round(failback, 3)
+
+
+def drill(kind: str, index: int, report_dir: str, tree: str = REPO, label: str = 'current', traffic: bool = False) -> dict:
     started = time.monotonic()
     name = f'bench-{label}-{kind}-{index}'
     proc = playbook(tree, 'playbooks/drill.yml', *VARS, '-e', 'warm_spare_instance=be1', '-e', 'drill_frontend=fe1',
                     '-e', 'drill_user=alice', '-e', 'drill_password=cyha-lab-alice',
-                    '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id={name}', '-e', f'drill_failure={kind}')
+                    '-e', f'drill_report_dir={report_dir}', '-e', f'drill_id={name}', '-e', f'drill_failure={kind}',
+                    *(['-e', '@lab/vars/traffic.yml'] if traffic else []))
     wall = time.monotonic() - started
     path = os.path.join(report_dir, f'drill-be1-{name}.json')
     if not os.path.exists(path):
         raise SystemExit(f'drill {kind} #{index} ({label}) wrote no report:\n{proc.stdout[-3000:]}')
     with open(path, encoding='utf-8') as handle:
         report = json.load(handle)
+    client_failover, client_failback = client_outages(report)
     return {'tree': label, 'kind': kind, 'passed': report['passed'], 'failover_s': report['failover_seconds'],
+            'failback_s': report.get('failback_seconds'), 'client_failover_s': client_failover,
+            'client_failback_s': client_failback,
             'queued_s': float(report['outage_delivery'].get('queued_seconds') or 0), 'playbook_s': round(wall, 2)}
 
 
@@ -85,6 +108,9 @@ def main() -> int:
     parser.add_argument('--kinds', default='planned,instance-killed,link-down')
     parser.add_argument('--json', help='write every drill\'s figures to this file')
     parser.add_argument('--baseline', help='also drill the collection at this git revision, round by round')
+    parser.add_argument('--traffic', action='store_true',
+                        help='run each drill under mail traffic (lab/vars/traffic.yml) and report the outage its '
+                             'clients saw beside the drill\'s own figures')
     args = parser.parse_args()
     kinds = args.kinds.split(',')
     rows = []
@@ -98,7 +124,7 @@ def main() -> int:
                     if len(trees) > 1:
                         deploy(tree)     # the Murder as this tree deploys it
                     for kind in kinds:   # kinds alternate, so a noisy minute hits all of them
-                        rows.append(drill(kind, index, report_dir, tree, label.split()[0]))
+                        rows.append(drill(kind, index, report_dir, tree, label.split()[0], args.traffic))
                         rows[-1]['tree'] = label
                         print(json.dumps(rows[-1]), flush=True)
         finally:
@@ -111,6 +137,18 @@ def main() -> int:
         with open(args.json, 'w', encoding='utf-8') as handle:
             json.dump(rows, handle, indent=2)
     print()
+    if args.traffic:
+        print('| failure | drills | passed | drill failover median (s) | clients\' failover outage median (s) | max '
+              '| drill failback median (s) | clients\' failback outage median (s) | max |')
+        print('|---|---|---|---|---|---|---|---|---|')
+        for kind in kinds:
+            mine = [r for r in rows if r['kind'] == kind]
+            cf, cb = [r['client_failover_s'] for r in mine], [r['client_failback_s'] for r in mine]
+            print(f'| {kind} | {len(mine)} | {sum(r["passed"] for r in mine)} | '
+                  f'{statistics.median(r["failover_s"] for r in mine):.2f} | {statistics.median(cf):.2f} | {max(cf):.2f} | '
+                  f'{statistics.median(r["failback_s"] or 0 for r in mine):.2f} | {statistics.median(cb):.2f} | '
+                  f'{max(cb):.2f} |')
+        print()
     print('| tree | failure | drills | passed | failover median (s) | min | max | outage mail queued median (s) '
           '| playbook median (s) |')
     print('|---|---|---|---|---|---|---|---|---|')
