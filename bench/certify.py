@@ -227,18 +227,18 @@ class Run:
                 step = self.failure(index, kind, rng)
                 time.sleep(self.args.settle)
                 result = self.check()
-                step.update(checked=time.time(), invariants_ok=result.get('ok'),
-                            violations=result.get('violations', []), errors=result.get('errors', []),
-                            acknowledged=result.get('checked', {}).get('acknowledged'))
+                step.update(checked=time.time(), invariants_ok=result.get('ok') is True,
+                            violations=result.get('violations') or [],
+                            errors=result.get('errors') or ([result['msg']] if result.get('failed') else []),
+                            acknowledged=(result.get('checked') or {}).get('acknowledged'))
                 self.steps.append(step)
                 self.write_steps()
                 print(f'{index:3d} {kind:16s} {step.get("backend") or step.get("instance")}: '
                       f'{step["recovered"] - step["started"]:.1f} s to serve again, '
                       f'{step["acknowledged"]} acknowledged, invariants {"ok" if step["invariants_ok"] else "BROKEN"}',
                       flush=True)
-                if not result.get('ok'):
-                    raise Stop(f'step {index} ({kind}): invariants broken: {result.get("violations")[:3]} '
-                               f'{result.get("errors")[:3]}')
+                if not step['invariants_ok']:
+                    raise Stop(f'step {index} ({kind}): invariants broken: {step["violations"][:3]} {step["errors"][:3]}')
         except Stop as exc:
             verdict, reason = 'failed', str(exc)
             print(f'STOPPED: {reason}', flush=True)
@@ -250,8 +250,9 @@ class Run:
             journal = f'{TRAFFIC_DIR}/{self.tag}/journal.jsonl'
             if os.path.exists(journal):
                 shutil.copyfile(journal, os.path.join(self.out, 'journal.jsonl'))
-            if verdict == 'passed' and not final.get('ok'):
-                verdict, reason = 'failed', f'the final check found: {final.get("violations")[:3]} {final.get("errors")[:3]}'
+            if verdict == 'passed' and final.get('ok') is not True:
+                verdict, reason = 'failed', (f'the final check found: {(final.get("violations") or [])[:3]} '
+                                             f'{(final.get("errors") or [final.get("msg")])[:3]}')
             self.summarize(verdict, reason, final)
             shutil.rmtree(self.tmp, ignore_errors=True)
         return 0 if verdict == 'passed' else 1
@@ -292,8 +293,9 @@ class Run:
         if reason:
             lines += [f'Stopped: {reason}', '']
         checked = final.get('checked') or {}
-        lines += [f'- failures survived: {len(self.steps) if verdict == "passed" else max(0, len(self.steps) - 1)} '
-                  f'of {len(self.steps)} run (seed {self.args.seed})',
+        survived = sum(1 for s in self.steps if s.get('invariants_ok'))
+        lines += [f'- failures survived (served again, every invariant holding): {survived} of {len(self.steps)} '
+                  f'completed (seed {self.args.seed}{"; the run stopped: see above" if reason else ""})',
                   f'- traffic: {traffic.get("operations")} operations in {traffic.get("seconds")} s '
                   f'({traffic.get("rate")}/s; asked {self.args.rate}/s of new operations, retries of deferred '
                   f'deliveries on top)',

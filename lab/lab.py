@@ -43,7 +43,7 @@ CONTROLLER4 = '198.51.100.1'
 CONTROLLER6 = '2001:db8::1'
 DOMAIN = 'cyha.test'
 DEFAULT_DIR = '/var/lib/cyha-lab'
-SAN_SIZE = 128 * 1024 * 1024
+SAN_MB = 128            # each backend's "SAN" disk; bench/scale_curve.py asks for more (--san-mb)
 LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?|client)$')
 
 # The boot address plan: one block of host numbers per kind of host. Service addresses
@@ -204,7 +204,7 @@ class Lab:
         return os.path.join(self.dir, 'hosts', name)
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, frontends: int, backends: int, spares: int) -> dict:
+    def up(self, frontends: int, backends: int, spares: int, san_mb: int = SAN_MB) -> dict:
         for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd', 'mkfs.ext4', 'losetup'):
             if not shutil.which(tool):
                 raise LabError(f'{tool} is not installed: run `make deps` (apt packages in bindep.txt)')
@@ -213,9 +213,12 @@ class Lab:
         hosts = topology(frontends, backends, spares)
         state = self.load()
         self.install_fence_agent()
-        if state and state.get('up') and state.get('params') == [frontends, backends, spares]:
+        if not 64 <= san_mb <= 65536:
+            raise LabError(f'the SAN disks must be from 64 to 65536 MiB, not {san_mb}')
+        same = state and state.get('params') == [frontends, backends, spares] and state.get('san_mb', SAN_MB) == san_mb
+        if same and state.get('up'):
             self.revive(state)
-        if state and (state.get('params') != [frontends, backends, spares] or not self.healthy(state)):
+        if state and (not same or not self.healthy(state)):
             log('existing lab differs from the request or is unhealthy: rebuilding it')
             self.down()
             state = {}
@@ -235,7 +238,8 @@ class Lab:
         os.makedirs(self.cp_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o750, exist_ok=True)
         os.makedirs(self.sock_dir, mode=0o755, exist_ok=True)
-        state = {'params': [frontends, backends, spares], 'hosts': hosts, 'pids': {}, 'created_dev_log': False}
+        state = {'params': [frontends, backends, spares], 'san_mb': san_mb, 'hosts': hosts, 'pids': {},
+                 'created_dev_log': False}
         self.save(state)   # saved before anything is made, so a failed `up` is undone by `down`
         self.ensure_keys()
         self.make_tls(hosts)
@@ -289,9 +293,12 @@ class Lab:
             volume = {'image': image, 'uuid': str(uuid.uuid4()), 'label': f'cyha-{name}', 'devices': {}}
             state['san'][name] = volume
             self.save(state)
+            size = state.get('san_mb', SAN_MB)
             with open(image, 'wb') as handle:
-                handle.truncate(SAN_SIZE)
-            run(['mkfs.ext4', '-q', '-F', '-O', 'mmp', '-E', 'mmp_update_interval=1', '-L', volume['label'],
+                handle.truncate(size * 1024 * 1024)
+            # a larger disk is for many mailboxes: one inode per 4 KiB (a mailbox is a directory and a few small files)
+            density = ['-i', '4096'] if size > SAN_MB else []
+            run(['mkfs.ext4', '-q', '-F', '-O', 'mmp', '-E', 'mmp_update_interval=1', *density, '-L', volume['label'],
                  '-U', volume['uuid'], image])
             for user in [name] + spares:
                 volume['devices'][user] = run(['losetup', '-f', '--show', image]).stdout.strip()
@@ -823,6 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument('--frontends', type=int, default=int(os.environ.get('CYHA_FRONTENDS', '2')))
     up.add_argument('--backends', type=int, default=int(os.environ.get('CYHA_BACKENDS', '2')))
     up.add_argument('--spares', type=int, default=int(os.environ.get('CYHA_SPARES', '1')))
+    up.add_argument('--san-mb', type=int, default=int(os.environ.get('CYHA_SAN_MB', str(SAN_MB))),
+                    help='size of each backend\'s SAN disk in MiB (sparse; more for many mailboxes)')
     sub.add_parser('down')
     sub.add_parser('revive')
     sub.add_parser('status')
@@ -831,7 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.dir)
     try:
         if args.command == 'up':
-            lab.up(args.frontends, args.backends, args.spares)
+            lab.up(args.frontends, args.backends, args.spares, args.san_mb)
         elif args.command == 'down':
             lab.down()
         elif args.command == 'revive':

@@ -99,11 +99,16 @@ def read_inbox(backend: dict, user: str, password: str, tag: str, ca_path: str |
             raise CheckError(f'EXAMINE INBOX as {where}: {status} {text}')
         uidvalidity = conn.untagged_responses.get('UIDVALIDITY', [None])[-1]
         uidvalidity = int(uidvalidity) if uidvalidity else None
-        mailbox_id = None
-        if 'OBJECTID' in conn.capabilities:
+        # RFC 8474's MAILBOXID (imaplib keeps the capabilities from before the login: just ask; a server
+        # without OBJECTID answers BAD, and the id stays unknown)
+        try:
             status, data = conn.status('INBOX', '(MAILBOXID)')
-            found = _MAILBOXID.search(b' '.join(d for d in data if isinstance(d, bytes))) if status == 'OK' else None
-            mailbox_id = found.group(1).decode('ascii', 'replace') if found else None
+        except imaplib.IMAP4.abort:
+            raise
+        except imaplib.IMAP4.error:
+            status, data = 'BAD', []
+        found = _MAILBOXID.search(b' '.join(d for d in data if isinstance(d, bytes))) if status == 'OK' else None
+        mailbox_id = found.group(1).decode('ascii', 'replace') if found else None
         exists = int(conn.untagged_responses.get('EXISTS', [b'0'])[-1] or 0)
         messages: dict[str, list] = {}
         by_uid: dict[int, str] = {}

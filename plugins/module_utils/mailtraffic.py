@@ -93,12 +93,12 @@ def load_profile(data: dict) -> dict:
         check_number('queue_interval', p['queue_interval'], 0.05, 3600)
         check_number('duration', p['duration'], 0, 30 * 86400)
         check_number('drain', p['drain'], 0, 86400)
-        check_number('size', p['size'], 64, 10 * 1024 * 1024)
         check_text('tag', p.get('tag'))
         check_text('sender', p['sender'])
     except CheckError as exc:
         raise ProfileError(f'traffic profile: {exc.msg}') from None
-    for key, low, high in (('idle_sessions', 0, 1000), ('workers', 1, 1000), ('seed', 0, 2 ** 63)):
+    for key, low, high in (('idle_sessions', 0, 1000), ('workers', 1, 1000), ('seed', 0, 2 ** 63),
+                           ('size', 64, 10 * 1024 * 1024)):
         if isinstance(p[key], bool) or not isinstance(p[key], int) or not low <= p[key] <= high:
             raise ProfileError(f'traffic profile: {key} must be a whole number from {low} to {high}, not {p[key]!r}')
     if not re.fullmatch(r'[A-Za-z0-9._-]{1,64}', p['tag']):
@@ -128,6 +128,9 @@ def load_profile(data: dict) -> dict:
             isinstance(r, str) and re.fullmatch(r'[\x21-\x7e]{1,254}', r) for r in recipients):
         raise ProfileError('traffic profile: recipients must be a non-empty list of addresses (printable ASCII, '
                            'no spaces)')
+    elif set(recipients) - {u['name'] for u in users}:
+        raise ProfileError(f'traffic profile: recipients {", ".join(sorted(set(recipients) - {u["name"] for u in users}))} '
+                           'are not among the users: every mailbox delivered to is read back with its user\'s password')
     if p['lmtp_host'] is None:
         p['lmtp_host'] = p['imap_host']
     return p
@@ -185,8 +188,10 @@ class Journal:
             self.file.write(line + '\n')
 
     def close(self) -> None:
+        """Flush; the file stays open, so an operation that outlives the stop still lands its line
+        (its process's exit closes it)."""
         with self.lock:
-            self.file.close()
+            self.file.flush()
 
 
 def read_journal(path: str) -> list[dict]:
@@ -299,8 +304,9 @@ class Traffic:
             return
         except (OSError, imaplib.IMAP4.error, EOFError) as exc:
             session.close()
-            sent = step == 'append' and not isinstance(exc, imaplib.IMAP4.error)
-            kind = 'login' if step == 'connect' and isinstance(exc, imaplib.IMAP4.error) else error_kind(exc, step)
+            refused = isinstance(exc, imaplib.IMAP4.error) and not isinstance(exc, imaplib.IMAP4.abort)
+            sent = step == 'append' and not refused      # the answer was lost: stored or not, nobody knows
+            kind = 'login' if step == 'connect' and refused else error_kind(exc, step)
             self.record('append', user, started, 'unknown' if sent else 'failed', error=str(exc) or type(exc).__name__,
                         kind=kind, message_id=message_id, sha256=digest, size=len(message))
             return
@@ -336,7 +342,8 @@ class Traffic:
             return
         except (OSError, imaplib.IMAP4.error, EOFError) as exc:
             session.close()
-            kind = 'login' if step == 'connect' and isinstance(exc, imaplib.IMAP4.error) else error_kind(exc, step)
+            refused = isinstance(exc, imaplib.IMAP4.error) and not isinstance(exc, imaplib.IMAP4.abort)
+            kind = 'login' if step == 'connect' and refused else error_kind(exc, step)
             self.record(op, user, started, 'failed', error=str(exc) or type(exc).__name__, kind=kind)
             return
         session.close()
@@ -489,8 +496,13 @@ class Traffic:
             if not ready and not waiting and not busy:
                 break
             time.sleep(0.1)
-        for _worker in range(self.p['workers']):
-            self.in_flight.acquire(timeout=max(0.0, deadline - time.monotonic()) + self.p['timeout'])
+        # an operation is at most a few timeouts (connect, TLS, login, command): wait for every one under way
+        settle = time.monotonic() + 4 * self.p['timeout']
+        while time.monotonic() < settle:
+            with self.lock:
+                if not self.busy:
+                    break
+            time.sleep(0.05)
         with self.lock:
             left = list(self.queue)
         for item in left:
@@ -576,12 +588,16 @@ def summarize(records: list[dict]) -> dict:
     deliveries = [o for o in ops if o['op'] == 'deliver']
     accepted = [o for o in deliveries if o['outcome'] == 'ok']
     deferred_then = [o for o in accepted if o.get('attempt', 1) > 1]
+    # what became of each message: its last attempt (a run killed or stopped mid-retry leaves a deferred one)
+    last: dict = {}
+    for o in sorted(deliveries, key=lambda o: (o['t'], o.get('attempt', 1))):
+        last[o.get('message_id')] = o['outcome']
     out['deliveries'] = {
         'accepted': len(accepted),
         'deferred_then_accepted': len(deferred_then),
         'max_queued': round(max((o.get('queued', 0.0) for o in accepted), default=0.0), 3),
-        'failed': sum(1 for o in deliveries if o['outcome'] == 'failed'),
-        'still_queued': sum(1 for o in deliveries if o['outcome'] == 'queued'),
+        'failed': sum(1 for outcome in last.values() if outcome == 'failed'),
+        'still_queued': sum(1 for outcome in last.values() if outcome not in ('ok', 'failed')),
     }
     out['corrupt_reads'] = sum(1 for o in ops if o.get('kind') == 'corrupt')
     return out

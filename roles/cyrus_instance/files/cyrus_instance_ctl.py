@@ -31,10 +31,11 @@ import sys
 import time
 
 try:
-    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, testhook
+    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, procfs, testhook
     from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import SOCKET_KEYS, parse_imapd_lines
 except ImportError:   # installed: the module_utils are beside this file, in the support directory
     import cyrusinstance
+    import procfs
     import testhook
     from cyrusconf import SOCKET_KEYS, parse_imapd_lines
 
@@ -157,6 +158,24 @@ def start(args) -> dict:
 MASTER_ALONE_GRACE = 2.0
 
 
+def live_children(pid: int, proc_root: str) -> list[int]:
+    """Master's children that still run (a zombie it never reaped is not one), whatever their command line:
+    a service of a hand-written cyrus.conf without -C would be invisible to instance_pids."""
+    kids = []
+    task_dir = os.path.join(proc_root, str(pid), 'task')
+    try:
+        tids = os.listdir(task_dir)
+    except OSError:
+        return []
+    for tid in tids:
+        try:
+            with open(os.path.join(task_dir, tid, 'children'), encoding='ascii') as handle:
+                kids += [int(x) for x in handle.read().split()]
+        except (OSError, ValueError):
+            continue
+    return [kid for kid in kids if procfs.state(kid, proc_root) not in ('Z', 'X', '')]
+
+
 def stop(args) -> dict:
     pid = master_pid(args)
     others = instance_pids(args)
@@ -171,7 +190,7 @@ def stop(args) -> dict:
     alone_since, hung = None, False
     left = instance_pids(args)
     while left and time.monotonic() < deadline:
-        if pid and left == [pid]:
+        if pid and left == [pid] and not live_children(pid, args.proc_root):
             alone_since = alone_since if alone_since is not None else time.monotonic()
             if time.monotonic() - alone_since >= MASTER_ALONE_GRACE:
                 hung = True

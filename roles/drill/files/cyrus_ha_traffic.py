@@ -107,16 +107,20 @@ def do_run(args) -> int:
 
 
 def do_start(args) -> int:
-    directory = args.dir
+    directory = args.dir = os.path.abspath(args.dir)      # the generator runs from /
+    args.profile = os.path.abspath(args.profile)
     where = paths(directory)
     read_profile(args.profile)
     pid = running_pid(directory)
     if pid:
         answer(changed=False, pid=pid, journal=where['journal'], msg=f'traffic already running as pid {pid}')
         return 0
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & stat.S_IWOTH:
-        raise Failed(f'{directory} must be a directory of this user that others cannot write to')
+    try:
+        info = os.lstat(directory)
+    except OSError as exc:
+        raise Failed(f'{directory} cannot be used as the run directory: {exc.strerror}') from None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise Failed(f'{directory} must be a directory of this user that no one else can write to')
     if os.path.lexists(where['journal']):
         # a run that ended (or was killed) before: its journal is kept under its end time, and this run
         # starts a journal of its own
@@ -132,7 +136,10 @@ def do_start(args) -> int:
     finally:
         os.close(log)
     tmp = where['pid'] + '.tmp'
-    with open(tmp, 'w', encoding='ascii') as handle:
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(fd, 'w', encoding='ascii') as handle:
         handle.write(f'{proc.pid}\n')
     os.replace(tmp, where['pid'])
     deadline = time.monotonic() + args.timeout
@@ -154,13 +161,16 @@ def do_stop(args) -> int:
     pid = running_pid(args.dir)
     killed = False
     if pid:
-        os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + args.timeout
-        while running_pid(args.dir) == pid and time.monotonic() < deadline:
-            time.sleep(0.1)
-        if running_pid(args.dir) == pid:
-            os.kill(pid, signal.SIGKILL)
-            killed = True
+        try:
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + args.timeout
+            while running_pid(args.dir) == pid and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if running_pid(args.dir) == pid:
+                os.kill(pid, signal.SIGKILL)
+                killed = True
+        except ProcessLookupError:
+            pass                          # it ended on its own meanwhile
     if not os.path.exists(where['journal']):
         raise Failed(f'no traffic journal in {args.dir}: the traffic never ran there')
     summary = mailtraffic.summarize(mailtraffic.read_journal(where['journal']))
@@ -231,11 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument('--port', type=int, default=993, choices=range(1, 65536), metavar='PORT')
     check.add_argument('--timeout', type=float, default=30.0)
     args = parser.parse_args(argv)
+    if getattr(args, 'timeout', 1) <= 0:
+        answer(changed=False, failed=True, msg=f'--timeout must be above 0, not {args.timeout}')
+        return 1
     try:
         return {'run': do_run, 'start': do_start, 'stop': do_stop, 'summary': do_summary, 'check': do_check}[
             args.action](args)
     except Failed as exc:
         answer(changed=False, failed=True, msg=str(exc))
+        return 1
+    except OSError as exc:
+        answer(changed=False, failed=True, msg=f'{args.action}: {exc.filename or ""}: {exc.strerror or exc}')
         return 1
 
 

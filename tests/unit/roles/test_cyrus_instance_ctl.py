@@ -230,6 +230,34 @@ def test_stop_kills_a_master_left_alone_in_its_shutdown(be9, capsys, monkeypatch
     assert not os.path.exists(be9.pidfile)
 
 
+def test_a_master_alone_but_with_a_live_child_is_waited_for(be9, capsys, monkeypatch):
+    """A service started without -C (a hand-written cyrus.conf) is invisible by command line but is master's
+    child: master is not taken for hung while it runs; a zombie child does not count."""
+    be9.running(10)
+    task = os.path.join(be9.proc.root, '10', 'task', '10')
+    os.makedirs(task)
+    with open(os.path.join(task, 'children'), 'w', encoding='ascii') as handle:
+        handle.write('21 22 ')
+    be9.proc.add(21, ['/usr/lib/cyrus/bin/imapd'])            # no -C
+    be9.proc.add(22, ['/usr/lib/cyrus/bin/lmtpd'], 'Z')
+    assert ctl.live_children(10, be9.proc.root) == [21]
+    sent = []
+    clock = [1000.0]
+
+    def kill(pid, sig):
+        sent.append((pid, sig))
+        if sig == ctl.signal.SIGKILL:
+            with open(os.path.join(be9.proc.root, str(pid), 'stat'), 'w', encoding='utf-8') as handle:
+                handle.write(f'{pid} (x) X 1\n')
+    monkeypatch.setattr(ctl.os, 'kill', kill)
+    monkeypatch.setattr(ctl.time, 'sleep', lambda seconds: clock.__setitem__(0, clock[0] + seconds))
+    monkeypatch.setattr(ctl.time, 'monotonic', lambda: clock[0])
+    code, answer = run(capsys, be9.argv('stop', '--timeout', '30'))
+    assert (code, answer['msg']) == (0, 'master stopped')
+    assert clock[0] - 1000.0 >= 30, 'waited for the timeout, not the 2 s grace'
+    assert sent == [(10, ctl.signal.SIGTERM), (10, ctl.signal.SIGKILL)]
+
+
 def test_kill_in_check_mode_and_with_nothing_running(be9, capsys):
     assert run(capsys, be9.argv('kill')) == (0, {'changed': False, 'state': 'stopped', 'pid': None,
                                                  'msg': 'no process of the instance runs'})

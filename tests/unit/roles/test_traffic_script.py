@@ -76,7 +76,7 @@ def test_a_run_directory_others_can_write_to_is_refused(script, profile):
         code, answer = run([script, 'start', '--profile', str(profile), '--dir', str(profile.parent)])
     finally:
         profile.parent.chmod(0o700)
-    assert (code, answer['msg']) == (1, f'{profile.parent} must be a directory of this user that others cannot write to')
+    assert (code, answer['msg']) == (1, f'{profile.parent} must be a directory of this user that no one else can write to')
     assert not os.path.exists(profile.parent / 'traffic.pid')
 
 
@@ -109,3 +109,14 @@ def test_a_journal_is_summarized_from_the_support_directory(script, tmp_path):
     assert code == 0 and answer['summary']['outages']['fetch'] == {'windows': [[1, 4, 'a']], 'longest': 3,
                                                                    'by_user': {'a': 3}}
     assert answer['summary']['complete'] is True and answer['summary']['operations'] == 2
+
+
+def test_a_missing_run_directory_is_a_clear_error(script, profile, tmp_path):
+    assert run([script, 'start', '--profile', str(profile), '--dir', str(tmp_path / 'none')]) == (1, {
+        'changed': False, 'failed': True,
+        'msg': f'{tmp_path / "none"} cannot be used as the run directory: No such file or directory'})
+
+
+def test_a_timeout_that_is_not_positive_is_refused(script, tmp_path):
+    assert run([script, 'stop', '--dir', str(tmp_path), '--timeout', '-1']) == (1, {
+        'changed': False, 'failed': True, 'msg': '--timeout must be above 0, not -1.0'})

@@ -48,6 +48,10 @@ def test_a_profile_gets_its_defaults_and_the_frontend_for_lmtp():
     ({'ca_path': '/nonexistent/ca.pem'}, 'traffic profile: ca_path /nonexistent/ca.pem cannot be used as a CA file: '
                                          'No such file or directory'),
     ({'rate_limit': 3}, 'unknown key(s) in the traffic profile: rate_limit'),
+    ({'size': 1e3}, 'traffic profile: size must be a whole number from 64 to 10485760, not 1000.0'),
+    ({'recipients': ['alice', 'carol@example.org']},
+     "traffic profile: recipients carol@example.org are not among the users: every mailbox delivered to is read back "
+     "with its user's password"),
 ])
 def test_a_bad_profile_is_refused_naming_the_key(over, message):
     with pytest.raises(mailtraffic.ProfileError) as err:
@@ -75,6 +79,25 @@ def test_the_journal_keeps_every_whole_line_of_a_killed_run(tmp_path):
         handle.write('{"op": "append", "t": 2.0, "end"')
     assert mailtraffic.read_journal(path) == [{'op': 'deliver', 't': 1.0, 'end': 1.1, 'outcome': 'ok'}]
     assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+def test_a_line_written_after_the_stop_still_lands(tmp_path):
+    """An operation that outlives the stop (several timeouts long) still journals what the client saw."""
+    path = str(tmp_path / 'journal.jsonl')
+    journal = mailtraffic.Journal(path)
+    journal.write({'op': 'run', 't': 1.0, 'outcome': 'stopped'})
+    journal.close()
+    journal.write({'op': 'append', 't': 0.5, 'end': 1.5, 'outcome': 'ok'})
+    assert [r['op'] for r in mailtraffic.read_journal(path)] == ['run', 'append']
+
+
+def test_a_delivery_left_deferred_by_a_killed_run_counts_as_not_delivered():
+    records = [op('deliver', 1.0, 'deferred', message_id='<m1>', attempt=1, kind='refused'),
+               op('deliver', 1.5, 'deferred', message_id='<m1>', attempt=2, kind='refused'),
+               op('deliver', 2.0, 'deferred', message_id='<m2>', attempt=1, kind='connect'),
+               op('deliver', 2.5, 'ok', message_id='<m2>', attempt=2, queued=0.5)]
+    assert mailtraffic.summarize(records)['deliveries'] == {'accepted': 1, 'deferred_then_accepted': 1,
+                                                            'max_queued': 0.5, 'failed': 0, 'still_queued': 1}
 
 
 def test_the_journal_refuses_a_symlink_planted_in_its_place(tmp_path):
