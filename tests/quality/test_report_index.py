@@ -10,12 +10,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 
 import pytest
+from pngdata import png_pixels, png_size
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
@@ -70,21 +69,6 @@ def fixture_browser():
         yield driver
     finally:
         driver.quit()
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b'\x89PNG\r\n\x1a\n' and data[12:16] == b'IHDR'
-    return struct.unpack('>II', data[16:24])
-
-
-def png_pixels(data: bytes) -> bytes:
-    chunks, at = [], 8
-    while at < len(data):
-        length, kind = struct.unpack('>I4s', data[at:at + 8])
-        if kind == b'IDAT':
-            chunks.append(data[at + 8:at + 8 + length])
-        at += 12 + length
-    return zlib.decompress(b''.join(chunks))
 
 
 def test_the_lab_run_page_opens_in_a_browser_with_every_report(reports, browser, tmp_path):

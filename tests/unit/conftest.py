@@ -45,13 +45,22 @@ def fixture_proc(tmp_path):
     return ProcTree(tmp_path / 'proc')
 
 
-def support_files() -> list:
-    """The files the cyrus_instance role installs in /usr/local/lib/cyrus-ha, from its vars/main.yml."""
-    with open(os.path.join(ROLE, 'vars', 'main.yml'), encoding='utf-8') as handle:
+def support_files(role: str = 'cyrus_instance', files: str = '__cyrus_instance_support_files',
+                  module_utils: str = '__cyrus_instance_module_utils') -> list:
+    """The files a role installs in /usr/local/lib/cyrus-ha, from its vars/main.yml (the cyrus_instance
+    role's by default; the drill role's traffic script with files='__drill_traffic_files')."""
+    role_dir = os.path.join(REPO, 'roles', role)
+    with open(os.path.join(role_dir, 'vars', 'main.yml'), encoding='utf-8') as handle:
         data = yaml.safe_load(handle)
-    module_utils = data['__cyrus_instance_module_utils'].replace('{{ role_path }}', ROLE)
-    return [os.path.normpath(item.replace('{{ role_path }}', ROLE).replace('{{ __cyrus_instance_module_utils }}', module_utils))
-            for item in data['__cyrus_instance_support_files']]
+    utils = data[module_utils].replace('{{ role_path }}', role_dir)
+    return [os.path.normpath(item.replace('{{ role_path }}', role_dir).replace('{{ %s }}' % module_utils, utils))
+            for item in data[files]]
+
+
+@pytest.fixture(name='role_support_files')
+def fixture_role_support_files():
+    """support_files, for tests of other roles' support files."""
+    return support_files
 
 
 @pytest.fixture(name='support_dir')

@@ -13,25 +13,15 @@ import subprocess
 import sys
 
 import pytest
-import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-ROLE = os.path.join(REPO, 'roles', 'drill')
-
-
-def traffic_files() -> list:
-    with open(os.path.join(ROLE, 'vars', 'main.yml'), encoding='utf-8') as handle:
-        data = yaml.safe_load(handle)
-    module_utils = data['__drill_module_utils'].replace('{{ role_path }}', ROLE)
-    return [os.path.normpath(item.replace('{{ role_path }}', ROLE).replace('{{ __drill_module_utils }}', module_utils))
-            for item in data['__drill_traffic_files']]
+TRAFFIC = ('drill', '__drill_traffic_files', '__drill_module_utils')
 
 
 @pytest.fixture(name='script')
-def fixture_script(tmp_path):
+def fixture_script(tmp_path, role_support_files):
     directory = tmp_path / 'cyrus-ha'
     directory.mkdir()
-    for path in traffic_files():
+    for path in role_support_files(*TRAFFIC):
         shutil.copyfile(path, directory / os.path.basename(path))
     return str(directory / 'cyrus_ha_traffic.py')
 
@@ -51,9 +41,9 @@ def fixture_profile(tmp_path):
     return path
 
 
-def test_the_support_files_are_the_script_and_what_it_imports():
-    assert sorted(os.path.basename(p) for p in traffic_files()) == ['cyrus_ha_traffic.py', 'imapcheck.py',
-                                                                    'mailinvariants.py', 'mailtraffic.py']
+def test_the_support_files_are_the_script_and_what_it_imports(role_support_files):
+    names = sorted(os.path.basename(p) for p in role_support_files(*TRAFFIC))
+    assert names == ['cyrus_ha_traffic.py', 'imapcheck.py', 'mailinvariants.py', 'mailtraffic.py']
 
 
 def test_a_profile_others_can_read_is_refused(script, profile):

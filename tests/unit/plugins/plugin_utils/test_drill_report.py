@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import pathlib
 import shutil
-import struct
 import subprocess
 import xml.etree.ElementTree as ET
-import zlib
 
 import pytest
+from pngdata import png_pixels, png_size
 
 from ansible_collections.cyrus.ha.plugins.filter.drill_record import drill_record
 from ansible_collections.cyrus.ha.plugins.filter.drill_report import drill_report
@@ -384,21 +383,6 @@ def test_a_failed_drill_shows_what_failed_and_the_traffic():
 def test_traffic_is_shown_as_the_record_gives_it(traffic, line):
     root = ET.fromstring(render(dict(DRILL, traffic=traffic), 'svg'))
     assert texts(root, 'result')[2] == line
-
-
-def png_size(data: bytes) -> tuple[int, int]:
-    assert data[:8] == b'\x89PNG\r\n\x1a\n' and data[12:16] == b'IHDR'
-    return struct.unpack('>II', data[16:24])
-
-
-def png_pixels(data: bytes) -> bytes:
-    chunks, at = [], 8
-    while at < len(data):
-        length, kind = struct.unpack('>I4s', data[at:at + 8])
-        if kind == b'IDAT':
-            chunks.append(data[at + 8:at + 8 + length])
-        at += 12 + length
-    return zlib.decompress(b''.join(chunks))
 
 
 @pytest.mark.skipif(shutil.which('rsvg-convert') is None, reason='rsvg-convert (librsvg2-bin, make deps) is missing')
