@@ -11,6 +11,7 @@ LAB_DIR    ?= /var/lib/cyha-lab
 FRONTENDS  ?= 2
 BACKENDS   ?= 2
 SPARES     ?= 1
+REPLICA_PAIRS ?= 1
 REPORTS    ?= build/reports
 PYTEST_ARGS ?=
 LINK       := build/collections/ansible_collections/cyrus/ha
@@ -46,7 +47,7 @@ env: $(VENV)/.stamp $(LINK)
 	@$(VPY) tools/install-ansible-test-bootstrap.py
 
 lab-up: deps env
-	$(PYTHON) lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES)
+	$(PYTHON) lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES) --replica-pairs $(REPLICA_PAIRS)
 
 lab-down:
 	$(PYTHON) lab/lab.py down
@@ -58,7 +59,7 @@ lab-status:
 # by the cyrus.ha.murder inventory plugin (topology.yml: groups and murder_* host variables).
 LAB_INVENTORY := -i $(LAB_DIR)/inventory.yml -i $(LAB_DIR)/topology.yml
 # The lab's site variables (lab/vars: users and lab-only passwords, the warm-spare pairs on the lab's SAN disks).
-LAB_VARS := -e @lab/vars/murder.yml -e @lab/vars/warm_spare.yml
+LAB_VARS := -e @lab/vars/murder.yml -e @lab/vars/warm_spare.yml -e @lab/vars/replication.yml
 
 lab: lab-up
 	mkdir -p $(REPORTS)/drill
@@ -67,6 +68,8 @@ lab: lab-up
 	    -e hosts_report_hosts=cyha_lab -e hosts_report_file=$(CURDIR)/$(REPORTS)/hosts.txt
 	@echo '== 2/4 deploy the Cyrus Murder with warm-spare pairs (backends on their SAN volumes)'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/warm_spare.yml
+	@echo '       and the replica pair: be3 replicating to the host replica (Cyrus rolling replication)'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) playbooks/replication.yml
 	@echo '== 3/4 qualify storage: a directory the backends and the spare share (single-host and cross-host'
 	@echo '       checks), then each backend mail store on its SAN volume (single-host checks)'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) playbooks/storage_probe.yml \

@@ -58,7 +58,7 @@ BACKENDS = {'be1': '198.51.100.121', 'be2': '198.51.100.122'}
 PAIRS = {'be1': ('be1', 'spare'), 'be2': ('be2', 'spare')}
 SERVICES = {'fe1': '198.51.100.111', 'mupdate': '198.51.100.110'}
 VARS = ['-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml', '-e', '@lab/vars/warm_spare.yml',
-        '-e', '@lab/vars/traffic.yml']
+        '-e', '@lab/vars/replication.yml', '-e', '@lab/vars/traffic.yml']
 SCRIPT = '/usr/local/lib/cyrus-ha/cyrus_ha_traffic.py'
 TRAFFIC_DIR = '/var/lib/cyrus-ha/traffic'
 CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'

@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(REPO, 'lab', 'rigs'))
 import labutil  # noqa: E402  (the tests' helper that runs Ansible against the lab)
 
 VARS = ['-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
-        '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/drill.yml']
+        '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/replication.yml', '-e', '@lab/vars/drill.yml']
 
 
 def playbook(tree: str, path: str, *extra: str) -> subprocess.CompletedProcess:

@@ -9,7 +9,7 @@ socket of the lab's rsyslogd), and its own host name (UTS namespace).
 
 Usage (as root)::
 
-    python3 lab/lab.py up [--frontends N] [--backends N] [--spares N]
+    python3 lab/lab.py up [--frontends N] [--backends N] [--spares N] [--replica-pairs N]
     python3 lab/lab.py down
     python3 lab/lab.py revive         # boot again the hosts a crash or a fence killed
     python3 lab/lab.py status
@@ -44,21 +44,24 @@ CONTROLLER6 = '2001:db8::1'
 DOMAIN = 'cyha.test'
 DEFAULT_DIR = '/var/lib/cyha-lab'
 SAN_MB = 128            # each backend's "SAN" disk; bench/scale_curve.py asks for more (--san-mb)
-LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?|client)$')
+LAB_NAME = re.compile(r'^cyha-(mupdate|fe[0-9]|be[0-9]|spare[0-9]?|replica[0-9]?|client)$')
 
 # The boot address plan: one block of host numbers per kind of host. Service addresses
 # (Cyrus instances, later) use 198.51.100.100-199; other rigs use 203.0.113.0/24.
-KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30, 'client': 40}
+KIND_BASE = {'mupdate': 10, 'frontend': 10, 'backend': 20, 'spare': 30, 'client': 40, 'replica': 50}
 # Directories each host keeps private (bind-mounted from its host directory, first filled with a copy
 # of the machine's own): what a cluster stack on a real host keeps to itself.
 PRIVATE_DIRS = ('/etc/corosync', '/etc/pacemaker', '/var/lib/corosync', '/var/lib/pacemaker', '/var/log/pacemaker',
                 '/var/log/corosync')
+# Directories a replica host keeps to itself, starting empty: its "own disk". It runs the same instance
+# (same name, same paths) as the home node it replicates, so it must not see the home node's copy.
+OWN_DIRS = ('/etc/cyrus-ha', '/var/lib/cyrus-ha', '/var/spool/cyrus-ha')
 # Files each host keeps private, starting empty (a server's own shell start-up files).
 PRIVATE_FILES = ('/root/.bashrc', '/root/.profile')
 # The lab's fence agent (lab/fence_cyhalab), installed where Pacemaker's fencer looks.
 FENCE_AGENT = '/usr/sbin/fence_cyhalab'
 KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares',
-              'client': 'clients'}
+              'client': 'clients', 'replica': 'replicas'}
 
 HOST_INIT = r'''
 set -eu
@@ -134,18 +137,27 @@ def ip_json(*args: str) -> list:
 # Topology
 # ---------------------------------------------------------------------------------------------
 
-def topology(frontends: int, backends: int, spares: int) -> list[dict]:
-    """Return the lab's hosts in start order: name, kind, addresses, namespace, link."""
-    for label, count, top in (('frontends', frontends, 9), ('backends', backends, 9), ('spares', spares, 9)):
+def topology(frontends: int, backends: int, spares: int, replica_pairs: int = 0) -> list[dict]:
+    """Return the lab's hosts in start order: name, kind, addresses, namespace, link. The backends
+    be1..beN have SAN disks (shared-volume pairs); each replica pair adds one more backend after them
+    (no SAN disk: it replicates to a replica host) and one replica host."""
+    for label, count, top in (('frontends', frontends, 9), ('backends', backends, 9), ('spares', spares, 9),
+                              ('replica pairs', replica_pairs, 9)):
         if not 0 <= count <= top:
             raise LabError(f'{label} must be between 0 and {top}, not {count}')
+    if backends + replica_pairs > 9:
+        raise LabError(f'backends and replica pairs together must be at most 9, not {backends + replica_pairs}')
     names = [('mupdate', 'mupdate', 0)]
     names += [(f'fe{i}', 'frontend', i) for i in range(1, frontends + 1)]
-    names += [(f'be{i}', 'backend', i) for i in range(1, backends + 1)]
+    names += [(f'be{i}', 'backend', i) for i in range(1, backends + replica_pairs + 1)]
     if spares == 1:
         names.append(('spare', 'spare', 0))
     else:
         names += [(f'spare{i}', 'spare', i - 1) for i in range(1, spares + 1)]
+    if replica_pairs == 1:
+        names.append(('replica', 'replica', 0))
+    else:
+        names += [(f'replica{i}', 'replica', i - 1) for i in range(1, replica_pairs + 1)]
     # The users' side: the mail traffic of drills runs here (an MTA and IMAP clients, no Cyrus).
     names.append(('client', 'client', 0))
     hosts = []
@@ -166,6 +178,12 @@ def topology(frontends: int, backends: int, spares: int) -> list[dict]:
             'service_fqdn': f'{name}-svc.{DOMAIN}',
             'service_addr4': str(NET4[100 + number]),
         })
+    # each replica pair: its home backend (after the SAN backends) and its replica host
+    replicas = [h for h in hosts if h['kind'] == 'replica']
+    homes = [h for h in hosts if h['kind'] == 'backend'][backends:]
+    for home, replica in zip(homes, replicas):
+        home['replica'] = replica['name']
+        replica['replica_of'] = home['name']
     return hosts
 
 
@@ -204,18 +222,19 @@ class Lab:
         return os.path.join(self.dir, 'hosts', name)
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, frontends: int, backends: int, spares: int, san_mb: int = SAN_MB) -> dict:
+    def up(self, frontends: int, backends: int, spares: int, san_mb: int = SAN_MB, replica_pairs: int = 0) -> dict:
         for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd', 'mkfs.ext4', 'losetup'):
             if not shutil.which(tool):
                 raise LabError(f'{tool} is not installed: run `make deps` (apt packages in bindep.txt)')
         if os.geteuid() != 0:
             raise LabError('the lab needs root (network and mount namespaces)')
-        hosts = topology(frontends, backends, spares)
+        hosts = topology(frontends, backends, spares, replica_pairs)
+        params = [frontends, backends, spares, replica_pairs]
         state = self.load()
         self.install_fence_agent()
         if not 64 <= san_mb <= 65536:
             raise LabError(f'the SAN disks must be from 64 to 65536 MiB, not {san_mb}')
-        same = state and state.get('params') == [frontends, backends, spares] and state.get('san_mb', SAN_MB) == san_mb
+        same = state and state.get('params') == params and state.get('san_mb', SAN_MB) == san_mb
         if same and state.get('up'):
             self.revive(state)
         if state and (not same or not self.healthy(state)):
@@ -238,7 +257,7 @@ class Lab:
         os.makedirs(self.cp_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o750, exist_ok=True)
         os.makedirs(self.sock_dir, mode=0o755, exist_ok=True)
-        state = {'params': [frontends, backends, spares], 'san_mb': san_mb, 'hosts': hosts, 'pids': {},
+        state = {'params': params, 'san_mb': san_mb, 'hosts': hosts, 'pids': {},
                  'created_dev_log': False}
         self.save(state)   # saved before anything is made, so a failed `up` is undone by `down`
         self.ensure_keys()
@@ -287,7 +306,7 @@ class Lab:
         os.makedirs(san_dir, mode=0o700, exist_ok=True)
         spares = [h['name'] for h in hosts if h['kind'] == 'spare']
         state['san'] = {}
-        for host in (h for h in hosts if h['kind'] == 'backend'):
+        for host in (h for h in hosts if h['kind'] == 'backend' and not h.get('replica')):
             name = host['name']
             image = os.path.join(san_dir, f'{name}.img')
             volume = {'image': image, 'uuid': str(uuid.uuid4()), 'label': f'cyha-{name}', 'devices': {}}
@@ -333,9 +352,14 @@ class Lab:
         issue them. Made once; kept across `down` and `up` like the SSH keys."""
         os.makedirs(self.tls_dir, mode=0o700, exist_ok=True)
         make_ca(self.tls_dir, 'ca', 'cyrus.ha lab CA')
+        by_name = {h['name']: h for h in hosts}
         for host in hosts:
-            make_server_cert(self.tls_dir, 'ca', host['name'], host['service_fqdn'],
-                             [host['service_fqdn'], host['service_name']], [host['service_addr4']])
+            dns, ips = [host['service_fqdn'], host['service_name']], [host['service_addr4']]
+            if host.get('replica'):
+                # the same instance runs on its replica host, where it listens on that host's address
+                replica = by_name[host['replica']]
+                dns, ips = dns + [replica['fqdn']], ips + [replica['addr4']]
+            make_server_cert(self.tls_dir, 'ca', host['name'], host['service_fqdn'], dns, ips)
 
     def write_hosts_file(self, hosts: list[dict]) -> None:
         lines = ['# cyrus.ha lab: generated, bound over /etc/hosts inside each lab host',
@@ -415,9 +439,15 @@ class Lab:
                 pass
             run(['mount', '--bind', f'/run/netns/{host["netns"]}', handle])
 
-    def private_dirs(self, name: str) -> list[str]:
-        """SRC=DST bind pairs of the host's private copies of PRIVATE_DIRS that exist on this machine."""
+    def private_dirs(self, name: str, kind: str = '') -> list[str]:
+        """SRC=DST bind pairs of the host's private copies of PRIVATE_DIRS that exist on this machine
+        (and, on a replica host, its own empty OWN_DIRS)."""
         pairs = []
+        for path in OWN_DIRS if kind == 'replica' else ():
+            own = os.path.join(self.host_dir(name), 'private', path.strip('/').replace('/', '_'))
+            os.makedirs(own, mode=0o755, exist_ok=True)
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            pairs.append(f'{own}={path}')
         for path in PRIVATE_DIRS:
             if not os.path.isdir(path):
                 continue
@@ -445,7 +475,7 @@ class Lab:
         sock = os.path.join(self.sock_dir, name + '.sock')
         proc = spawn(['ip', 'netns', 'exec', host['netns'], 'unshare', '--mount', '--uts', '--propagation', 'private',
                       'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock,
-                      os.path.join(hdir, 'sshd_config')] + self.private_dirs(name),
+                      os.path.join(hdir, 'sshd_config')] + self.private_dirs(name, host['kind']),
                      os.path.join(hdir, 'sshd.log'))
         state['pids'][name] = proc.pid
 
@@ -518,6 +548,9 @@ class Lab:
                 'cyha_lab_kind': host['kind'],
                 'cyha_lab_service_name': host['service_fqdn'],
                 'cyha_lab_service_addr4': host['service_addr4'],
+                # replica pairs: the home backend names its replica host, the replica host its home
+                **({'cyha_lab_replica': host['replica']} if host.get('replica') else {}),
+                **({'cyha_lab_replica_of': host['replica_of']} if host.get('replica_of') else {}),
             }
         ssh_args = (f'-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes '
                     '-o IdentitiesOnly=yes -o ConnectTimeout=10')
@@ -664,12 +697,12 @@ def make_ca(directory: str, name: str, subject: str, days: int = 3650) -> None:
 def make_server_cert(directory: str, ca: str, name: str, common_name: str, dns: list[str], ips: list[str],
                      days: int = 825) -> None:
     """A server certificate NAME.pem with its key NAME.key, signed by the CA CA.pem/CA.key in
-    directory, for the DNS names and IP addresses given, unless it is there already."""
+    directory, for the DNS names and IP addresses given, unless it is there already for exactly those names."""
     cert, key = os.path.join(directory, f'{name}.pem'), os.path.join(directory, f'{name}.key')
-    if os.path.exists(cert) and os.path.exists(key):
+    names = ','.join([f'DNS:{n}' for n in dns] + [f'IP:{a}' for a in ips])
+    if os.path.exists(cert) and os.path.exists(key) and cert_names(cert) == sorted(names.split(',')):
         return
     csr, ext = os.path.join(directory, f'{name}.csr'), os.path.join(directory, f'{name}.ext')
-    names = ','.join([f'DNS:{n}' for n in dns] + [f'IP:{a}' for a in ips])
     write_atomic(ext, f'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n'
                       f'extendedKeyUsage=serverAuth,clientAuth\nsubjectAltName={names}\n'
                       'subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n', 0o600)
@@ -684,6 +717,13 @@ def make_server_cert(directory: str, ca: str, name: str, common_name: str, dns: 
         for path in (csr, ext):
             if os.path.exists(path):
                 os.unlink(path)
+
+
+def cert_names(cert: str) -> list[str]:
+    """The subjectAltNames of a PEM certificate, sorted, as DNS:name and IP:address."""
+    proc = run(['openssl', 'x509', '-in', cert, '-noout', '-ext', 'subjectAltName'], check=False)
+    text = proc.stdout.split('\n', 1)[1] if proc.returncode == 0 and '\n' in proc.stdout else ''
+    return sorted(n.strip().replace('IP Address:', 'IP:') for n in text.split(',') if n.strip())
 
 
 def spawn(argv: list[str], logfile: str) -> subprocess.Popen:
@@ -830,6 +870,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument('--frontends', type=int, default=int(os.environ.get('CYHA_FRONTENDS', '2')))
     up.add_argument('--backends', type=int, default=int(os.environ.get('CYHA_BACKENDS', '2')))
     up.add_argument('--spares', type=int, default=int(os.environ.get('CYHA_SPARES', '1')))
+    up.add_argument('--replica-pairs', type=int, default=int(os.environ.get('CYHA_REPLICA_PAIRS', '1')),
+                    help='backends after the SAN ones that replicate to a replica host of their own (Cyrus rolling '
+                         'replication)')
     up.add_argument('--san-mb', type=int, default=int(os.environ.get('CYHA_SAN_MB', str(SAN_MB))),
                     help='size of each backend\'s SAN disk in MiB (sparse; more for many mailboxes)')
     sub.add_parser('down')
@@ -840,7 +883,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.dir)
     try:
         if args.command == 'up':
-            lab.up(args.frontends, args.backends, args.spares, args.san_mb)
+            lab.up(args.frontends, args.backends, args.spares, args.san_mb, args.replica_pairs)
         elif args.command == 'down':
             lab.down()
         elif args.command == 'revive':

@@ -16,7 +16,7 @@ import cyha_imap
 import labutil
 
 VARS = ('-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
-        '-e', '@lab/vars/warm_spare.yml')
+        '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/replication.yml')
 FE1_ADDR = '198.51.100.111'
 ALICE = ('alice', 'cyha-lab-alice')
 MOUNT = '/srv/cyrus-ha/be1'

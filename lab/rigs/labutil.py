@@ -36,7 +36,7 @@ def lab(*args: str, **extra_env) -> subprocess.CompletedProcess:
 
 
 # The lab every integration test shares (tests/integration/conftest.py).
-LAB_SHAPE = ('--frontends', '2', '--backends', '2', '--spares', '1')
+LAB_SHAPE = ('--frontends', '2', '--backends', '2', '--spares', '1', '--replica-pairs', '1')
 
 
 def lab_up() -> subprocess.CompletedProcess:

@@ -281,7 +281,9 @@ def install(params: dict, check_mode: bool) -> dict:
     """The module's work: check, then write what differs. Returns the result; TlsError on bad input."""
     path, ca_path = params['path'], params.get('ca_path')
     for what, value in (('path', path), ('ca_path', ca_path)):
-        if value is not None and (not os.path.isabs(value) or not os.path.isdir(os.path.dirname(value))):
+        # in check mode the directory may be one the same run would create first (a host's first deployment)
+        if value is not None and (not os.path.isabs(value)
+                                  or not (os.path.isdir(os.path.dirname(value)) or check_mode)):
             raise TlsError(f'{what} {value} must be an absolute path in an existing directory')
     if ca_path and not params.get('ca_certificate'):
         raise TlsError('ca_path is set but ca_certificate is not: give the CA to write there')
@@ -295,7 +297,8 @@ def install(params: dict, check_mode: bool) -> dict:
         raise TlsError(f'mode {params.get("mode")} would let every user read the private key: use 0600 or 0640')
     uid, gid = _ids(params.get('owner') or 'root', params.get('group') or 'root')
     text, ca, info = check(params['certificate'], params['private_key'], params.get('ca_certificate'),
-                           params.get('names') or [], workdir=os.path.dirname(path))
+                           params.get('names') or [],
+                           workdir=os.path.dirname(path) if os.path.isdir(os.path.dirname(path)) else None)
     plan = {path: (text, mode, _needs(path, text, uid, gid, mode))}
     if ca_path:
         plan[ca_path] = (ca, 0o644, _needs(ca_path, ca, uid, gid, 0o644))

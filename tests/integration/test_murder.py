@@ -33,6 +33,7 @@ pytestmark = pytest.mark.lab
 SITE = 'playbooks/site.yml'
 LAB_VARS = '@lab/vars/murder.yml'
 LAB_HOSTS = '@lab/vars/murder_hosts.yml'   # the plain lab inventory's host vars
+REPLICATION = '@lab/vars/replication.yml'   # be3 replicates to the replica host
 TOPOLOGY = os.path.join(labutil.REPO, 'lab', 'rigs', 'lab-topology.yml')
 INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
 ADMIN = ('cyrus', 'cyha-lab-admin')
@@ -42,7 +43,7 @@ SYNC_TIMEOUT = 60   # mupdate slaves sync in seconds; generous for a loaded mach
 
 
 def site(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return labutil.playbook(SITE, '-e', LAB_VARS, '-e', LAB_HOSTS, *extra, check=check)
+    return labutil.playbook(SITE, '-e', LAB_VARS, '-e', LAB_HOSTS, '-e', REPLICATION, *extra, check=check)
 
 
 # Tasks that copy the shared helpers to /usr/local/lib/cyrus-ha: the lab's hosts share /usr, so

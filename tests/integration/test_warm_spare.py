@@ -26,7 +26,7 @@ from cyha_cluster import login_works
 pytestmark = pytest.mark.lab
 
 VARS = ('-e', '@lab/vars/murder.yml', '-e', '@lab/vars/murder_hosts.yml',
-        '-e', '@lab/vars/warm_spare.yml')
+        '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/replication.yml')
 INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
 ADMIN = ('cyrus', 'cyha-lab-admin')
 ALICE = ('alice', 'cyha-lab-alice')

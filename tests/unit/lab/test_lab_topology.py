@@ -16,16 +16,29 @@ lab = importlib.util.module_from_spec(SPEC)
 SPEC.loader.exec_module(lab)
 
 
-def test_default_topology_has_the_seven_named_hosts():
-    hosts = lab.topology(2, 2, 1)
-    assert [h['name'] for h in hosts] == ['mupdate', 'fe1', 'fe2', 'be1', 'be2', 'spare', 'client']
-    assert [h['group'] for h in hosts] == ['mupdate_master', 'frontends', 'frontends', 'backends', 'backends', 'spares',
-                                           'clients']
+def test_default_topology_has_the_nine_named_hosts():
+    hosts = lab.topology(2, 2, 1, 1)
+    assert [h['name'] for h in hosts] == ['mupdate', 'fe1', 'fe2', 'be1', 'be2', 'be3', 'spare', 'replica', 'client']
+    assert [h['group'] for h in hosts] == ['mupdate_master', 'frontends', 'frontends', 'backends', 'backends', 'backends',
+                                           'spares', 'replicas', 'clients']
+    # be3 is the replica pair's home: it names its replica host, and no SAN backend does
+    assert [(h['name'], h.get('replica'), h.get('replica_of')) for h in hosts if 'replica' in h or 'replica_of' in h] == [
+        ('be3', 'replica', None), ('replica', None, 'be3')]
 
 
-@pytest.mark.parametrize('frontends, backends, spares', [(0, 0, 0), (1, 3, 2), (9, 9, 9)])
-def test_addresses_are_unique_and_only_in_documentation_ranges(frontends, backends, spares):
-    hosts = lab.topology(frontends, backends, spares)
+def test_replica_pairs_count_with_the_backends():
+    hosts = lab.topology(1, 1, 1, 2)
+    assert [h['name'] for h in hosts if h['kind'] in ('backend', 'replica')] == ['be1', 'be2', 'be3', 'replica1',
+                                                                                 'replica2']
+    assert [h.get('replica') for h in hosts if h['kind'] == 'backend'] == [None, 'replica1', 'replica2']
+    with pytest.raises(lab.LabError) as caught:
+        lab.topology(1, 8, 1, 2)
+    assert str(caught.value) == 'backends and replica pairs together must be at most 9, not 10'
+
+
+@pytest.mark.parametrize('frontends, backends, spares, replicas', [(0, 0, 0, 0), (1, 3, 2, 1), (9, 9, 9, 0), (9, 5, 9, 4)])
+def test_addresses_are_unique_and_only_in_documentation_ranges(frontends, backends, spares, replicas):
+    hosts = lab.topology(frontends, backends, spares, replicas)
     v4 = [ipaddress.ip_address(h['addr4']) for h in hosts]
     v6 = [ipaddress.ip_address(h['addr6']) for h in hosts]
     assert len(set(v4)) == len(v4) and len(set(v6)) == len(v6)
@@ -36,7 +49,7 @@ def test_addresses_are_unique_and_only_in_documentation_ranges(frontends, backen
     assert len(set(services)) == len(services) and not set(services) & set(v4)
     assert all(ipaddress.ip_address('198.51.100.100') <= a <= ipaddress.ip_address('198.51.100.199') for a in services)
     assert all(len(h['link']) <= 15 and h['link'].startswith('cyha-') for h in hosts)
-    assert len(hosts) == 1 + frontends + backends + spares + 1   # and the client
+    assert len(hosts) == 1 + frontends + backends + spares + 2 * replicas + 1   # and the client
 
 
 @pytest.mark.parametrize('args, message', [((10, 1, 1), 'frontends must be between 0 and 9, not 10'),

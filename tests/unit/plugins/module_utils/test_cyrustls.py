@@ -164,3 +164,16 @@ def test_without_a_ca_the_system_trust_store_decides(tmp_path, ca, good):
     cert, key = good
     with pytest.raises(cyrustls.TlsError, match='no ca_certificate was given and the system trust store does not know'):
         cyrustls.install(params(tmp_path, cert, key, None, ca_path=None), check_mode=False)
+
+
+def test_check_mode_on_a_first_deployment_predicts_the_files_in_a_directory_not_made_yet(tmp_path, ca, good):
+    cert, key = good
+    missing = tmp_path / 'be3'      # the role makes the instance's directory first in a real run
+    wanted = params(tmp_path, cert, key, ca.pem, path=str(missing / 'tls.pem'), ca_path=str(missing / 'ca.pem'))
+    result = cyrustls.install(wanted, check_mode=True)
+    assert result['changed'] is True and result['updated'] == {str(missing / 'tls.pem'): ['created'],
+                                                               str(missing / 'ca.pem'): ['created']}
+    assert not missing.exists() and sorted(os.listdir(tmp_path)) == []
+    with pytest.raises(cyrustls.TlsError) as caught:
+        cyrustls.install(wanted, check_mode=False)
+    assert str(caught.value) == f'path {missing}/tls.pem must be an absolute path in an existing directory'
