@@ -356,9 +356,9 @@ class Lab:
         for host in hosts:
             dns, ips = [host['service_fqdn'], host['service_name']], [host['service_addr4']]
             if host.get('replica'):
-                # the same instance runs on its replica host, where it listens on that host's address
+                # the same instance runs as the replica on either node of the pair, on that node's own address
                 replica = by_name[host['replica']]
-                dns, ips = dns + [replica['fqdn']], ips + [replica['addr4']]
+                dns, ips = dns + [host['fqdn'], replica['fqdn']], ips + [host['addr4'], replica['addr4']]
             make_server_cert(self.tls_dir, 'ca', host['name'], host['service_fqdn'], dns, ips)
 
     def write_hosts_file(self, hosts: list[dict]) -> None:
@@ -536,6 +536,7 @@ class Lab:
 
     def write_inventory(self, hosts: list[dict], state: dict) -> None:
         groups: dict[str, dict] = {}
+        by_name = {h['name']: h for h in hosts}
         san = state.get('san', {})
         for host in hosts:
             groups.setdefault(host['group'], {'hosts': {}})['hosts'][host['name']] = {
@@ -550,6 +551,8 @@ class Lab:
                 'cyha_lab_service_addr4': host['service_addr4'],
                 # replica pairs: the home backend names its replica host, the replica host its home
                 **({'cyha_lab_replica': host['replica']} if host.get('replica') else {}),
+                # the home backend's instance ships its changes to its replica host (cyrus.ha.murder)
+                **({'murder_replication_peer': by_name[host['replica']]['addr4']} if host.get('replica') else {}),
                 **({'cyha_lab_replica_of': host['replica_of']} if host.get('replica_of') else {}),
             }
         ssh_args = (f'-o UserKnownHostsFile={self.known_hosts} -o StrictHostKeyChecking=yes '

@@ -35,6 +35,25 @@ def replication(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
     return labutil.playbook('playbooks/replication.yml', *VARS, *extra, check=check)
 
 
+def promote(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
+    """playbooks/promote.yml for be3; the topology inventory names the mupdate master's servername."""
+    return labutil.playbook('playbooks/promote.yml', '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'), *VARS,
+                            '-e', 'replication_instance=be3', *extra, check=check)
+
+
+def login_works() -> bool:
+    try:
+        with cyha_imap.imap(FE1_ADDR, *DAVE) as conn:
+            return conn.select('INBOX', readonly=True)[0] == 'OK'
+    except Exception:   # noqa: BLE001 - any failure means "not yet"
+        return False
+
+
+def has_address(netns: str, address: str) -> bool:
+    out = subprocess.run(['ip', '-n', netns, '-j', 'addr', 'show'], capture_output=True, text=True, check=True).stdout
+    return address in {a['local'] for link in json.loads(out) for a in link.get('addr_info', [])}
+
+
 def inside(host: str, argv: list[str]) -> subprocess.CompletedProcess:
     """A command in a lab host's mount namespace from the lab machine (its own /etc/cyrus-ha on the replica)."""
     with open(os.path.join(labutil.LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
@@ -177,6 +196,55 @@ def test_sync_refuses_to_overwrite_what_only_the_replica_holds(pair, tmp_path):
     again = replication()
     assert labutil.recap(again.stdout)['be3']['failed'] == 0
     assert 'user.dave.planted' not in facts('replica', tmp_path, mailboxes=True)['mailboxes']
+
+
+def test_planned_promotion_and_back_lose_no_message(pair, tmp_path):
+    before = deliver(4)
+    proc = promote()
+    counts = labutil.recap(proc.stdout)
+    assert all(c['failed'] == 0 for c in counts.values()), proc.stdout[-3000:]
+    assert counts['replica']['changed'] > 0 and counts['be3']['changed'] > 0
+    assert cyha_imap.master_pid('be3', 'cyha-replica') and cyha_imap.master_pid('be3')   # master there, replica here
+    assert has_address('cyha-replica', BE3_ADDR) and not has_address('cyha-be3', BE3_ADDR)
+    promoted, old = facts('replica', tmp_path, mailboxes=True), facts('be3', tmp_path)
+    assert (promoted['role'], promoted['peer'], old['role']) == ('master', '198.51.100.23:2005', 'replica')
+    assert labutil.poll(login_works, 60, interval=0.2), 'dave cannot log in through fe1 after the promotion'
+    during = deliver(3)
+    for message_id in before + during:
+        assert cyha_imap.count_header(FE1_ADDR, *DAVE, 'Message-ID', message_id) == 1, message_id
+    # the old master, now the replica, receives what the promoted master takes
+    assert facts('be3', tmp_path, wait_for=facts('replica', tmp_path, mailboxes=True)['mailboxes'],
+                 wait_timeout=30)['caught_up']
+    # neither runbook that deploys a master or a replica may now make a second master
+    site = labutil.playbook('playbooks/site.yml', *VARS, *HOSTS_VARS, '--limit', 'be3', check=False)
+    assert site.returncode != 0 and ('instance be3 on be3 is the replica of its pair now (after a promotion, its '
+                                     'master runs on the other node): refusing to deploy it as a replicating backend '
+                                     'here') in ' '.join(site.stdout.split()), site.stdout[-3000:]
+    again = replication(check=False)
+    assert again.returncode != 0 and ('instance be3 on replica is the master of its pair now (after a promotion): '
+                                      'refusing to deploy it as the replica') in ' '.join(again.stdout.split())
+    assert cyha_imap.master_pid('be3', 'cyha-replica') and has_address('cyha-replica', BE3_ADDR)
+    back = promote()
+    assert all(c['failed'] == 0 for c in labutil.recap(back.stdout).values()), back.stdout[-3000:]
+    assert has_address('cyha-be3', BE3_ADDR) and not has_address('cyha-replica', BE3_ADDR)
+    assert (facts('be3', tmp_path)['role'], facts('replica', tmp_path)['role']) == ('master', 'replica')
+    assert labutil.poll(login_works, 60, interval=0.2), 'dave cannot log in through fe1 after the move back'
+    for message_id in before + during:
+        assert cyha_imap.count_header(FE1_ADDR, *DAVE, 'Message-ID', message_id) == 1, message_id
+    master = facts('be3', tmp_path, mailboxes=True)
+    assert diff(master['mailboxes'], facts('replica', tmp_path, wait_for=master['mailboxes'])['mailboxes'])['equal']
+
+
+def test_promotion_is_refused_without_a_drained_master_and_with_two_masters(pair, tmp_path):
+    alone = tmp_path / 'promote_alone.yml'     # the promote entry point without drain before it
+    alone.write_text('- hosts: replica\n  tasks:\n    - ansible.builtin.include_role:\n        name: cyrus.ha.replication\n'
+                     '        tasks_from: promote\n      vars:\n        replication_instance: be3\n')
+    proc = labutil.playbook(str(alone), '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'), *VARS, check=False)
+    assert proc.returncode != 0
+    assert ('refusing to promote be3 on replica: its master on be3 was not drained in this run'
+            in ' '.join(proc.stdout.split())), proc.stdout[-3000:]
+    assert facts('replica', tmp_path)['role'] == 'replica' and cyha_imap.master_pid('be3', 'cyha-replica')
+    assert facts('be3', tmp_path)['sync_client']['running']
 
 
 def test_a_missing_replication_secret_is_refused_before_anything_changes(pair):
