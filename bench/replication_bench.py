@@ -152,7 +152,7 @@ def stats(values: list) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n', maxsplit=1)[0])
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--rate', type=float, default=10.0)
     parser.add_argument('--messages', type=int, default=100)

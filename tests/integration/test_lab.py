@@ -15,7 +15,8 @@ import labutil
 pytestmark = pytest.mark.lab
 
 EXPECTED = {'mupdate': '198.51.100.10', 'fe1': '198.51.100.11', 'fe2': '198.51.100.12',
-            'be1': '198.51.100.21', 'be2': '198.51.100.22', 'spare': '198.51.100.30', 'client': '198.51.100.40'}
+            'be1': '198.51.100.21', 'be2': '198.51.100.22', 'be3': '198.51.100.23', 'spare': '198.51.100.30',
+            'client': '198.51.100.40', 'replica': '198.51.100.50'}
 
 
 def snapshot() -> dict:
@@ -37,7 +38,7 @@ def snapshot() -> dict:
 def test_every_host_answers_ping_and_gives_facts(lab, tmp_path):
     assert {h['name']: h['addr4'] for h in lab} == EXPECTED
     ping = labutil.ansible('cyha_lab', 'ansible.builtin.ping')
-    assert ping.stdout.count('"ping": "pong"') == 7, ping.stdout
+    assert ping.stdout.count('"ping": "pong"') == len(EXPECTED), ping.stdout
     labutil.ansible('cyha_lab', 'ansible.builtin.setup', 'gather_subset=min,network', '--tree', str(tmp_path))
     for name, addr in EXPECTED.items():
         with open(tmp_path / name, encoding='utf-8') as handle:
@@ -129,7 +130,8 @@ def test_generated_topology_feeds_the_murder_inventory_plugin(lab):
                         '--list'], check=True)
     # Values from the plugin come back tagged as unsafe ({"__ansible_unsafe": value}).
     listing = json.loads(proc.stdout, object_hook=lambda d: d.get('__ansible_unsafe', d) if len(d) == 1 else d)
-    assert sorted(listing['backends']['hosts']) == ['be1', 'be2']
+    assert sorted(listing['backends']['hosts']) == ['be1', 'be2', 'be3']
+    assert listing['replicas']['hosts'] == ['replica']
     assert listing['mupdate_master']['hosts'] == ['mupdate']
     hostvars = listing['_meta']['hostvars']
     assert hostvars['be1']['murder_role'] == 'backend' and hostvars['be1']['murder_address'] == '198.51.100.121'

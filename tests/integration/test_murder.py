@@ -35,7 +35,7 @@ LAB_VARS = '@lab/vars/murder.yml'
 LAB_HOSTS = '@lab/vars/murder_hosts.yml'   # the plain lab inventory's host vars
 REPLICATION = '@lab/vars/replication.yml'   # be3 replicates to the replica host
 TOPOLOGY = os.path.join(labutil.REPO, 'lab', 'rigs', 'lab-topology.yml')
-INSTANCES = ('mupdate', 'be1', 'be2', 'fe1', 'fe2')
+INSTANCES = ('mupdate', 'be1', 'be2', 'be3', 'fe1', 'fe2')   # be3: the replica pair's home (its master)
 ADMIN = ('cyrus', 'cyha-lab-admin')
 USERS = {'alice': 'cyha-lab-alice', 'bob': 'cyha-lab-bob', 'carol': 'cyha-lab-carol'}
 HOME = {'alice': 'be1', 'bob': 'be2'}
@@ -172,10 +172,11 @@ def test_check_mode_on_the_deployed_lab_changes_nothing(murder):
 
 def test_the_topology_inventory_describes_the_same_murder(murder):
     """site.yml with the cyrus.ha.murder inventory (no per-host extra vars) on the lab deployed
-    from the plain inventory: check mode predicts no change."""
+    from the plain inventory: check mode predicts no change. (be3's murder_replication_peer is a host
+    variable of the lab's own inventory, read beside the topology.)"""
     before = snapshot()
-    proc = labutil.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', TOPOLOGY, SITE, '-e', LAB_VARS,
-                        '--check'], check=True)
+    proc = labutil.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', TOPOLOGY, '-i', labutil.inventory(), SITE,
+                        '-e', LAB_VARS, '-e', REPLICATION, '--check'], check=True)
     counts = labutil.recap(proc.stdout)
     assert set(counts) == set(INSTANCES), proc.stdout[-3000:]
     assert all(c['changed'] == 0 and c['failed'] == 0 for c in counts.values()), proc.stdout[-3000:]
@@ -191,8 +192,9 @@ def test_the_master_admins_are_the_mupdate_users_of_every_backend_and_frontend(m
     proc = site('--check', '--diff', '--limit', 'mupdate', '-e', json.dumps(per_peer))
     lines = proc.stdout.splitlines()
     assert '-admins: mupdate' in lines, proc.stdout[-3000:]
-    assert '+admins: mupdate-be1 mupdate-be2 mupdate-fe1 mupdate-fe2' in lines, proc.stdout[-3000:]
-    assert '    "msg": "would set the password of: mupdate-be1, mupdate-be2, mupdate-fe1, mupdate-fe2"' in lines
+    assert '+admins: mupdate-be1 mupdate-be2 mupdate-be3 mupdate-fe1 mupdate-fe2' in lines, proc.stdout[-3000:]
+    assert ('    "msg": "would set the password of: mupdate-be1, mupdate-be2, mupdate-be3, mupdate-fe1, mupdate-fe2"'
+            in lines)
     assert labutil.recap(proc.stdout)['mupdate']['changed'] == 3      # imapd.conf, SASL users, restart
     assert snapshot() == before
 
@@ -284,7 +286,7 @@ def test_a_hand_edit_is_detected_then_corrected(murder):
 
 BAD_VARIABLES = [
     ({'murder_role': 'banana'},
-     'value of murder_role must be one of: mupdate, backend, frontend, got: banana'),
+     'value of murder_role must be one of: mupdate, backend, frontend, replica, got: banana'),
     ({'murder_mupdate_port': 'three'},
      "murder_mupdate_port"),
     ({'murder_users': [{'name': 'dave'}]},

@@ -40,7 +40,7 @@ def test_a_failed_up_is_undone_by_down():
 
 def test_host_counts_are_parameters():
     try:
-        proc = labutil.lab('up', '--frontends', '1', '--backends', '3', '--spares', '2')
+        proc = labutil.lab('up', '--frontends', '1', '--backends', '3', '--spares', '2', '--replica-pairs', '0')
         assert proc.returncode == 0, proc.stderr
         with open(labutil.inventory(), encoding='utf-8') as handle:
             text = handle.read()

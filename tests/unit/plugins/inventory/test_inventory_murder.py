@@ -39,7 +39,7 @@ def test_the_lab_topology_builds_the_lab_groups_and_variables():
     data = plain(json.loads(out.stdout))
     assert data['all']['children'] == ['ungrouped', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares']
     assert data['mupdate_master']['hosts'] == ['mupdate']
-    assert data['backends']['hosts'] == ['be1', 'be2']
+    assert data['backends']['hosts'] == ['be1', 'be2', 'be3']
     assert data['frontends']['hosts'] == ['fe1', 'fe2']
     assert data['spares']['hosts'] == ['spare']
     hostvars = data['_meta']['hostvars']
@@ -66,7 +66,7 @@ def test_compose_and_keyed_groups(tmp_path):
                            'keyed_groups:\n  - key: murder_role\n    prefix: role\n')
     data = plain(json.loads(inventory(str(path), '--list').stdout))
     assert data['_meta']['hostvars']['be1']['service_ip_address'] == '198.51.100.121/24'
-    assert data['role_backend']['hosts'] == ['be1', 'be2']
+    assert data['role_backend']['hosts'] == ['be1', 'be2', 'be3']
 
 
 def test_a_bad_topology_fails_naming_the_entry(tmp_path):
@@ -90,7 +90,7 @@ def lab_text_with(old: str, new: str) -> str:
 @pytest.mark.parametrize('old, new, message', [
     # YAML keeps the last of two equal keys with only a warning: the plugin reads the text
     ('  spare: {address: 198.51.100.30', '  be2: {address: 198.51.100.40}\n  spare: {address: 198.51.100.30',
-     'murder.yml: hosts.be2: written twice (lines 13 and 14): YAML would keep only the last'),
+     'murder.yml: hosts.be2: written twice (lines 13 and 15): YAML would keep only the last'),
     # what Ansible's loader builds (tagged lists, sets, dates) is named in YAML's words
     ('  be1: {address: 198.51.100.21, address6: "2001:db8::21"}', '  be1: [198.51.100.21]',
      'murder.yml: hosts.be1: expected a mapping, got list'),

@@ -42,7 +42,11 @@ def test_three_hosts_on_one_local_directory_pass_everything(tmp_path, side_chann
     assert sorted(out['a']['checks']['excl_race']['evidence']['winners']).__len__() == 1
     assert out['a']['run_dir_cleanup'] == 'removed' and os.listdir(tmp_path) == []
     assert out['b']['channel'] == '127.0.0.1 port %d' % side_channel['channel_port']
-    assert out['b']['run_dir_seen_s'] == 0.0 and out['a']['run_dir_seen_s'] == {'b': 0.0, 'c': 0.0}
+    # one local directory: each host sees the run directory as soon as it looks (no timing asserted: the
+    # figures are how long the look itself took on a loaded machine)
+    seen = out['a']['run_dir_seen_s']
+    assert isinstance(out['b']['run_dir_seen_s'], float) and sorted(seen) == ['b', 'c']
+    assert all(isinstance(value, float) and value >= 0 for value in seen.values())
     assert out['b']['checks']['append_visibility']['evidence']['mmap']['at_once'] == 2
 
 
