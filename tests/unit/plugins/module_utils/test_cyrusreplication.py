@@ -16,9 +16,7 @@ from ansible_collections.cyrus.ha.plugins.module_utils.cyrusreplication import (
     FIELDS, ReplicationError, backlog, describe, gather, mailbox_states, parse_channels, parse_mbexamine,
     peer_address, short_options, switch_value)
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import ReplicationDataError
-from ansible_collections.cyrus.ha.plugins.module_utils.runner import ProcessRunner
 
-BIN = '/usr/lib/cyrus/bin'
 NOW = 1_800_000_000.0
 
 # mbexamine -C ... -u 4294967295 '*' of one mailbox, verbatim (Cyrus 3.6.1, Debian 12)
@@ -202,17 +200,6 @@ def test_mailbox_states_without_cyrus_says_what_to_install(bindir):
         mailbox_states('/etc/cyrus-ha/be1/imapd.conf', bindir, lambda argv: pytest.fail('ran %r' % argv))
     assert caught.value.msg == ('mbexamine not found in %s: install Cyrus (Debian: cyrus-common) on this node'
                                 % (bindir or 'any Cyrus bin directory'))
-
-
-@pytest.mark.skipif(not (os.path.isfile('/tmp/rx/a/imapd.conf') and os.path.isfile(f'{BIN}/mbexamine')),
-                    reason='needs the throwaway Cyrus master at /tmp/rx/a and Cyrus installed')
-def test_real_mbexamine_on_the_throwaway_master():
-    found = mailbox_states('/tmp/rx/a/imapd.conf', BIN, ProcessRunner(timeout=60))
-    alice = found['mailboxes']['user.alice']
-    assert len(alice['uniqueid']) == 24 and alice['uniqueid'].isalnum()
-    assert alice['uidnext'] >= 1 and alice['uidvalidity'] > 0 and alice['highestmodseq'] >= 1
-    assert alice['messages'] <= alice['uidnext'] - 1
-    assert found['problems'] == [] and found['complete'] is True
 
 
 # ---------------------------------------------------------------------------------------------
