@@ -218,7 +218,7 @@ def test_planned_promotion_and_back_lose_no_message(pair, tmp_path):
     # neither runbook that deploys a master or a replica may now make a second master
     site = labutil.playbook('playbooks/site.yml', *VARS, *HOSTS_VARS, '--limit', 'be3', check=False)
     assert site.returncode != 0 and ('instance be3 on be3 is the replica of its pair now (after a promotion, its '
-                                     'master runs on the other node): refusing to deploy it as a replicating backend '
+                                     'master runs on the other node): refusing to deploy it as a backend '
                                      'here') in ' '.join(site.stdout.split()), site.stdout[-3000:]
     again = replication(check=False)
     assert again.returncode != 0 and ('instance be3 on replica is the master of its pair now (after a promotion): '
