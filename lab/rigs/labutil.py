@@ -44,6 +44,15 @@ def lab_up() -> subprocess.CompletedProcess:
     return lab('up', *LAB_SHAPE)
 
 
+def inside(host: str, argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    """A command in a lab host's mount namespace from the lab machine (no SSH: works on a fenced host; sees a
+    host's own /run and, on a replica host, its own /etc/cyrus-ha)."""
+    with open(os.path.join(LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
+        sshd = json.load(handle)['pids'][host]
+    return subprocess.run(['nsenter', f'--mount=/proc/{sshd}/ns/mnt', *argv], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
 def inventory() -> str:
     return os.path.join(LAB_DIR, 'inventory.yml')
 

@@ -16,6 +16,7 @@ import pytest
 
 import cyha_imap
 import labutil
+from cyha_iprig import has_address
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import diff
 
 pytestmark = pytest.mark.lab
@@ -49,17 +50,7 @@ def login_works() -> bool:
         return False
 
 
-def has_address(netns: str, address: str) -> bool:
-    out = subprocess.run(['ip', '-n', netns, '-j', 'addr', 'show'], capture_output=True, text=True, check=True).stdout
-    return address in {a['local'] for link in json.loads(out) for a in link.get('addr_info', [])}
-
-
-def inside(host: str, argv: list[str]) -> subprocess.CompletedProcess:
-    """A command in a lab host's mount namespace from the lab machine (its own /etc/cyrus-ha on the replica)."""
-    with open(os.path.join(labutil.LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
-        sshd = json.load(handle)['pids'][host]
-    return subprocess.run(['nsenter', f'--mount=/proc/{sshd}/ns/mnt', *argv], capture_output=True, text=True,
-                          timeout=60, check=False)
+inside = labutil.inside     # a command in a lab host's mount namespace (the replica's own /etc/cyrus-ha)
 
 
 def facts(host: str, tmp_path, **args) -> dict:

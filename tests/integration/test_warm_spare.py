@@ -52,12 +52,7 @@ def on(host: str, argv: list[str], check: bool = False) -> subprocess.CompletedP
     return labutil.ansible(host, 'ansible.builtin.command', json.dumps({'argv': argv}), check=check)
 
 
-def inside(host: str, argv: list[str]) -> subprocess.CompletedProcess:
-    """Run a command in a lab host's mount namespace from the lab machine (no SSH: works on a fenced host)."""
-    with open(os.path.join(labutil.LAB_DIR, 'lab.json'), encoding='utf-8') as handle:
-        sshd = json.load(handle)['pids'][host]
-    return subprocess.run(['nsenter', f'--mount=/proc/{sshd}/ns/mnt', *argv], capture_output=True, text=True,
-                          timeout=30, check=False)
+inside = labutil.inside     # a command in a lab host's mount namespace, without SSH
 
 
 def mounted(host: str, mountpoint: str = MOUNT) -> bool:

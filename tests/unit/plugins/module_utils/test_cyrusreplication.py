@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 
 import pytest
 
@@ -19,28 +20,8 @@ from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import Rep
 
 NOW = 1_800_000_000.0
 
-# mbexamine -C ... -u 4294967295 '*' of one mailbox, verbatim (Cyrus 3.6.1, Debian 12)
-ALICE = '''Examining user.alice... Mailbox Header Info:
-  Path to mailbox: /tmp/rx/b/spool/uuid/t/q/tqbkjob05xvk3u2rj297w2n0
-  Mailbox ACL: alice\tlrswipkxtecdan\t
-  Unique ID: tqbkjob05xvk3u2rj297w2n0
-  User Flags: [none]
-
- Index Header Info:
-  Generation Number: 0
-  Minor Version: 17
-  Header Size: 160 bytes  Record Size: 112 bytes
-  Number of Messages: 2  Mailbox Size: 118 bytes  Annotations Size: 0 bytes
-  Last Append Date: (1796290808) Thu Dec  3 09:40:08 2026
-  UIDValidity: 1796290794  Last UID: 2
-  Deleted: 0  Answered: 0  Flagged: 0
-  Mailbox Options: POP3_NEW_UIDL
-  Last POP3 Login: (0) Thu Jan  1 00:00:00 1970
-  Highest Mod Sequence: 3
-
- Message Info:
-Desired message not found
-'''
+# mbexamine -C ... -u 4294967295 '*' of one mailbox, verbatim (Cyrus 3.6.1, Debian 12); shared with the module's test
+ALICE = (pathlib.Path(__file__).parent / 'fixtures' / 'cyrus' / 'debian12' / 'mbexamine-alice.txt').read_text(encoding='utf-8')
 ALICE_STATE = {'uniqueid': 'tqbkjob05xvk3u2rj297w2n0', 'uidvalidity': 1796290794, 'uidnext': 3,
                'highestmodseq': 3, 'messages': 2}
 

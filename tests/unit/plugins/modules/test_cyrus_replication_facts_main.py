@@ -6,6 +6,7 @@ recorded mbexamine (run_command replaced)."""
 from __future__ import annotations
 
 import json
+import pathlib
 
 import pytest
 
@@ -17,27 +18,9 @@ from ansible_collections.cyrus.ha.plugins.modules import cyrus_replication_facts
 IMAPD = ('configdirectory: {lib}\npartition-default: /srv/spool/be1\nsync_log: 1\nsync_host: be1-replica.example.org\n'
          'sync_authname: repl\nsync_password: pw-Secret-42\n')
 CYRUS = 'DAEMON {\n  syncclient cmd="/usr/lib/cyrus/bin/sync_client -C /etc/cyrus-ha/be1/imapd.conf -r"\n}\n'
-MBEXAMINE = '''Examining user.alice... Mailbox Header Info:
-  Path to mailbox: /srv/spool/be1/uuid/t/q/tqbkjob05xvk3u2rj297w2n0
-  Mailbox ACL: alice\tlrswipkxtecdan\t
-  Unique ID: tqbkjob05xvk3u2rj297w2n0
-  User Flags: [none]
-
- Index Header Info:
-  Generation Number: 0
-  Minor Version: 17
-  Header Size: 160 bytes  Record Size: 112 bytes
-  Number of Messages: 2  Mailbox Size: 118 bytes  Annotations Size: 0 bytes
-  Last Append Date: (1796290808) Thu Dec  3 09:40:08 2026
-  UIDValidity: 1796290794  Last UID: 2
-  Deleted: 0  Answered: 0  Flagged: 0
-  Mailbox Options: POP3_NEW_UIDL
-  Last POP3 Login: (0) Thu Jan  1 00:00:00 1970
-  Highest Mod Sequence: 3
-
- Message Info:
-Desired message not found
-Examining user.bob...'''
+# mbexamine of user.alice (the module_utils test's verbatim sample), then a mailbox it could not open
+MBEXAMINE = (pathlib.Path(__file__).parents[1] / 'module_utils' / 'fixtures' / 'cyrus' / 'debian12' / 'mbexamine-alice.txt').read_text(
+    encoding='utf-8') + 'Examining user.bob...'
 
 
 def run_main(args, capsys):
