@@ -110,7 +110,7 @@ def _outages(rows: list[dict], moved_to) -> list[dict]:
 
 # What a drill's evidence is made of (build_record's input): imap_check results and the async job of the
 # delivery made during the outage, as the cyrus.ha.drill role registers them.
-RECORD_KEYS = ('instance', 'failure', 'engine', 'from', 'to', 'frontend', 'name', 'traffic')
+RECORD_KEYS = ('instance', 'failure', 'engine', 'from', 'to', 'frontend', 'name', 'traffic', 'replication')
 
 
 def _verification(item, index: int) -> tuple[str, Mapping]:
@@ -280,6 +280,27 @@ def _traffic_text(traffic) -> tuple[str, bool | None]:
     return str(traffic), None
 
 
+def replication_lines(replication: Mapping) -> list[str]:
+    """A replica pair's drill: the lag measured just before the failure, the promotion, the acknowledged
+    messages missing after it (RPO) and the old master's diverged mailboxes."""
+    lag = replication.get('lag_before_failure')
+    caught_up = replication.get('caught_up_before_failure')
+    lines = ['lag measured just before the failure: '
+             + ('unknown' if lag is None else f'{_seconds(lag)}' + ('' if caught_up in (None, True) else ' (not caught up: at least that)'))]
+    forced = ' (forced past its lag checks)' if replication.get('forced') else ''
+    lines.append(f'promotion: {replication.get("promotion", "?")}{forced}')
+    lost = replication.get('lost_messages') or []
+    shown = ', '.join(str(m) for m in lost[:5]) + (' ...' if len(lost) > 5 else '')
+    lines.append(f'RPO: {len(lost)} acknowledged message(s) missing after the promotion, counted from '
+                 f'{replication.get("lost_counted_from", "?")}' + (f': {shown}' if lost else ''))
+    diverged = replication.get('diverged') or []
+    if diverged:
+        lines.append(f'the old master held writes that never replicated, in {", ".join(str(d) for d in diverged)}'
+                     + ('; its copy was moved aside (kept) to move back' if replication.get('discarded') else
+                        '; it was not made the replica'))
+    return lines
+
+
 def _results(report: Mapping) -> list[tuple[str, str, bool | None]]:
     """The lines under the timeline and in the summary: (what, result, ok or None when unknown)."""
     lines = []
@@ -298,6 +319,12 @@ def _results(report: Mapping) -> list[tuple[str, str, bool | None]]:
     if 'traffic' in report:
         text, verdict = _traffic_text(report['traffic'])
         lines.append(('traffic', text, verdict))
+    replication = report.get('replication')
+    if isinstance(replication, Mapping):
+        lost = replication.get('lost_messages') or []
+        lag = replication.get('lag_before_failure')
+        lines.append(('replication', f'lag before the failure {_seconds(lag)}; RPO {len(lost)} acknowledged message(s) '
+                      f'lost ({replication.get("lost_counted_from", "?")})', not lost))
     checks = report.get('checks') or []
     if checks:
         failed = [str(c['name']) for c in checks if not c['ok']]
@@ -374,6 +401,8 @@ def to_markdown(report: Mapping) -> str:
         lines.append(f'- outage delivery: {_outage_delivery_text(report["outage_delivery"])}')
     if 'traffic' in report:
         lines.append(f'- traffic: {_traffic_text(report["traffic"])[0]}')
+    if isinstance(report.get('replication'), Mapping):
+        lines += [f'- replication: {line}' for line in replication_lines(report['replication'])]
     lines += ['', '```mermaid', to_mermaid(report).rstrip('\n'), '```']
     if _is_traffic_run(report.get('traffic')):
         lines += ['', 'Traffic through the frontend as clients saw it (outage: first failed operation to the end of '

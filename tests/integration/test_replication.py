@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 
 import pytest
 
 import cyha_imap
+import cyha_traffic
 import labutil
 from cyha_iprig import has_address
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import diff
@@ -30,6 +32,8 @@ DAVE = ('dave', 'cyha-lab-dave')
 OWN = ('/etc/cyrus-ha/be3', '/var/lib/cyrus-ha/be3', '/var/spool/cyrus-ha/be3')
 SYNC_DIR = '/var/lib/cyrus-ha/be3/sync'
 CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
+LAG_FILE = '/var/lib/cyrus-ha/replication-lag-be3.json'      # on the replica host (its own /var/lib/cyrus-ha)
+UNPLANNED = ('-e', 'replication_failure=unplanned')
 
 
 def replication(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -40,6 +44,18 @@ def promote(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """playbooks/promote.yml for be3; the topology inventory names the mupdate master's servername."""
     return labutil.playbook('playbooks/promote.yml', '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'), *VARS,
                             '-e', 'replication_instance=be3', *extra, check=check)
+
+
+def measure_lag(*extra: str) -> dict:
+    """playbooks/replication_lag.yml for be3; the figure the replica keeps."""
+    proc = labutil.playbook('playbooks/replication_lag.yml', *VARS, '-e', 'replication_instance=be3', *extra)
+    assert all(c['failed'] == 0 for c in labutil.recap(proc.stdout).values()), proc.stdout[-3000:]
+    return json.loads(inside('replica', ['cat', LAG_FILE]).stdout)
+
+
+def refused(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode != 0, proc.stdout[-3000:]
+    return ' '.join(proc.stdout.split())
 
 
 def login_works() -> bool:
@@ -64,6 +80,8 @@ def wipe_replica() -> None:
     cyha_imap.stop_instance('be3', 'cyha-replica')
     for path in OWN:
         inside('replica', ['rm', '-rf', path])
+    if has_address('cyha-replica', BE3_ADDR):       # left by a promotion that did not move back
+        subprocess.run(['ip', '-n', 'cyha-replica', 'addr', 'del', f'{BE3_ADDR}/24', 'dev', 'eth0'], check=True)
 
 
 def start(host: str) -> None:
@@ -142,8 +160,43 @@ def test_mail_reaches_the_replica_within_the_rolling_interval(pair, tmp_path):
     assert replica['mailboxes']['user.dave'] == master['mailboxes']['user.dave']
 
 
+def lag(host: str, tmp_path, check_mode: bool = False, **args) -> dict:
+    return labutil.module_result(host, 'cyrus.ha.cyrus_replication_lag', {'instance': 'be3', **args}, tmp_path,
+                                 check_mode=check_mode)
+
+
+def test_the_lag_is_measured_with_a_marker_on_the_master(pair, tmp_path):
+    predicted = lag('be3', tmp_path, check_mode=True)
+    assert not predicted['failed'] and predicted['changed'], predicted['_output'][-2000:]
+    assert predicted['lag']['created'] and not predicted['lag']['measured'] and predicted['lag']['seconds'] is None
+    assert lag('be3', tmp_path, check_mode=True)['changed']             # check mode created nothing
+    first = lag('be3', tmp_path)
+    assert not first['failed'] and first['changed'] and first['lag']['created'], first['_output'][-2000:]
+    measured = first['lag']
+    assert measured['caught_up'] and 0 < measured['seconds'] < 30 and measured['mailbox'] == 'cyrus-ha-lag-be3'
+    assert measured['peer'] == '198.51.100.50:2005' and measured['seen_at'] >= measured['marked_at']
+    print(f"replication lag of be3: {measured['seconds']} s ({measured['polls']} questions to the replica)")
+    second = lag('be3', tmp_path)
+    assert not second['failed'] and not second['changed'] and second['lag']['caught_up']
+    assert second['lag']['modseq'] > measured['modseq']                 # a new change, waited for again
+    assert not lag('be3', tmp_path, check_mode=True)['changed']
+    # the marker is the replication user's alone: dave, through a frontend, does not see it
+    assert not any('cyrus-ha-lag' in name for name in cyha_imap.list_as(FE1_ADDR, *DAVE))
+    # bad input: each refused with its cause
+    assert lag('be3', tmp_path, timeout=0)['msg'] == 'timeout must be more than 0 and at most 3600 seconds, not 0.0'
+    assert lag('be3', tmp_path, instance='nosuch')['msg'] == (
+        "instance nosuch: /etc/cyrus-ha/nosuch/imapd.conf does not exist: is nosuch the instance's name, and "
+        "/etc/cyrus-ha its config root?")
+    assert lag('replica', tmp_path)['msg'] == (
+        'instance be3 is no replicating master with an address of its own: /etc/cyrus-ha/be3/imapd.conf sets no '
+        'sync_host, sync_authname, sync_password')
+
+
 def test_backlog_grows_while_the_replica_is_down_and_drains_after(pair, tmp_path):
     cyha_imap.stop_instance('be3', 'cyha-replica')
+    down = lag('be3', tmp_path)
+    assert down['failed'] and down['msg'] == ('the replica 198.51.100.50:2005 (sync_server) cannot be reached: '
+                                              'Connection refused'), down['_output'][-2000:]
     deliver(3)
     assert labutil.poll(lambda: facts('be3', tmp_path)['backlog']['entries'] > 0, 20, interval=0.5)
     master = facts('be3', tmp_path, mailboxes=True)
@@ -245,3 +298,138 @@ def test_a_missing_replication_secret_is_refused_before_anything_changes(pair):
     assert ('murder_replication_password must be set (non-empty) for replica: its instance be3 is a replica'
             in ' '.join(proc.stdout.split())), proc.stdout[-3000:]
     assert inside('replica', ['stat', '-c', '%Y', '/etc/cyrus-ha/be3/imapd.conf']).stdout == before
+
+
+def drill_secret(tmp_path) -> str:
+    path = tmp_path / 'drill-secret.json'
+    path.write_text(json.dumps({'drill_password': DAVE[1]}), encoding='utf-8')
+    path.chmod(0o600)
+    return '@' + str(path)
+
+
+def acknowledged(journal: str) -> list[str]:
+    """The Message-IDs the traffic generator's journal records as acknowledged (delivery or APPEND)."""
+    with open(journal, encoding='utf-8') as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    return sorted({r['message_id'] for r in records
+                   if r.get('op') in ('deliver', 'append') and r.get('outcome') == 'ok' and r.get('message_id')})
+
+
+def held_ids() -> list[str]:
+    """The Message-ID of every message in dave's INBOX through fe1 (one session), with repeats."""
+    with cyha_imap.imap(FE1_ADDR, *DAVE) as conn:
+        conn.select('INBOX', readonly=True)
+        status, data = conn.uid('FETCH', '1:*', '(BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])')
+    assert status == 'OK', data
+    ids = []
+    for item in data:
+        if isinstance(item, tuple):
+            value = item[1].decode('utf-8', 'replace').split(':', 1)
+            if len(value) == 2 and value[1].strip():
+                ids.append(value[1].strip())
+    return ids
+
+
+def spool_messages(conf: str, mailbox: str, host: str = 'be3') -> dict:
+    """Message-ID to the bytes of every message file of a mailbox, read where the host keeps its spool."""
+    spool = inside(host, ['/usr/lib/cyrus/bin/mbpath', '-C', conf, mailbox]).stdout.strip()
+    found = {}
+    for name in os.listdir(spool):
+        if name.endswith('.') and name[:-1].isdigit():
+            with open(os.path.join(spool, name), 'rb') as handle:
+                data = handle.read()
+            head = data.split(b'\r\n\r\n', 1)[0]
+            for line in head.split(b'\r\n'):
+                if line.lower().startswith(b'message-id:'):
+                    found[line.split(b':', 1)[1].strip().decode()] = data
+    return found
+
+
+def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_lost(pair, tmp_path):
+    """be3's rolling client stalls, then be3 crashes (the replica drill, node-crash, under mail traffic to dave):
+    the unplanned promotion refuses without fencing and over the lag threshold; forced, the drill promotes and
+    reports the lag and, message by message, what be3 had acknowledged and the replica lacked: exactly the
+    acknowledged messages of the traffic's journal that are missing. be3, back, is refused as the replica (it
+    holds them) until they are copied to the new master and its copy moved aside; then be3 moves back."""
+    record = measure_lag()
+    assert record['master'] == 'be3' and record['replica'] == 'replica' and record['caught_up']
+    assert 0 < record['seconds'] < 30 and abs(record['measured_at'] - time.time()) < 120
+    # refused before anything changes: no fencing; a lag over the threshold (be3 is alive: only a statement)
+    text = refused(promote(*UNPLANNED, check=False))
+    assert ('an unplanned promotion needs replication_fence_tasks with replication_failed_master=THE-FAILED-MASTER, '
+            'or replication_fenced_peer=THE-FAILED-MASTER (one of be3, replica; refusing to promote a replica whose '
+            'master may still be alive)') in text, text[-2000:]
+    text = refused(promote(*UNPLANNED, '-e', 'replication_fenced_peer=be3', '-e', 'replication_max_lag=0.0001',
+                           check=False))
+    assert (f"refusing to promote be3 on replica after a failure of be3: the last measured lag, {record['seconds']} s, "
+            'is above replication_max_lag (0.0001 s); writes the master acknowledged may not be here. Nothing was '
+            'changed.') in text, text[-2000:]
+    assert facts('replica', tmp_path)['role'] == 'replica' and facts('be3', tmp_path)['sync_client']['running']
+    # the rolling client stalls: from now on the replica gets nothing of what be3 acknowledges
+    assert facts('replica', tmp_path, wait_for=facts('be3', tmp_path, mailboxes=True)['mailboxes'],
+                 wait_timeout=30)['caught_up']
+    for pid in facts('be3', tmp_path)['sync_client']['pids']:
+        os.kill(pid, signal.SIGSTOP)
+    behind = measure_lag('-e', 'replication_lag_timeout=2')
+    assert not behind['caught_up'] and behind['seconds'] >= 2
+    text = refused(promote(*UNPLANNED, '-e', 'replication_fenced_peer=be3', check=False))
+    assert ('refusing to promote be3 on replica after a failure of be3: the last measurement did not see the replica '
+            'catch up within 2.0 s (it was at least that far behind)') in text, text[-2000:]
+    # the drill: traffic to dave through fe1, canaries, be3 powered off, the replica promoted (forced past
+    # its lag), the first login; be3 booted again holds writes that never replicated: no way back
+    drill = labutil.playbook('playbooks/replica_drill.yml', *VARS, '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'),
+                             '-e', '@lab/vars/traffic.yml', '-e', '@lab/vars/replica_drill.yml',
+                             '-e', 'drill_discard_diverged=false', '-e', 'replication_instance=be3',
+                             '-e', 'drill_frontend=fe1', '-e', 'drill_user=dave', '-e', drill_secret(tmp_path),
+                             '-e', f'drill_report_dir={tmp_path}', '-e', 'drill_id=crash', '-e', 'drill_failure=node-crash',
+                             '-e', 'drill_force=true', '-e', 'replication_lag_timeout=2', check=False)
+    assert drill.returncode != 0 and 'the drill FAILED' in drill.stdout, drill.stdout[-4000:]
+    with open(tmp_path / 'drill-be3-crash.json', encoding='utf-8') as handle:
+        report = json.load(handle)
+    replication = report['replication']
+    assert replication['promotion'] == 'unplanned' and replication['forced'] is True
+    assert replication['caught_up_before_failure'] is False and replication['lag_before_failure'] >= 2
+    assert replication['diverged'] and 'user.dave' in replication['diverged'] and not replication['discarded']
+    assert report['failover_seconds'] is not None and report['failover_seconds'] > 0
+    # the RPO, exactly: the acknowledged messages of the journal that the promoted master lacks
+    journal = f'{cyha_traffic.TRAFFIC_DIR}/drill-be3-crash/journal.jsonl'
+    acked = acknowledged(journal)
+    promoted = set(held_ids())
+    missing = sorted(m for m in acked if m not in promoted)
+    assert missing and sorted(replication['lost_messages']) == missing, (missing, replication['lost_messages'])
+    failed = sorted(c['name'] for c in report['checks'] if not c['ok'])
+    assert 'no acknowledged message lost (RPO 0)' in failed and 'traffic: every invariant holds' in failed
+    assert 'the instance is back on its first master, replicating to the other node' in failed
+    # be3 is back, stopped; made the replica it would throw those writes away: refused, nothing changes
+    assert not cyha_imap.master_pid('be3') and not has_address('cyha-be3', BE3_ADDR)
+    rejoin = ('playbooks/rejoin.yml', *VARS, '-e', 'replication_instance=be3', '-e', 'replication_old_master=be3')
+    text = refused(labutil.playbook(*rejoin, check=False))
+    assert 'refusing to make be3 the replica of be3: it holds what the new master on replica lacks' in text
+    assert 'user.dave: ' in text, text[-3000:]
+    assert facts('be3', tmp_path)['role'] == 'master' and not cyha_imap.master_pid('be3')
+    # the documented recovery: what the new master lacks is copied from be3's spool, then be3's copy moved aside
+    held = spool_messages('/etc/cyrus-ha/be3/imapd.conf', 'user.dave')
+    assert set(missing) <= set(held)
+    promoted = set(held_ids())
+    with cyha_imap.imap(FE1_ADDR, *DAVE) as conn:
+        for message_id, data in held.items():
+            if message_id not in promoted:
+                assert conn.append('INBOX', None, None, data)[0] == 'OK'
+    proc = labutil.playbook(*rejoin, '-e', 'replication_discard_diverged=true')
+    counts = labutil.recap(proc.stdout)
+    assert counts['be3']['changed'] > 0 and counts['replica']['failed'] == 0, proc.stdout[-3000:]
+    aside = sorted(n for n in os.listdir('/var/lib/cyrus-ha') if n.startswith('be3.diverged-'))
+    assert len(aside) == 1 and os.path.isdir(f'/var/lib/cyrus-ha/{aside[0]}/db')
+    assert facts('be3', tmp_path)['role'] == 'replica'
+    # back home, planned: every message acknowledged during the whole run is there, once
+    back = promote()
+    assert all(c['failed'] == 0 for c in labutil.recap(back.stdout).values()), back.stdout[-3000:]
+    assert (facts('be3', tmp_path)['role'], facts('replica', tmp_path)['role']) == ('master', 'replica')
+    assert labutil.poll(login_works, 60, interval=0.2), 'dave cannot log in through fe1 after the move back'
+    counts = {}
+    for message_id in held_ids():
+        counts[message_id] = counts.get(message_id, 0) + 1
+    assert [m for m in acked if counts.get(m) != 1] == []
+    for name in aside:
+        for root in ('/var/lib/cyrus-ha', '/var/spool/cyrus-ha'):
+            subprocess.run(['rm', '-rf', os.path.join(root, name)], check=True)

@@ -389,10 +389,11 @@ def test_a_drill_killed_in_the_middle_then_a_fresh_drill_keep_every_invariant(pa
 
 
 def test_a_short_certification_run_survives_every_kind_of_failure(pair, tmp_path):
-    """bench/certify.py, short: three failures of three kinds under light traffic, the invariants checked after
-    each (the 100-failure run of bench/README.md is the same program; the drills above cover planned moves)."""
+    """bench/certify.py, short: two failures of two kinds under light traffic, the invariants checked after
+    each (the 100-failure run of bench/README.md is the same program; the drills above cover planned moves and
+    a killed instance)."""
     proc = subprocess.run([sys.executable, os.path.join(labutil.REPO, 'bench', 'certify.py'), '--sequence',
-                           'frontend-killed,link-down,instance-killed', '--rate', '5',
+                           'frontend-killed,link-down', '--rate', '5',
                            '--out', str(tmp_path)], capture_output=True, text=True, timeout=1200, check=False,
                           cwd=labutil.REPO)
     runs = os.listdir(tmp_path)
@@ -400,12 +401,12 @@ def test_a_short_certification_run_survives_every_kind_of_failure(pair, tmp_path
     with open(tmp_path / runs[0] / 'summary.json', encoding='utf-8') as handle:
         summary = json.load(handle)
     assert proc.returncode == 0 and summary['verdict'] == 'passed', proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert [s['kind'] for s in summary['steps']] == ['frontend-killed', 'link-down', 'instance-killed']
+    assert [s['kind'] for s in summary['steps']] == ['frontend-killed', 'link-down']
     assert all(s['invariants_ok'] for s in summary['steps'])
     checked = summary['invariants']['checked']
     assert checked['acknowledged'] == checked['acknowledged_found'] > 0
     assert summary['invariants']['violations'] == [] and summary['invariants']['errors'] == []
-    assert set(summary['outage_by_kind']) == {'frontend-killed', 'link-down', 'instance-killed'}
+    assert set(summary['outage_by_kind']) == {'frontend-killed', 'link-down'}
     # a killed frontend is an outage for every user of the traffic, seen by its clients
     assert summary['outage_by_kind']['frontend-killed']['max'] > 0
     with open(tmp_path / runs[0] / 'summary.md', encoding='utf-8') as handle:

@@ -400,3 +400,32 @@ def test_svg_renders_to_a_png_of_its_size_that_is_not_blank(tmp_path):
     assert len(data) > 20000
     pixels = png_pixels(data)
     assert len(set(pixels)) > 50          # bars, shading and text, not a blank page
+
+
+REPLICATION = {'lag_before_failure': 0.42, 'caught_up_before_failure': True, 'promotion': 'unplanned', 'forced': True,
+               'lost_messages': ['<m1@x>', '<m2@x>'], 'lost_counted_from': 'the traffic journal',
+               'diverged': ['user.dave'], 'discarded': True}
+
+
+def test_a_replica_pairs_drill_shows_its_lag_and_what_the_promotion_lost():
+    record = build_record(dict(SAMPLE, engine='replication', replication=REPLICATION))
+    markdown = render(record, 'markdown')
+    assert ('- replication: lag measured just before the failure: 0.42 s\n'
+            '- replication: promotion: unplanned (forced past its lag checks)\n'
+            '- replication: RPO: 2 acknowledged message(s) missing after the promotion, counted from the traffic '
+            'journal: <m1@x>, <m2@x>\n'
+            '- replication: the old master held writes that never replicated, in user.dave; its copy was moved aside '
+            '(kept) to move back\n') in markdown
+    root = ET.fromstring(render(record, 'svg'))
+    assert ('replication: lag before the failure 0.42 s; RPO 2 acknowledged message(s) lost (the traffic journal)'
+            in texts(root, 'result'))
+    assert_nothing_past_the_edges(root)
+
+
+def test_a_replica_pairs_drill_without_loss_says_so():
+    clean = dict(REPLICATION, forced=False, lost_messages=[], diverged=[], lag_before_failure=None,
+                 promotion='planned (drained)')
+    markdown = render(build_record(dict(SAMPLE, replication=clean)), 'markdown')
+    assert ('- replication: lag measured just before the failure: unknown\n- replication: promotion: planned (drained)\n'
+            '- replication: RPO: 0 acknowledged message(s) missing after the promotion, counted from the traffic '
+            'journal\n') in markdown
