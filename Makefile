@@ -80,10 +80,14 @@ lab: lab-up
 	    -e storage_probe_hosts=be$$n -e "{\"storage_probe_paths\": [\"/srv/cyrus-ha/be$$n/spool\"]}" \
 	    -e storage_probe_report_dir=$(CURDIR)/$(REPORTS) -e storage_probe_report_file=$(CURDIR)/$(REPORTS)/storage_probe_be$$n.json; \
 	done
-	@echo '== 4/4 failover drill under mail traffic: be1 to the spare and back, canaries and invariants verified'
+	@echo '== 4/4 failover drills under mail traffic: be1 to the spare and back (a SAN pair), canaries and invariants verified'
 	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) -e @lab/vars/traffic.yml playbooks/drill.yml \
 	    -e warm_spare_instance=be1 -e drill_frontend=fe1 -e drill_user=alice -e drill_password=cyha-lab-alice \
 	    -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
+	@echo '       and the replica pair under mail traffic: be3 promoted on the host replica and back, nothing lost'
+	$(VENV)/bin/ansible-playbook $(LAB_INVENTORY) $(LAB_VARS) -e @lab/vars/traffic.yml -e @lab/vars/replica_drill.yml \
+	    playbooks/replica_drill.yml -e replication_instance=be3 -e drill_frontend=fe1 -e drill_user=dave \
+	    -e drill_password=cyha-lab-dave -e drill_report_dir=$(CURDIR)/$(REPORTS)/drill -e drill_id=lab
 	@$(PYTHON) lab/report_index.py $(REPORTS) >/dev/null
 	@echo "lab: reports in $(REPORTS)/: index.html (open it: every report on one page), hosts.txt, storage_probe_*.json and storage-probe-*.md, drill/ (JSON, Markdown, SVG timeline)"
 	@echo "lab: inventory $(LAB_DIR)/inventory.yml + $(LAB_DIR)/topology.yml (cyrus.ha.murder); 'make lab-down' removes the lab"

@@ -6,7 +6,9 @@
    each acknowledgement's time, against the first time be3's replica (read on the replica host with
    mbexamine, every ~50 ms) holds that message. Once with the collection's sync_repeat_interval (1 s) and
    once with Cyrus's default (3 s), the peer setting.
-2. Planned moves: --rounds times, be3 promoted to the replica host and back (playbooks/promote.yml), and
+2. The marker lag (cyrus.ha.cyrus_replication_lag, what playbooks/replication_lag.yml keeps for an unplanned
+   promotion): --samples measurements with nothing else running, then as many under the deliveries of 1.
+3. Planned moves: --rounds times, be3 promoted to the replica host and back (playbooks/promote.yml), and
    be1 failed over to the spare and back (playbooks/failover.yml / failback.yml), each under a client
    that logs in and SELECTs through fe1 every 100 ms: the runbook's wall time and the clients' outage
    (last success before the move to the first success after it).
@@ -15,7 +17,7 @@ The lab must be up with the Murder, the warm-spare pairs and the replica pair de
 Nothing here is a test: it prints what it measured.
 
 Usage (root, repository root): .venv/bin/python bench/replication_bench.py [--rounds 5] [--rate 10]
-    [--messages 100] [--json FILE]
+    [--messages 100] [--samples 20] [--json FILE]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -99,6 +102,33 @@ def lag(messages: int, rate: float) -> list:
     return lags
 
 
+def marker_lags(samples: int, rate: float) -> list:
+    """The module's measurements on be3, one every 0.5 s; under LMTP deliveries to dave at rate when rate > 0."""
+    stop = threading.Event()
+
+    def load():
+        while not stop.is_set():
+            due = time.monotonic() + 1 / rate
+            cyha_imap.lmtp_deliver(FE1, 'dave')
+            time.sleep(max(0.0, due - time.monotonic()))
+    if rate > 0:
+        threading.Thread(target=load, daemon=True).start()
+        time.sleep(2)
+    tree = tempfile.mkdtemp(prefix='replication-bench-')
+    lags = []
+    try:
+        for dummy in range(samples):
+            result = labutil.module_result('be3', 'cyrus.ha.cyrus_replication_lag', {'instance': 'be3'}, tree)
+            if result['failed'] or not result['lag']['caught_up']:
+                raise SystemExit(f'the lag could not be measured: {result.get("msg") or result.get("lag")}')
+            lags.append(result['lag']['seconds'])
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        subprocess.run(['rm', '-rf', tree], check=False)
+    return lags
+
+
 class Prober:
     """Login + SELECT through fe1 every 100 ms as one user; (time, ok) of every try."""
 
@@ -156,10 +186,11 @@ def main() -> int:
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--rate', type=float, default=10.0)
     parser.add_argument('--messages', type=int, default=100)
+    parser.add_argument('--samples', type=int, default=20)
     parser.add_argument('--json')
     args = parser.parse_args()
     os.chdir(REPO)
-    results = {'lag': {}, 'moves': {'replica': [], 'san': []}}
+    results = {'lag': {}, 'marker': {}, 'moves': {'replica': [], 'san': []}}
     for interval in (1, 3):
         playbook('playbooks/site.yml', *HOSTS_VARS, '--limit', 'be3', '-e', f'murder_replication_interval={interval}')
         time.sleep(2)
@@ -167,6 +198,10 @@ def main() -> int:
         print(f'lag with sync_repeat_interval {interval} s: median / p99 / max {stats(results["lag"][interval])} s',
               flush=True)
     playbook('playbooks/site.yml', *HOSTS_VARS, '--limit', 'be3')
+    time.sleep(2)
+    for label, rate in (('idle', 0.0), ('load', args.rate)):
+        results['marker'][label] = marker_lags(args.samples, rate)
+        print(f'marker lag {label}: median / p99 / max {stats(results["marker"][label])} s', flush=True)
     for round_no in range(args.rounds):
         for kind in ('replica', 'san'):
             results['moves'][kind].append(move(kind))
@@ -178,6 +213,11 @@ def main() -> int:
     print('| sync_repeat_interval | lag |\n|---|---|')
     for interval, label in ((1, '1 s (cyrus.ha)'), (3, "3 s (Cyrus's default)")):
         print(f'| {label} | {stats(results["lag"][interval])} s |')
+    print(f'\nThe marker lag (cyrus.ha.cyrus_replication_lag on be3, sync_repeat_interval 1 s), {args.samples} '
+          'measurements, median / p99 / max:')
+    print('| while | marker lag |\n|---|---|')
+    print(f'| nothing else runs | {stats(results["marker"]["idle"])} s |')
+    print(f'| LMTP deliveries at {args.rate:g}/s | {stats(results["marker"]["load"])} s |')
     print(f'\nPlanned moves, median of {args.rounds} (runbook wall time; clients\' outage: login + SELECT through fe1 '
           'every 100 ms):')
     print('| pair | move: runbook | move: clients | back: runbook | back: clients |\n|---|---|---|---|---|')
