@@ -28,6 +28,13 @@ options:
     description: The new master's mailboxes, in the same form.
     type: dict
     required: true
+  skip_markers:
+    description:
+      - Leave out the lag marker C(cyrus-ha-lag-<instance>) of M(cyrus.ha.cyrus_replication_lag), whose only writes
+        are the measurements' flag toggles (what an old master is compared for before it rejoins).
+      - Keep it (the default) where a replica must hold everything, the marker included.
+    type: bool
+    default: false
 seealso:
   - module: cyrus.ha.cyrus_replication_facts
   - plugin: cyrus.ha.replication_diff
@@ -62,10 +69,12 @@ from ansible.errors import AnsibleFilterError
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import ReplicationDataError, diverged
 
 
-def replication_diverged(old_master_mailboxes, new_master_mailboxes):
+def replication_diverged(old_master_mailboxes, new_master_mailboxes, skip_markers=False):
     """The mailboxes where the old master holds something the new master lacks."""
+    if not isinstance(skip_markers, bool):
+        raise AnsibleFilterError(f'cyrus.ha.replication_diverged: skip_markers must be true or false, not {skip_markers!r}')
     try:
-        return diverged(old_master_mailboxes, new_master_mailboxes)
+        return diverged(old_master_mailboxes, new_master_mailboxes, skip_markers=skip_markers)
     except ReplicationDataError as exc:
         raise AnsibleFilterError(f'cyrus.ha.replication_diverged: {exc}') from exc
 

@@ -107,14 +107,22 @@ def _why(old: dict, new: dict) -> list:
     return why
 
 
-def diverged(old_master, new_master) -> list:
+# The lag marker of cyrus.ha.cyrus_replication_lag: cyrus-ha-lag-<instance>, one message whose flag it toggles.
+MARKER_PREFIX = 'cyrus-ha-lag-'
+
+
+def diverged(old_master, new_master, skip_markers: bool = False) -> list:
     """The mailboxes where the old master holds something the new master lacks, sorted by name, each as
     {mailbox, reason}: only on the old master; a different uniqueid (created twice: split brain); a
-    different uidvalidity; a higher uidnext or highestmodseq on the old master; or anything unknown."""
+    different uidvalidity; a higher uidnext or highestmodseq on the old master; or anything unknown.
+    skip_markers leaves out the lag marker (MARKER_PREFIX), whose only writes are the measurements' flag toggles
+    (an old master about to rejoin); a replica that must hold everything is compared with it."""
     old = mailboxes(old_master, 'old master')
     new = mailboxes(new_master, 'new master')
     found = []
     for name in sorted(old):
+        if skip_markers and name.startswith(MARKER_PREFIX):
+            continue
         if name not in new:
             found.append({'mailbox': name, 'reason': 'only on the old master'})
             continue

@@ -30,8 +30,8 @@ from ansible_collections.cyrus.ha.plugins.module_utils import cyrusconf, cyrusin
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT
 from ansible_collections.cyrus.ha.plugins.module_utils.imapadmin import Admin
 from ansible_collections.cyrus.ha.plugins.module_utils.imapcheck import CheckError, _quote
+from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import MARKER_PREFIX
 
-MARKER_PREFIX = 'cyrus-ha-lag-'
 MARKER_RIGHTS = 'lrswipkxtecda'
 IMAPS_PORT = 993
 SYNC_PORT = 2005
@@ -51,9 +51,6 @@ class LagError(Exception):
 def marker_mailbox(instance: str) -> str:
     return MARKER_PREFIX + instance
 
-
-def is_marker(mailbox: str) -> bool:
-    return mailbox.startswith(MARKER_PREFIX)
 
 
 def settings(instance: str, config_root: str = CONFIG_ROOT) -> dict:
@@ -199,19 +196,34 @@ MARKER_MESSAGE = (b'From: cyrus-ha <cyrus-ha@invalid>\r\nSubject: replication la
                   b'Its \\Flagged flag is toggled to measure how long the replica takes to hold a change.\r\n')
 
 
+def _said(exc) -> str:
+    return getattr(exc, 'msg', None) or '%s: %s' % (type(exc).__name__, exc)
+
+
 class Marker(Admin):
     """The replication user's IMAP session on the master, with the marker's few commands."""
 
     def ensure(self, mailbox: str, check_mode: bool) -> bool:
-        """Create the marker mailbox (the replication user's alone) and its message; True when it was missing."""
-        if self.exists(mailbox):
-            return False
-        if check_mode:
+        """The marker mailbox, the replication user's alone: created when missing, and its ACL put right on every
+        run (a creation cut short leaves Cyrus's default ``anyone lrs``); True when anything was (or, in check
+        mode, would be) changed."""
+        if not self.exists(mailbox):
+            if check_mode:
+                return True
+            self.create(mailbox)
+            self._ok('SETACL %s' % mailbox, self.conn.setacl(_quote(mailbox), self.user, MARKER_RIGHTS))
+            self._ok('DELETEACL %s anyone' % mailbox, self.conn.deleteacl(_quote(mailbox), 'anyone'))
             return True
-        self.create(mailbox)
-        self._ok('SETACL %s' % mailbox, self.conn.setacl(_quote(mailbox), self.user, MARKER_RIGHTS))
-        self.conn.deleteacl(_quote(mailbox), 'anyone')
-        return True
+        changed = False
+        if self.acl_of(mailbox, 'anyone'):
+            changed = True
+            if not check_mode:
+                self._ok('DELETEACL %s anyone' % mailbox, self.conn.deleteacl(_quote(mailbox), 'anyone'))
+        if self.acl_of(mailbox, self.user) != MARKER_RIGHTS:
+            changed = True
+            if not check_mode:
+                self._ok('SETACL %s' % mailbox, self.conn.setacl(_quote(mailbox), self.user, MARKER_RIGHTS))
+        return changed
 
     def toggle(self, mailbox: str) -> int:
         """Toggle the flag of the marker message (appended when the mailbox is empty); its new MODSEQ."""
@@ -230,10 +242,16 @@ class Marker(Admin):
         return max(modseqs)
 
 
+# What an IMAP session may raise besides CheckError: the socket, the TLS layer, imaplib's own errors.
+_SESSION_ERRORS = (CheckError, OSError, EOFError, imaplib.IMAP4.error)
+
+
 def measure(instance: str, timeout: float, config_root: str = CONFIG_ROOT, check_mode: bool = False,
-            clock=time.monotonic, wall=time.time, sleep=time.sleep, peer_class=SyncPeer, marker_class=Marker) -> dict:
-    """Write the marker on the master and time it until the replica holds it (see the module's RETURN)."""
-    conf = settings(instance, config_root)
+            clock=time.monotonic, wall=time.time, sleep=time.sleep, peer_class=SyncPeer, marker_class=Marker,
+            conf: dict | None = None) -> dict:
+    """Write the marker on the master and time it until the replica holds it (see the module's RETURN).
+    ``conf``: settings() already read (the module reads them first, to keep the password out of its output)."""
+    conf = conf or settings(instance, config_root)
     result = {'instance': instance, 'mailbox': conf['mailbox'], 'peer': '%s:%d' % (conf['peer'], conf['peer_port']),
               'created': False, 'measured': False, 'modseq': None, 'marked_at': None, 'seen_at': None,
               'seconds': None, 'caught_up': False, 'timeout': timeout, 'polls': 0}
@@ -244,15 +262,15 @@ def measure(instance: str, timeout: float, config_root: str = CONFIG_ROOT, check
         try:
             marker.connect()
             result['created'] = marker.ensure(conf['mailbox'], check_mode)
-        except CheckError as exc:
-            raise LagError('instance %s: the marker on the master: %s' % (instance, exc.msg)) from None
+        except _SESSION_ERRORS as exc:
+            raise LagError('instance %s: the marker on the master: %s' % (instance, _said(exc))) from None
         if check_mode:
             return result
         peer.connect()
         try:
             modseq = marker.toggle(conf['mailbox'])
-        except (CheckError, OSError, EOFError, imaplib.IMAP4.error) as exc:
-            raise LagError('instance %s: the marker on the master: %s' % (instance, getattr(exc, 'msg', None) or exc)) from None
+        except _SESSION_ERRORS as exc:
+            raise LagError('instance %s: the marker on the master: %s' % (instance, _said(exc))) from None
         acknowledged, result['marked_at'] = clock(), round(wall(), 3)
         result['modseq'] = modseq
         deadline = acknowledged + timeout

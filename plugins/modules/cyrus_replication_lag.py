@@ -14,7 +14,7 @@ description:
     times it until the replica holds it, on the master's one monotonic clock.
   - The marker is the C(\Flagged) flag of the one message of the mailbox C(cyrus-ha-lag-<instance>), a shared
     mailbox that only the replication user (C(sync_authname)) can see, created by the first measurement
-    (the only lasting change this module makes). Each measurement toggles the flag over IMAPS on the
+    (its ACL is put right on every run). Each measurement toggles the flag over IMAPS on the
     instance's address (C(client_bind_name)), logged in as the replication user with C(sync_password), both
     read from the instance's C(imapd.conf); the user must be an admin of the instance (the C(murder) role
     makes it one on both nodes). A flag change creates no file, so measuring leaves nothing behind.
@@ -73,7 +73,9 @@ EXAMPLES = r'''
 
 RETURN = r'''
 changed:
-  description: True when the marker mailbox was created (or would be, in check mode).
+  description:
+    - True when the marker mailbox was created or its ACL put right (or would be, in check mode). The flag toggled
+      by each measurement is a replicated write to that mailbox, not counted as a change.
   returned: always
   type: bool
 lag:
@@ -134,7 +136,7 @@ lag:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT
-from ansible_collections.cyrus.ha.plugins.module_utils.replicationlag import LagError, measure
+from ansible_collections.cyrus.ha.plugins.module_utils.replicationlag import LagError, measure, settings
 
 
 def main():
@@ -150,8 +152,10 @@ def main():
     if not 0 < params['timeout'] <= 3600:
         module.fail_json(msg=f"timeout must be more than 0 and at most 3600 seconds, not {params['timeout']}")
     try:
+        conf = settings(params['instance'], params['config_root'])
+        module.no_log_values.add(conf['password'])
         result = measure(params['instance'], params['timeout'], config_root=params['config_root'],
-                         check_mode=module.check_mode)
+                         check_mode=module.check_mode, conf=conf)
     except LagError as exc:
         module.fail_json(msg=exc.msg)
     module.exit_json(changed=result['created'], lag=result)

@@ -330,9 +330,12 @@ def held_ids() -> list[str]:
     return ids
 
 
-def spool_messages(conf: str, mailbox: str, host: str = 'be3') -> dict:
-    """Message-ID to the bytes of every message file of a mailbox, read where the host keeps its spool."""
+def spool_messages(conf: str, mailbox: str, host: str = 'be3', moved: str = '') -> dict:
+    """Message-ID to the bytes of every message file of a mailbox, read where the host keeps its spool (in the
+    copy moved aside as `moved`, when given: the same path under /var/spool/cyrus-ha/<moved>)."""
     spool = inside(host, ['/usr/lib/cyrus/bin/mbpath', '-C', conf, mailbox]).stdout.strip()
+    if moved:
+        spool = spool.replace('/var/spool/cyrus-ha/be3/', f'/var/spool/cyrus-ha/{moved}/', 1)
     found = {}
     for name in os.listdir(spool):
         if name.endswith('.') and name[:-1].isdigit():
@@ -415,11 +418,14 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
         for message_id, data in held.items():
             if message_id not in promoted:
                 assert conn.append('INBOX', None, None, data)[0] == 'OK'
+    earlier = {n for n in os.listdir('/var/lib/cyrus-ha') if n.startswith('be3.diverged-')}
     proc = labutil.playbook(*rejoin, '-e', 'replication_discard_diverged=true')
     counts = labutil.recap(proc.stdout)
     assert counts['be3']['changed'] > 0 and counts['replica']['failed'] == 0, proc.stdout[-3000:]
-    aside = sorted(n for n in os.listdir('/var/lib/cyrus-ha') if n.startswith('be3.diverged-'))
+    aside = sorted(n for n in os.listdir('/var/lib/cyrus-ha') if n.startswith('be3.diverged-') and n not in earlier)
     assert len(aside) == 1 and os.path.isdir(f'/var/lib/cyrus-ha/{aside[0]}/db')
+    assert os.path.isdir(f'/var/spool/cyrus-ha/{aside[0]}')           # the partition, moved with the same stamp
+    assert set(missing) <= set(spool_messages('/etc/cyrus-ha/be3/imapd.conf', 'user.dave', moved=aside[0]))
     assert facts('be3', tmp_path)['role'] == 'replica'
     # back home, planned: every message acknowledged during the whole run is there, once
     back = promote()

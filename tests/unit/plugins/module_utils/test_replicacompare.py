@@ -115,6 +115,15 @@ def test_nothing_diverged_when_the_new_master_has_everything_and_more():
     assert diverged(old, new) == []
 
 
+def test_the_lag_marker_is_left_out_only_when_asked():
+    old = {'cyrus-ha-lag-be3': box(uidnext=2, highestmodseq=9), 'user.alice': box()}
+    new = {'cyrus-ha-lag-be3': box(uidnext=2, highestmodseq=8), 'user.alice': box()}
+    assert diverged(old, new, skip_markers=True) == []
+    assert diverged({'cyrus-ha-lag-be3': box()}, {}, skip_markers=True) == []
+    # a replica that must hold everything lacks the marker like any mailbox
+    assert diverged({'cyrus-ha-lag-be3': box()}, {}) == [{'mailbox': 'cyrus-ha-lag-be3', 'reason': 'only on the old master'}]
+
+
 def test_every_kind_of_divergence_sorted():
     old = {'user.zed': box('z' * 24),
            'user.alice': box(),
@@ -156,6 +165,10 @@ def test_unknown_on_the_new_side_counts_too():
 def test_the_diverged_filter_and_its_errors():
     replication_diverged = DivergedFilters().filters()['replication_diverged']
     assert replication_diverged({'user.a': box()}, {}) == [{'mailbox': 'user.a', 'reason': 'only on the old master'}]
+    assert replication_diverged({'cyrus-ha-lag-be1': box()}, {}, skip_markers=True) == []
+    with pytest.raises(AnsibleFilterError) as caught:
+        replication_diverged({'user.a': box()}, {}, skip_markers='yes')
+    assert caught.value.message == "cyrus.ha.replication_diverged: skip_markers must be true or false, not 'yes'"
     with pytest.raises(AnsibleFilterError) as caught:
         replication_diverged({'user.a': box()}, None)
     assert caught.value.message == ('cyrus.ha.replication_diverged: the new master mailboxes must be a mapping of '

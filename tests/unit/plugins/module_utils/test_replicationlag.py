@@ -145,6 +145,7 @@ def test_a_replica_without_starttls_never_gets_the_password():
     server = socket.socket()
     server.bind(('127.0.0.1', 0))
     server.listen(1)
+    server.settimeout(10)
     received = []
 
     def serve():
@@ -163,8 +164,51 @@ def test_a_replica_without_starttls_never_gets_the_password():
     peer = replicationlag.SyncPeer('127.0.0.1', port, 'replication', 'pw-Secret-42', None)
     with pytest.raises(replicationlag.LagError) as caught:
         peer.connect()
-    thread.join()
+    thread.join(10)
     server.close()
     assert caught.value.msg == ('the replica 127.0.0.1:%d (sync_server) offers no STARTTLS: the replication password '
                                 'is not sent in the clear' % port)
     assert b'pw-Secret-42' not in b''.join(received)
+
+
+class FakeConn:
+    """The IMAP commands Marker.ensure sends, recorded; the ACL as the server would hold it."""
+
+    def __init__(self, acl):
+        self.acl, self.sent = dict(acl), []
+
+    def setacl(self, mailbox, who, rights):
+        self.sent.append(('SETACL', who, rights))
+        self.acl[who] = rights
+        return 'OK', [b'done']
+
+    def deleteacl(self, mailbox, who):
+        self.sent.append(('DELETEACL', who))
+        self.acl.pop(who, None)
+        return 'OK', [b'done']
+
+
+def marker_with(acl, exists=True):
+    marker = replicationlag.Marker('192.0.2.123', 993, 'replication', 'pw-Secret-42', ssl=True)
+    marker.conn = FakeConn(acl)
+    marker.exists = lambda name: exists
+    marker.acl_of = lambda name, who: marker.conn.acl.get(who, '')
+    marker.create = lambda name: marker.conn.sent.append(('CREATE', name))
+    return marker
+
+
+def test_a_marker_readable_by_anyone_is_put_right_and_check_mode_only_says_so():
+    left = {'anyone': 'lrs', 'replication': replicationlag.MARKER_RIGHTS}
+    marker = marker_with(left)
+    assert marker.ensure('cyrus-ha-lag-be3', check_mode=True) is True and marker.conn.sent == []
+    assert marker.ensure('cyrus-ha-lag-be3', check_mode=False) is True
+    assert marker.conn.sent == [('DELETEACL', 'anyone')] and 'anyone' not in marker.conn.acl
+    assert marker.ensure('cyrus-ha-lag-be3', check_mode=False) is False
+
+
+def test_a_missing_marker_is_created_for_the_replication_user_alone():
+    marker = marker_with({}, exists=False)
+    assert marker.ensure('cyrus-ha-lag-be3', check_mode=True) is True and marker.conn.sent == []
+    assert marker.ensure('cyrus-ha-lag-be3', check_mode=False) is True
+    assert marker.conn.sent == [('CREATE', 'cyrus-ha-lag-be3'), ('SETACL', 'replication', replicationlag.MARKER_RIGHTS),
+                                ('DELETEACL', 'anyone')]

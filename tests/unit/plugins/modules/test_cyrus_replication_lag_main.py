@@ -35,24 +35,30 @@ def test_a_refusal_is_a_clear_failure(capsys, tmp_path):
         'config root?')
 
 
+CONF = {'password': 'pw-Secret-42', 'mailbox': 'cyrus-ha-lag-be3'}
+
+
 @pytest.mark.parametrize('created', [True, False])
 def test_changed_only_when_the_marker_mailbox_is_created(capsys, monkeypatch, created):
     seen = {}
 
-    def fake(instance, timeout, config_root, check_mode):
-        seen.update(instance=instance, timeout=timeout, check_mode=check_mode)
+    def fake(instance, timeout, config_root, check_mode, conf):
+        seen.update(instance=instance, timeout=timeout, check_mode=check_mode, conf=conf)
         return {'created': created, 'measured': True, 'seconds': 0.3, 'caught_up': True}
 
+    monkeypatch.setattr(cyrus_replication_lag, 'settings', lambda instance, root: CONF)
     monkeypatch.setattr(cyrus_replication_lag, 'measure', fake)
     result = run_main({'instance': 'be3', 'timeout': 5}, capsys)
     assert result['changed'] is created and result['lag']['seconds'] == 0.3
-    assert seen == {'instance': 'be3', 'timeout': 5.0, 'check_mode': False}
+    assert seen == {'instance': 'be3', 'timeout': 5.0, 'check_mode': False, 'conf': CONF}
 
 
-def test_the_error_of_the_measurement_is_the_message(capsys, monkeypatch):
+def test_the_error_of_the_measurement_is_the_message_and_never_shows_the_password(capsys, monkeypatch):
     def fake(*args, **kwargs):
-        raise LagError('the replica 192.0.2.50:2005 (sync_server) cannot be reached: Connection refused')
+        raise LagError('the replica 192.0.2.50:2005 (sync_server) refused the login of replication: NO pw-Secret-42')
 
+    monkeypatch.setattr(cyrus_replication_lag, 'settings', lambda instance, root: CONF)
     monkeypatch.setattr(cyrus_replication_lag, 'measure', fake)
     result = run_main({'instance': 'be3'}, capsys)
-    assert result['failed'] and result['msg'] == 'the replica 192.0.2.50:2005 (sync_server) cannot be reached: Connection refused'
+    assert result['failed'] and result['msg'] == (
+        'the replica 192.0.2.50:2005 (sync_server) refused the login of replication: NO ********')
