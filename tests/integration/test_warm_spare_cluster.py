@@ -284,9 +284,11 @@ def test_a_graceful_stop_moves_the_instance_without_fencing(cluster):
     assert labutil.poll(lambda: both_online(survivor), JOIN_TIMEOUT, interval=0.5)
 
 
-@pytest.mark.parametrize('failure', ['node-crash', 'instance-killed'])
+@pytest.mark.parametrize('failure', ['node-crash'])
 def test_the_engine_drill_reports_an_unattended_failover(cluster, tmp_path, failure):
-    """The node crash runs under mail traffic (lab/vars/traffic.yml), checked as drill.yml's are."""
+    """The node crash runs under mail traffic (lab/vars/traffic.yml), checked as drill.yml's are. A killed instance
+    comes back by itself in the test above; its drill (drill_failure=instance-killed) is left out of make test for
+    time, and the branch below keeps what that drill must report."""
     victim = active()
     traffic = failure == 'node-crash'
     proc = play_drill(failure, tmp_path, *(('-e', '@lab/vars/traffic.yml') if traffic else ()))
