@@ -52,7 +52,6 @@ def marker_mailbox(instance: str) -> str:
     return MARKER_PREFIX + instance
 
 
-
 def settings(instance: str, config_root: str = CONFIG_ROOT) -> dict:
     """What a measurement needs from the instance's imapd.conf; LagError when it is not a replicating master."""
     if not cyrusinstance.valid_name(instance):
