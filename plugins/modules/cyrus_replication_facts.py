@@ -28,10 +28,6 @@ description:
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
-  instance:
-    description: The instance's name (its directory under O(config_root)).
-    type: str
-    required: true
   mailboxes:
     description:
       - Also read every mailbox's state with C(mbexamine) (from the Cyrus bin directory, run as root it
@@ -39,10 +35,6 @@ options:
       - This opens every mailbox's header and index; it reads no message.
     type: bool
     default: false
-  config_root:
-    description: Directory holding one sub-directory per instance.
-    type: path
-    default: /etc/cyrus-ha
   wait_for:
     description:
       - On a replica, the mailboxes of its master as this module read them there (RV(replication.mailboxes)). It
@@ -56,6 +48,7 @@ options:
     type: float
     default: 30
 extends_documentation_fragment:
+  - cyrus.ha.instance
   - cyrus.ha.attributes
   - cyrus.ha.attributes.platform
 attributes:

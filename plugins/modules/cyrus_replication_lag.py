@@ -27,19 +27,12 @@ description:
 author:
   - cyrus.ha contributors (@cyrus-ha)
 options:
-  instance:
-    description: The instance's name (its directory under O(config_root)).
-    type: str
-    required: true
   timeout:
     description: Seconds to wait for the replica to hold the marker (more than 0, at most 3600).
     type: float
     default: 30
-  config_root:
-    description: The directory holding one directory of configuration per instance.
-    type: path
-    default: /etc/cyrus-ha
 extends_documentation_fragment:
+  - cyrus.ha.instance
   - cyrus.ha.attributes
   - cyrus.ha.attributes.platform
 attributes:
