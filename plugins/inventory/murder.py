@@ -10,18 +10,23 @@ short_description: A Cyrus Murder inventory from a topology file
 version_added: 0.1.0
 description:
   - Reads a YAML topology file (whose C(plugin) key is C(cyrus.ha.murder)) describing the hosts of
-    a Cyrus Murder, the Cyrus instances they run (role, service address, servername) and the
-    warm-spare pairs of backend instances (home host, spare host, shared volume), and builds the
+    a Cyrus Murder, the Cyrus instances they run (role, service address, servername), the
+    warm-spare pairs of backend instances (home host, spare host, shared volume) and the replica pairs
+    (home host and replica host, each node on its own disk, kept by Cyrus rolling replication), and builds the
     inventory from it.
   - "Groups: C(murder) (every host), C(mupdate_master) (the host of the mupdate master instance; not
     C(mupdate), so that a host called C(mupdate) does not clash with it), C(backends), C(frontends),
-    and C(spares) (hosts that are the warm spare of a backend instance)."
+    C(spares) (hosts that are the warm spare of a backend instance) and C(replicas) (hosts that hold the
+    replica of a backend instance)."
   - "Host variables: C(ansible_host) (the host's boot address), C(murder_instances) (the instances
     homed on the host: C(name), C(role), C(host), C(address), C(address_prefix), C(address6),
-    C(address6_prefix), C(servername), C(spare), C(volume)), C(murder_standby_instances) (the
-    instances this host is the warm spare of), and for the host's first instance C(murder_role),
-    C(murder_instance), C(murder_address), C(murder_address_prefix) and C(murder_servername);
-    every host gets C(murder_mupdate_servername)."
+    C(address6_prefix), C(servername), C(spare), C(volume), C(replica)), C(murder_standby_instances) (the
+    instances this host is the warm spare of), C(murder_replica_instances) (the instances this host holds
+    the replica of), and for the host's first instance C(murder_role), C(murder_instance), C(murder_address),
+    C(murder_address_prefix), C(murder_servername) and, when it has a replica, C(murder_replication_peer)
+    (the replica host's boot address, where its instance ships its changes); every host gets
+    C(murder_mupdate_servername) and C(replication_pairs) (the replica pairs as the
+    R(cyrus.ha.replication,ansible_collections.cyrus.ha.replication_role) role and its runbooks take them)."
   - "Validated with netaddr before any host is added: subnets in CIDR form without host bits,
     overlapping no loopback, link-local, multicast, unspecified, reserved or IPv4-mapped range
     (so never C(0.0.0.0/0)); every address an ASCII string written canonically (IPv6 compressed
@@ -32,15 +37,17 @@ description:
     C(xn--) form), different before the first dot; exactly one mupdate master; warm spares only
     for backends, on another host, each volume found by exactly one of C(uuid) or C(label) (with the
     values the M(cyrus.ha.shared_volume) module accepts), with its own mount point, neither a system
-    directory nor inside another pair's."
+    directory nor inside another pair's; replicas only for backends without a warm spare, one per
+    instance, on another host, both nodes with an IPv4 boot address (they replicate over it)."
   - "Names: host names are dot-separated labels of ASCII letters, digits, C(_) and C(-) (at most 63
     characters), never the name of a group of this inventory (C(all), C(ungrouped), C(murder),
-    C(mupdate_master), C(backends), C(frontends), C(spares)) and never differing from another host
+    C(mupdate_master), C(backends), C(frontends), C(spares), C(replicas)) and never differing from another host
     only in case; variable names in C(vars), C(hosts.<host>.vars), C(instances.<name>.vars) and
     C(compose) are ASCII identifiers and never a variable this plugin sets (C(ansible_host),
-    C(ansible_ssh_host), C(murder_instances), C(murder_standby_instances), C(murder_host_address6),
-    C(murder_role), C(murder_instance), C(murder_address), C(murder_address_prefix),
-    C(murder_servername), and C(murder_mupdate_servername) except in the top-level C(vars)) or one
+    C(ansible_ssh_host), C(murder_instances), C(murder_standby_instances), C(murder_replica_instances),
+    C(murder_host_address6), C(murder_role), C(murder_instance), C(murder_address), C(murder_address_prefix),
+    C(murder_servername), C(murder_replication_peer), C(replication_pairs), and C(murder_mupdate_servername)
+    except in the top-level C(vars)) or one
     Ansible sets (C(inventory_hostname), C(groups), C(hostvars)...); C(groups) names no group of
     this inventory and no host, nor does a group C(keyed_groups) makes; a key written twice in one
     mapping is refused."
@@ -92,6 +99,15 @@ options:
     type: list
     elements: dict
     default: []
+  replicas:
+    description:
+      - Replica pairs, each C(instance) (a backend without a warm spare), C(home) (defaults to the
+        instance's host) and C(replica) (another host, which runs the same instance as a replica on its own
+        disk and, once promoted, as the master). A host may hold the replicas of several backends.
+      - The nodes replicate over their boot addresses (C(address), IPv4).
+    type: list
+    elements: dict
+    default: []
   vars:
     description:
       - Variables for every host (C(murder_mupdate_servername), a fully qualified name, is added
@@ -109,16 +125,22 @@ hosts:
   mupdate: {address: 198.51.100.10}
   fe1: {address: 198.51.100.11}
   be1: {address: 198.51.100.21}
+  be2: {address: 198.51.100.22}
   spare: {address: 198.51.100.30}
+  replica: {address: 198.51.100.50}
 instances:
   mupdate: {role: mupdate, host: mupdate, address: 198.51.100.110, servername: mupdate-svc.example.org}
   fe1: {role: frontend, host: fe1, address: 198.51.100.111, servername: fe1-svc.example.org}
   be1: {role: backend, host: be1, address: 198.51.100.121, address6: "2001:db8::121",
         servername: be1-svc.example.org}
+  be2: {role: backend, host: be2, address: 198.51.100.122, servername: be2-svc.example.org}
 warm_spares:
   - instance: be1
     spare: spare
     volume: {uuid: 2f6d7c1e-8a3b-4c55-9e0f-1a2b3c4d5e6f, mount: /srv/cyrus-ha/be1}
+# be2 replicates to the host replica (playbooks/replication.yml sets the replica up)
+replicas:
+  - {instance: be2, replica: replica}
 '''
 
 import os

@@ -1,6 +1,6 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A Cyrus Murder topology (hosts, instances, warm-spare pairs) validated into inventory data.
+"""A Cyrus Murder topology (hosts, instances, warm-spare and replica pairs) validated into inventory data.
 
 The file the ``cyrus.ha.murder`` inventory plugin reads::
 
@@ -9,16 +9,22 @@ The file the ``cyrus.ha.murder`` inventory plugin reads::
     hosts:
       imap-mupdate: {address: 198.51.100.10}
       imap-be1: {address: 198.51.100.21, address6: 2001:db8:100::21}
+      imap-be2: {address: 198.51.100.22}
       imap-spare: {address: 198.51.100.30}
+      imap-replica: {address: 198.51.100.50}
     instances:
       mupdate: {role: mupdate, host: imap-mupdate, address: 198.51.100.110, servername: mupdate.imap.example.org}
       be1: {role: backend, host: imap-be1, address: 198.51.100.121, servername: be1.imap.example.org}
+      be2: {role: backend, host: imap-be2, address: 198.51.100.122, servername: be2.imap.example.org}
     warm_spares:
       - {instance: be1, home: imap-be1, spare: imap-spare, volume: {label: cyrus-be1, mount: /srv/cyrus/be1}}
+    replicas:
+      - {instance: be2, home: imap-be2, replica: imap-replica}
 
 ``build()`` runs one step per part, in this order (the first error stops it): ``parse_subnets``,
 ``build_hosts`` (host names, boot addresses, host vars), ``build_instances`` (service addresses,
 servernames, instance vars) and ``check_master``, ``attach_warm_spares`` (pairs and their volumes),
+``attach_replicas`` (replica pairs),
 ``check_constructed`` (the compose, groups and keyed_groups options) and ``global_vars``, then
 ``place_instances``, ``build_groups`` and ``first_instance_vars`` (the inventory's groups and host
 variables). ``check_duplicate_keys`` reads the file's text for keys YAML would drop, and
@@ -48,9 +54,10 @@ except ImportError:  # pragma: no cover - reported by the caller
 ROLES = ('mupdate', 'backend', 'frontend')
 ROLE_GROUPS = {'mupdate': 'mupdate_master', 'backend': 'backends', 'frontend': 'frontends'}
 SPARE_GROUP = 'spares'
+REPLICA_GROUP = 'replicas'
 ALL_GROUP = 'murder'
 # The groups this plugin fills, and Ansible's own: no host and no composed group may take their names.
-GROUP_NAMES = (ALL_GROUP, 'mupdate_master', 'backends', 'frontends', SPARE_GROUP, 'all', 'ungrouped')
+GROUP_NAMES = (ALL_GROUP, 'mupdate_master', 'backends', 'frontends', SPARE_GROUP, REPLICA_GROUP, 'all', 'ungrouped')
 INSTANCE_NAME = re.compile(r'[a-z][a-z0-9_-]{0,30}')
 HOST_LABEL = r'[A-Za-z0-9](?:[A-Za-z0-9_-]*[A-Za-z0-9])?'
 HOST_NAME = re.compile(r'%s(?:\.%s)*' % (HOST_LABEL, HOST_LABEL))
@@ -60,11 +67,12 @@ DNS_NAME = re.compile(r'(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])
 IDENTIFIER = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 PLAIN_KEY = re.compile(r'[A-Za-z0-9_@:+=,-][A-Za-z0-9_.@:+=,-]*')
 DEVICE_PATH = re.compile(r'/dev(/[A-Za-z0-9_.:+@-]+)+')
-TOP_KEYS = {'plugin', 'subnets', 'hosts', 'instances', 'warm_spares', 'vars', 'compose', 'groups',
+TOP_KEYS = {'plugin', 'subnets', 'hosts', 'instances', 'warm_spares', 'replicas', 'vars', 'compose', 'groups',
             'keyed_groups', 'strict', 'use_extra_vars', 'leading_separator'}
 HOST_KEYS = {'address', 'address6', 'vars'}
 INSTANCE_KEYS = {'role', 'host', 'address', 'address6', 'servername', 'vars'}
 SPARE_KEYS = {'instance', 'home', 'spare', 'volume'}
+REPLICA_KEYS = {'instance', 'home', 'replica'}
 VOLUME_KEYS = {'uuid', 'label', 'device', 'mount', 'fstype', 'options'}
 # The variables the plugin sets itself, and from what: no vars or compose entry may set them.
 GENERATED = {
@@ -73,6 +81,9 @@ GENERATED = {
     'murder_host_address6': "the host's address6",
     'murder_instances': 'instances',
     'murder_standby_instances': 'warm_spares',
+    'murder_replica_instances': 'replicas',
+    'murder_replication_peer': "the replica host of the host's first instance (replicas)",
+    'replication_pairs': 'replicas',
     'murder_role': "the host's first instance",
     'murder_instance': "the host's first instance",
     'murder_address': "the host's first instance",
@@ -334,7 +345,8 @@ def build_host(name, spec, subnets: list, claims: AddressClaims) -> dict:
     version = 6 if isinstance(spec['address'], str) and ':' in spec['address'] else 4
     address, dummy = parse_address(spec['address'], where + '.address', version, subnets)
     claims.claim(address, where + '.address', where + '.address')
-    hv = {'ansible_host': str(address), 'murder_instances': [], 'murder_standby_instances': []}
+    hv = {'ansible_host': str(address), 'murder_instances': [], 'murder_standby_instances': [],
+          'murder_replica_instances': []}
     if spec.get('address6') is not None:
         address6, dummy = parse_address(spec['address6'], where + '.address6', 6, subnets)
         claims.claim(address6, where + '.address6', where + '.address6')
@@ -395,7 +407,7 @@ def build_instance(name, spec, hostvars: dict, subnets: list, claims: AddressCla
     address, prefix = parse_address(spec['address'], where + '.address', 4, subnets)
     claims.claim(address, where + '.address', where + '.address')
     item = {'name': name, 'role': spec['role'], 'host': spec['host'], 'address': str(address),
-            'address_prefix': prefix, 'servername': None, 'spare': None, 'volume': None}
+            'address_prefix': prefix, 'servername': None, 'spare': None, 'volume': None, 'replica': None}
     if spec.get('address6') is not None:
         address6, prefix6 = parse_address(spec['address6'], where + '.address6', 6, subnets)
         claims.claim(address6, where + '.address6', where + '.address6')
@@ -545,6 +557,60 @@ def attach_warm_spares(raw, described: dict, hostvars: dict) -> None:
         attach_warm_spare(index, spec, described, hostvars, seen)
 
 
+def attach_replica(index: int, raw, described: dict, hostvars: dict) -> None:
+    """One ``replicas`` entry: sets ``replica`` of its backend instance (Cyrus rolling replication to the same
+    instance on the replica host, on that host's own disk)."""
+    where = 'replicas[%d]' % index
+    spec = _mapping(raw, where, REPLICA_KEYS)
+    name = spec.get('instance')
+    if not isinstance(name, str) or name not in described:
+        raise TopologyError('%s.instance: %s is not declared under instances' % (where, _show(name)))
+    where = 'replicas[%d] (%s)' % (index, name)
+    item = described[name]
+    if item['role'] != 'backend':
+        raise TopologyError('%s: only backends are replicated, and %s is a %s' % (where, name, item['role']))
+    if item['replica'] is not None:
+        raise TopologyError('%s: %s already replicates to %s (one replica per backend instance)'
+                            % (where, name, item['replica']))
+    if item['spare'] is not None:
+        raise TopologyError('%s: %s already has the warm spare %s on a shared volume: a backend is kept either by '
+                            'a warm spare or by a replica, not both' % (where, name, item['spare']))
+    home = item['host'] if spec.get('home') is None else spec['home']
+    if home != item['host']:
+        raise TopologyError('%s.home: %s is not the host of instance %s (%s)'
+                            % (where, _show(home), name, item['host']))
+    replica = spec.get('replica')
+    if not isinstance(replica, str) or replica not in hostvars:
+        raise TopologyError('%s.replica: %s is not declared under hosts' % (where, _show(replica)))
+    if replica == home:
+        raise TopologyError('%s.replica: the replica must be another host than the home host %s' % (where, home))
+    for node in (home, replica):
+        if ':' in hostvars[node]['ansible_host']:
+            raise TopologyError('%s: hosts.%s.address is IPv6 (%s): the nodes of a replica pair replicate over '
+                                'their IPv4 boot addresses (sync_host), give the host an IPv4 address'
+                                % (where, node, hostvars[node]['ansible_host']))
+    item['replica'] = replica
+
+
+def attach_replicas(raw, described: dict, hostvars: dict) -> None:
+    """``replicas`` -> each backend instance's ``replica``."""
+    if raw is None:
+        raw = []
+    if not isinstance(raw, list):
+        raise TopologyError('replicas: expected a list of {instance, home, replica}, got %s' % _got(raw))
+    for index, spec in enumerate(raw):
+        attach_replica(index, spec, described, hostvars)
+
+
+def replication_pairs(described: dict, hostvars: dict) -> list:
+    """The replica pairs as the replication role takes them (``replication_pairs``), in the file's order of
+    instances."""
+    return [{'instance': name, 'home': item['host'], 'replica': item['replica'], 'servername': item['servername'],
+             'address': item['address'], 'home_address': hostvars[item['host']]['ansible_host'],
+             'replica_address': hostvars[item['replica']]['ansible_host']}
+            for name, item in described.items() if item['replica'] is not None]
+
+
 def check_constructed(data: dict, hostvars: dict) -> None:
     """The options of Ansible's constructed features: compose sets no variable the plugin or Ansible sets,
     groups makes no group named as one of the plugin's groups or as a host, each option of its type."""
@@ -587,37 +653,44 @@ def check_keyed_groups(new_groups, hostvars: dict) -> None:
 
 
 def place_instances(described: dict, hostvars: dict) -> None:
-    """Each instance (without its ``vars``) into its host's ``murder_instances`` and its spare's
-    ``murder_standby_instances``."""
+    """Each instance (without its ``vars``) into its host's ``murder_instances``, its spare's
+    ``murder_standby_instances`` and its replica host's ``murder_replica_instances``."""
     for item in described.values():
         public = {k: v for k, v in item.items() if k != 'vars'}
         hostvars[item['host']]['murder_instances'].append(public)
         if item['spare'] is not None:
             hostvars[item['spare']]['murder_standby_instances'].append(public)
+        if item['replica'] is not None:
+            hostvars[item['replica']]['murder_replica_instances'].append(public)
 
 
 def build_groups(described: dict, hostvars: dict) -> dict:
     """murder (every host), mupdate_master, backends, frontends (by the role of the instances a host
-    is home to) and spares; hosts in the order of the file."""
-    groups = {ALL_GROUP: list(hostvars), 'mupdate_master': [], 'backends': [], 'frontends': [], SPARE_GROUP: []}
+    is home to), spares and replicas; hosts in the order of the file."""
+    groups = {ALL_GROUP: list(hostvars), 'mupdate_master': [], 'backends': [], 'frontends': [], SPARE_GROUP: [],
+              REPLICA_GROUP: []}
     for item in described.values():
         group = ROLE_GROUPS[item['role']]
         if item['host'] not in groups[group]:
             groups[group].append(item['host'])
-        if item['spare'] is not None and item['spare'] not in groups[SPARE_GROUP]:
-            groups[SPARE_GROUP].append(item['spare'])
+        for key, group in (('spare', SPARE_GROUP), ('replica', REPLICA_GROUP)):
+            if item[key] is not None and item[key] not in groups[group]:
+                groups[group].append(item[key])
     return groups
 
 
 def first_instance_vars(described: dict, hostvars: dict) -> None:
     """murder_role, murder_instance, murder_address(_prefix), murder_servername of each host's first
-    instance, and that instance's ``vars`` unless the host sets them."""
+    instance (and murder_replication_peer, its replica host's address, when it has one), and that instance's
+    ``vars`` unless the host sets them."""
     for host in hostvars.values():
         home = host['murder_instances']
         if home:
             first = home[0]
             host.update(murder_role=first['role'], murder_instance=first['name'], murder_address=first['address'],
                         murder_address_prefix=first['address_prefix'], murder_servername=first['servername'])
+            if first['replica'] is not None:
+                host['murder_replication_peer'] = hostvars[first['replica']]['ansible_host']
             for key, value in described[first['name']]['vars'].items():
                 host.setdefault(key, value)
 
@@ -672,8 +745,10 @@ def build(data: dict) -> dict:
     described = build_instances(data.get('instances'), hostvars, subnets, claims)
     master = check_master(described)
     attach_warm_spares(data.get('warm_spares'), described, hostvars)
+    attach_replicas(data.get('replicas'), described, hostvars)
     check_constructed(data, hostvars)
     extra = global_vars(data.get('vars'), described[master])
+    extra['replication_pairs'] = replication_pairs(described, hostvars)
     place_instances(described, hostvars)
     groups = build_groups(described, hostvars)
     first_instance_vars(described, hostvars)

@@ -172,8 +172,8 @@ def test_check_mode_on_the_deployed_lab_changes_nothing(murder):
 
 def test_the_topology_inventory_describes_the_same_murder(murder):
     """site.yml with the cyrus.ha.murder inventory (no per-host extra vars) on the lab deployed
-    from the plain inventory: check mode predicts no change. (be3's murder_replication_peer is a host
-    variable of the lab's own inventory, read beside the topology.)"""
+    from the plain inventory: check mode predicts no change. (be3's murder_replication_peer comes from the
+    topology's replicas here, from lab/vars/murder_hosts.yml there: the same address.)"""
     before = snapshot()
     proc = labutil.run([os.path.join(labutil.BIN, 'ansible-playbook'), '-i', TOPOLOGY, '-i', labutil.inventory(), SITE,
                         '-e', LAB_VARS, '-e', REPLICATION, '--check'], check=True)

@@ -24,6 +24,8 @@ from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import dif
 pytestmark = pytest.mark.lab
 
 VARS = ('-e', '@lab/vars/murder.yml', '-e', '@lab/vars/warm_spare.yml', '-e', '@lab/vars/replication.yml')
+# the lab's topology declares the pair (replicas:): cyrus.ha.murder gives replication_pairs to the runbooks
+TOPOLOGY = ('-i', os.path.join(labutil.LAB_DIR, 'topology.yml'))
 HOSTS_VARS = ('-e', '@lab/vars/murder_hosts.yml')   # the plain inventory's host vars, for site.yml only
 DEPLOYED = 'mupdate,fe1,fe2,be3'
 FE1_ADDR = '198.51.100.111'
@@ -37,18 +39,18 @@ UNPLANNED = ('-e', 'replication_failure=unplanned')
 
 
 def replication(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
-    return labutil.playbook('playbooks/replication.yml', *VARS, *extra, check=check)
+    return labutil.playbook('playbooks/replication.yml', *TOPOLOGY, *VARS, *extra, check=check)
 
 
 def promote(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
     """playbooks/promote.yml for be3; the topology inventory names the mupdate master's servername."""
-    return labutil.playbook('playbooks/promote.yml', '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'), *VARS,
+    return labutil.playbook('playbooks/promote.yml', *TOPOLOGY, *VARS,
                             '-e', 'replication_instance=be3', *extra, check=check)
 
 
 def measure_lag(*extra: str) -> dict:
     """playbooks/replication_lag.yml for be3; the figure the replica keeps."""
-    proc = labutil.playbook('playbooks/replication_lag.yml', *VARS, '-e', 'replication_instance=be3', *extra)
+    proc = labutil.playbook('playbooks/replication_lag.yml', *TOPOLOGY, *VARS, '-e', 'replication_instance=be3', *extra)
     assert all(c['failed'] == 0 for c in labutil.recap(proc.stdout).values()), proc.stdout[-3000:]
     return json.loads(inside('replica', ['cat', LAG_FILE]).stdout)
 
@@ -283,7 +285,7 @@ def test_promotion_is_refused_without_a_drained_master_and_with_two_masters(pair
     alone = tmp_path / 'promote_alone.yml'     # the promote entry point without drain before it
     alone.write_text('- hosts: replica\n  tasks:\n    - ansible.builtin.include_role:\n        name: cyrus.ha.replication\n'
                      '        tasks_from: promote\n      vars:\n        replication_instance: be3\n')
-    proc = labutil.playbook(str(alone), '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'), *VARS, check=False)
+    proc = labutil.playbook(str(alone), *TOPOLOGY, *VARS, check=False)
     assert proc.returncode != 0
     assert ('refusing to promote be3 on replica: its master on be3 was not drained in this run'
             in ' '.join(proc.stdout.split())), proc.stdout[-3000:]
@@ -380,7 +382,7 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
             'catch up within 2.0 s (it was at least that far behind)') in text, text[-2000:]
     # the drill: traffic to dave through fe1, canaries, be3 powered off, the replica promoted (forced past
     # its lag), the first login; be3 booted again holds writes that never replicated: no way back
-    drill = labutil.playbook('playbooks/replica_drill.yml', *VARS, '-i', os.path.join(labutil.LAB_DIR, 'topology.yml'),
+    drill = labutil.playbook('playbooks/replica_drill.yml', *VARS, *TOPOLOGY,
                              '-e', '@lab/vars/traffic.yml', '-e', '@lab/vars/replica_drill.yml',
                              '-e', 'drill_discard_diverged=false', '-e', 'replication_instance=be3',
                              '-e', 'drill_frontend=fe1', '-e', 'drill_user=dave', '-e', drill_secret(tmp_path),
@@ -405,7 +407,7 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
     assert 'the instance is back on its first master, replicating to the other node' in failed
     # be3 is back, stopped; made the replica it would throw those writes away: refused, nothing changes
     assert not cyha_imap.master_pid('be3') and not has_address('cyha-be3', BE3_ADDR)
-    rejoin = ('playbooks/rejoin.yml', *VARS, '-e', 'replication_instance=be3', '-e', 'replication_old_master=be3')
+    rejoin = ('playbooks/rejoin.yml', *TOPOLOGY, *VARS, '-e', 'replication_instance=be3', '-e', 'replication_old_master=be3')
     text = refused(labutil.playbook(*rejoin, check=False))
     assert 'refusing to make be3 the replica of be3: it holds what the new master on replica lacks' in text
     assert 'user.dave: ' in text, text[-3000:]

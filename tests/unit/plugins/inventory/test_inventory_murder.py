@@ -37,11 +37,13 @@ def test_the_lab_topology_builds_the_lab_groups_and_variables():
     out = inventory(LAB_TOPOLOGY, '--list')
     assert out.returncode == 0, out.stderr
     data = plain(json.loads(out.stdout))
-    assert data['all']['children'] == ['ungrouped', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares']
+    assert data['all']['children'] == ['ungrouped', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares',
+                                       'replicas']
     assert data['mupdate_master']['hosts'] == ['mupdate']
     assert data['backends']['hosts'] == ['be1', 'be2', 'be3']
     assert data['frontends']['hosts'] == ['fe1', 'fe2']
     assert data['spares']['hosts'] == ['spare']
+    assert data['replicas']['hosts'] == ['replica']
     hostvars = data['_meta']['hostvars']
     expected = {'mupdate': ('mupdate', '198.51.100.110', 'mupdate-svc.cyha.test'),
                 'fe1': ('frontend', '198.51.100.111', 'fe1-svc.cyha.test'),
@@ -55,6 +57,12 @@ def test_the_lab_topology_builds_the_lab_groups_and_variables():
         assert got['murder_mupdate_servername'] == 'mupdate-svc.cyha.test'
     assert [i['name'] for i in hostvars['spare']['murder_standby_instances']] == ['be1', 'be2']
     assert 'murder_role' not in hostvars['spare']
+    # the replica pair: be3 ships its changes to the host replica, which holds the same instance
+    assert hostvars['be3']['murder_replication_peer'] == '198.51.100.50'
+    assert [i['name'] for i in hostvars['replica']['murder_replica_instances']] == ['be3']
+    assert hostvars['mupdate']['replication_pairs'] == [{
+        'instance': 'be3', 'home': 'be3', 'replica': 'replica', 'servername': 'be3-svc.cyha.test',
+        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
     assert 'WARNING' not in out.stderr, out.stderr
 
 
@@ -108,7 +116,7 @@ def lab_text_with(old: str, new: str) -> str:
     ('vars:\n', 'keyed_groups:\n  - {key: murder_role, prefix: "", separator: ""}\nvars:\n',
      'murder.yml: keyed_groups: the group mupdate would have the name of a host: give the keyed groups a prefix'),
     ('vars:\n', 'cache: true\nvars:\n', 'murder.yml: topology: unknown key cache (known: compose, groups, hosts, '
-                                        'instances, keyed_groups, leading_separator, plugin, strict, subnets, '
+                                        'instances, keyed_groups, leading_separator, plugin, replicas, strict, subnets, '
                                         'use_extra_vars, vars, warm_spares)'),
 ])
 def test_hostile_files_fail_naming_the_entry(tmp_path, old, new, message):

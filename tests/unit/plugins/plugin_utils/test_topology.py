@@ -51,7 +51,7 @@ def with_change(path: str, value):
 def test_groups_and_host_variables():
     built = build(copy.deepcopy(BASE))
     assert built['groups'] == {'murder': ['mupdate', 'fe1', 'be1', 'be2', 'spare'], 'mupdate_master': ['mupdate'],
-                               'backends': ['be1', 'be2'], 'frontends': ['fe1'], 'spares': ['spare']}
+                               'backends': ['be1', 'be2'], 'frontends': ['fe1'], 'spares': ['spare'], 'replicas': []}
     be1 = built['hostvars']['be1']
     assert be1['ansible_host'] == '198.51.100.21'
     assert be1['murder_host_address6'] == '2001:db8::21'
@@ -62,12 +62,13 @@ def test_groups_and_host_variables():
         'name': 'be1', 'role': 'backend', 'host': 'be1', 'address': '198.51.100.121', 'address_prefix': 24,
         'address6': '2001:db8::121', 'address6_prefix': 64, 'servername': 'be1-svc.cyha.test', 'spare': 'spare',
         'volume': {'uuid': None, 'label': 'cyha-be1', 'device': None, 'mount': '/srv/cyrus-ha/be1', 'fstype': 'ext4',
-                   'options': 'defaults'}}]
+                   'options': 'defaults'}, 'replica': None}]
+    assert 'murder_replication_peer' not in be1 and be1['murder_replica_instances'] == []
     spare = built['hostvars']['spare']
     assert 'murder_role' not in spare and spare['murder_instances'] == []
     assert [i['name'] for i in spare['murder_standby_instances']] == ['be1', 'be2']
     assert spare['murder_standby_instances'][1]['volume']['fstype'] == 'xfs'
-    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test'}
+    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test', 'replication_pairs': []}
 
 
 @pytest.mark.parametrize('path, value, message', [
@@ -132,7 +133,7 @@ def test_groups_and_host_variables():
                                                                             'point of be1'),
     ('warm_spares', {'be1': 'spare'}, 'warm_spares: expected a list of {instance, home, spare, volume}, got mapping'),
     ('extra', 1, 'topology: unknown key extra (known: compose, groups, hosts, instances, keyed_groups, '
-                 'leading_separator, plugin, strict, subnets, use_extra_vars, vars, warm_spares)'),
+                 'leading_separator, plugin, replicas, strict, subnets, use_extra_vars, vars, warm_spares)'),
 ])
 def test_bad_topology_names_the_entry_and_cause(path, value, message):
     with pytest.raises(TopologyError) as info:
@@ -393,7 +394,7 @@ HOSTILE = [
     # E32 cache: true (the plugin keeps no cache)
     pytest.param([(('cache',), True)],
                  'topology: unknown key cache (known: compose, groups, hosts, instances, '
-                 'keyed_groups, leading_separator, plugin, strict, subnets, use_extra_vars, vars, '
+                 'keyed_groups, leading_separator, plugin, replicas, strict, subnets, use_extra_vars, vars, '
                  'warm_spares)', id='E32'),
     # E33 the topology is a list
     pytest.param([((), ['plugin'])],
@@ -629,11 +630,11 @@ HOSTILE = [
     # U10 hosts: backends (a group of the plugin)
     pytest.param([(('hosts', 'backends'), {'address': '198.51.100.41'})],
                  'hosts.backends: backends is the name of a group of this inventory (all, backends, '
-                 'frontends, mupdate_master, murder, spares, ungrouped): name the host otherwise', id='U10'),
+                 'frontends, mupdate_master, murder, replicas, spares, ungrouped): name the host otherwise', id='U10'),
     # U11 hosts: all
     pytest.param([(('hosts', 'all'), {'address': '198.51.100.41'})],
                  'hosts.all: all is the name of a group of this inventory (all, backends, frontends, '
-                 'mupdate_master, murder, spares, ungrouped): name the host otherwise', id='U11'),
+                 'mupdate_master, murder, replicas, spares, ungrouped): name the host otherwise', id='U11'),
     # U12 groups: {spares: ...} (a group the plugin fills)
     pytest.param([(('groups',), {'spares': 'true'})],
                  "groups.spares: spares is a group the plugin fills (or one of Ansible's): name the "
@@ -762,7 +763,7 @@ def test_an_optional_key_set_to_null_is_a_key_left_out():
     assert [(i['name'], i['host'], i['volume']['fstype']) for i in spare] == [
         ('be1', 'be1', 'ext4'), ('be2', 'be2', 'ext4')]
     assert 'murder_host_address6' not in built['hostvars']['be1'] and 'murder_pop3' not in built['hostvars']['be1']
-    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test'}
+    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test', 'replication_pairs': []}
 
 
 def test_what_stays_allowed():
@@ -862,12 +863,14 @@ def test_address_claims_name_the_first_owner():
 
 @pytest.mark.parametrize('spec, expected', [
     ({'address': '198.51.100.21'},
-     {'ansible_host': '198.51.100.21', 'murder_instances': [], 'murder_standby_instances': []}),
+     {'ansible_host': '198.51.100.21', 'murder_instances': [], 'murder_standby_instances': [],
+      'murder_replica_instances': []}),
     ({'address': '2001:db8:100::21'},
-     {'ansible_host': '2001:db8:100::21', 'murder_instances': [], 'murder_standby_instances': []}),
+     {'ansible_host': '2001:db8:100::21', 'murder_instances': [], 'murder_standby_instances': [],
+      'murder_replica_instances': []}),
     ({'address': '198.51.100.21', 'address6': '2001:db8:100::21', 'vars': {'ansible_user': 'admin'}},
      {'ansible_host': '198.51.100.21', 'murder_instances': [], 'murder_standby_instances': [],
-      'murder_host_address6': '2001:db8:100::21', 'ansible_user': 'admin'}),
+      'murder_replica_instances': [], 'murder_host_address6': '2001:db8:100::21', 'ansible_user': 'admin'}),
 ])
 def test_build_host(spec, expected):
     claims = topology.AddressClaims()
@@ -912,7 +915,8 @@ def test_build_instance():
                                    example_hosts(), subnets(), topology.AddressClaims(), short_names)
     assert item == {'name': 'be1', 'role': 'backend', 'host': 'imap-be1', 'address': '198.51.100.121',
                     'address_prefix': 24, 'address6': '2001:db8:100::121', 'address6_prefix': 64,
-                    'servername': 'be1.imap.example.org', 'spare': None, 'volume': None, 'vars': {'murder_pop3': True}}
+                    'servername': 'be1.imap.example.org', 'spare': None, 'volume': None, 'replica': None,
+                    'vars': {'murder_pop3': True}}
     assert short_names == {'be1': 'be1'}
 
 
@@ -1018,7 +1022,7 @@ def test_place_groups_and_first_instance_vars():
     assert 'vars' not in hostvars['imap-fe1']['murder_instances'][0]
     assert topology.build_groups(described, hostvars) == {
         'murder': ['imap-mupdate', 'imap-fe1', 'imap-be1', 'imap-spare'], 'mupdate_master': ['imap-mupdate'],
-        'backends': ['imap-be1'], 'frontends': ['imap-fe1'], 'spares': ['imap-spare']}
+        'backends': ['imap-be1'], 'frontends': ['imap-fe1'], 'spares': ['imap-spare'], 'replicas': []}
     hostvars['imap-fe1']['murder_pop3'] = False   # the host's own vars win over its instance's
     topology.first_instance_vars(described, hostvars)
     fe1 = hostvars['imap-fe1']
@@ -1036,3 +1040,97 @@ def test_global_vars():
     with pytest.raises(TopologyError) as info:
         topology.global_vars(['x'], master)
     assert str(info.value) == 'vars: expected a mapping, got list'
+
+
+# -- replica pairs (Cyrus rolling replication to the same instance on another host's own disk) -------------------
+def replicated():
+    """BASE with a third backend, be3, replicating to the host replica."""
+    return with_changes([(('hosts', 'be3'), {'address': '198.51.100.23'}),
+                         (('hosts', 'replica'), {'address': '198.51.100.50'}),
+                         (('instances', 'be3'), {'role': 'backend', 'host': 'be3', 'address': '198.51.100.123',
+                                                 'servername': 'be3-svc.cyha.test'}),
+                         (('replicas',), [{'instance': 'be3', 'home': 'be3', 'replica': 'replica'}])])
+
+
+def test_a_replica_pair_gives_the_group_the_peer_and_the_pairs():
+    built = build(replicated())
+    assert built['groups']['replicas'] == ['replica'] and built['groups']['backends'] == ['be1', 'be2', 'be3']
+    assert 'replica' not in built['groups']['spares']
+    be3, replica = built['hostvars']['be3'], built['hostvars']['replica']
+    assert be3['murder_instances'][0]['replica'] == 'replica'
+    assert be3['murder_replication_peer'] == '198.51.100.50'
+    assert replica['murder_replica_instances'] == be3['murder_instances'] and replica['murder_instances'] == []
+    assert 'murder_role' not in replica and 'murder_replication_peer' not in replica
+    assert 'murder_replication_peer' not in built['hostvars']['be1']
+    assert built['vars']['replication_pairs'] == [{
+        'instance': 'be3', 'home': 'be3', 'replica': 'replica', 'servername': 'be3-svc.cyha.test',
+        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
+
+
+def test_a_replica_host_may_hold_the_replicas_of_several_backends():
+    data = replicated()
+    data['hosts']['be4'] = {'address': '198.51.100.24'}
+    data['instances']['be4'] = {'role': 'backend', 'host': 'be4', 'address': '198.51.100.124',
+                                'servername': 'be4-svc.cyha.test'}
+    data['replicas'].append({'instance': 'be4', 'replica': 'replica'})   # home: the instance's host
+    built = build(data)
+    assert [i['name'] for i in built['hostvars']['replica']['murder_replica_instances']] == ['be3', 'be4']
+    assert [p['home'] for p in built['vars']['replication_pairs']] == ['be3', 'be4']
+    assert built['groups']['replicas'] == ['replica']
+
+
+@pytest.mark.parametrize('change, message', [
+    ({'instance': 'fe1'}, 'replicas[0] (fe1): only backends are replicated, and fe1 is a frontend'),
+    ({'instance': 'be9'}, "replicas[0].instance: 'be9' is not declared under instances"),
+    ({'instance': None}, 'replicas[0].instance: None is not declared under instances'),
+    ({'instance': 'be1'}, 'replicas[0] (be1): be1 already has the warm spare spare on a shared volume: a backend is '
+                          'kept either by a warm spare or by a replica, not both'),
+    ({'home': 'be2'}, "replicas[0] (be3).home: 'be2' is not the host of instance be3 (be3)"),
+    ({'replica': 'be3'}, 'replicas[0] (be3).replica: the replica must be another host than the home host be3'),
+    ({'replica': 'replica9'}, "replicas[0] (be3).replica: 'replica9' is not declared under hosts"),
+    ({'replica': ['replica']}, "replicas[0] (be3).replica: ['replica'] is not declared under hosts"),
+    ({'spare': 'replica'}, 'replicas[0]: unknown key spare (known: home, instance, replica)'),
+])
+def test_a_bad_replica_pair_names_the_entry_and_cause(change, message):
+    data = replicated()
+    data['replicas'][0].update(change)
+    with pytest.raises(TopologyError) as info:
+        build(data)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize('replicas, message', [
+    ({'be3': 'replica'}, 'replicas: expected a list of {instance, home, replica}, got mapping'),
+    ([None], 'replicas[0]: expected a mapping, got null'),
+    ([{'instance': 'be3', 'replica': 'replica'}, {'instance': 'be3', 'replica': 'be1'}],
+     'replicas[1] (be3): be3 already replicates to replica (one replica per backend instance)'),
+])
+def test_a_bad_replicas_list_names_the_entry_and_cause(replicas, message):
+    data = replicated()
+    data['replicas'] = replicas
+    with pytest.raises(TopologyError) as info:
+        build(data)
+    assert str(info.value) == message
+
+
+def test_a_replica_pair_replicates_over_ipv4_boot_addresses():
+    data = replicated()
+    data['hosts']['replica'] = {'address': '2001:db8::50'}
+    with pytest.raises(TopologyError) as info:
+        build(data)
+    assert str(info.value) == ('replicas[0] (be3): hosts.replica.address is IPv6 (2001:db8::50): the nodes of a '
+                               'replica pair replicate over their IPv4 boot addresses (sync_host), give the host an '
+                               'IPv4 address')
+
+
+@pytest.mark.parametrize('where', ['vars', 'hosts.be3.vars', 'instances.be3.vars'])
+@pytest.mark.parametrize('name', ['replication_pairs', 'murder_replication_peer', 'murder_replica_instances'])
+def test_the_replication_variables_are_the_plugins_own(where, name):
+    data = replicated()
+    node = data
+    for key in where.split('.'):
+        node = node.setdefault(key, {})
+    node[name] = 'x'
+    with pytest.raises(TopologyError) as info:
+        build(data)
+    assert str(info.value).startswith('%s.%s: the plugin sets %s itself, from ' % (where, name, name))
