@@ -15,6 +15,10 @@ What this reads (Cyrus 3.6):
   to ``log-run`` for the batch it works on, and a failed batch stays there until a run succeeds;
   ``log-<anything else>`` (``log-<PID>`` of older versions and failed one-shot runs) is replayed by
   nobody: ``sync_client -f FILE`` must replay it.
+- The lag record ``<state_dir>/replication-lag-<instance>.json`` a replica keeps (the replication role's
+  ``lag`` entry point writes it): the last marker the replica was seen to hold, which dates its last
+  known sync (a JSON object with ``instance``, ``measured_at``, ``seen_at``, ``caught_up`` and
+  ``last_caught_up``).
 - ``mbexamine -C <imapd.conf> -u 4294967295 '*'``: every mailbox's header without its messages
   (no message has that UID). It prints ``Examining NAME...`` before opening a mailbox; a mailbox that
   cannot be opened ends the listing there, with exit status 0.
@@ -25,6 +29,8 @@ The instance's paths and the ``-C`` matching are ``cyrusinstance``'s, the config
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 import stat
@@ -45,6 +51,10 @@ LOG = 'log'
 LOG_RUN = 'log-run'
 # The number of times a channel is read again when sync_client renames a file under our feet.
 RESCANS = 5
+# Where a replica keeps the last measured lag of its master (the replication role's lag entry point).
+STATE_DIR = '/var/lib/cyrus-ha'
+LAG_RECORD = 'replication-lag-%s.json'
+LAG_RECORD_MAX = 65536
 # The mailbox fields mbexamine gives and the comparisons use.
 FIELDS = ('uniqueid', 'uidvalidity', 'uidnext', 'highestmodseq', 'messages')
 
@@ -251,6 +261,70 @@ def backlog(configdirectory, channels: list, now: float = None) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
+# the last known sync
+# ---------------------------------------------------------------------------------------------
+
+def lag_record_path(name: str, state_dir: str = STATE_DIR) -> str:
+    return os.path.join(state_dir, LAG_RECORD % name)
+
+
+def utc_text(epoch: float) -> str:
+    """An epoch time as ISO 8601 UTC with milliseconds (``2026-12-03T21:00:00.123Z``)."""
+    stamp = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    return stamp.isoformat(timespec='milliseconds').replace('+00:00', 'Z')
+
+
+def _epoch(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 1e11
+
+
+def read_lag_record(path: str, name: str) -> tuple:
+    """(found, last caught-up measurement {marked_at, seen_at} or None, problem or None) of a replica's lag
+    record. A missing record is no problem: no lag was measured on this node."""
+    try:
+        with open(path, 'rb') as handle:
+            raw = handle.read(LAG_RECORD_MAX + 1)
+    except FileNotFoundError:
+        return False, None, None
+    except OSError as exc:
+        return True, None, '%s: cannot be read: %s' % (path, exc.strerror or exc)
+    if len(raw) > LAG_RECORD_MAX:
+        return True, None, '%s: larger than %d bytes: not a lag record' % (path, LAG_RECORD_MAX)
+    try:
+        data = json.loads(raw.decode('utf-8'))
+    except (UnicodeDecodeError, ValueError):
+        return True, None, '%s: not JSON: not a lag record' % path
+    if not isinstance(data, dict) or data.get('instance') != name:
+        return True, None, '%s: not a lag record of instance %s' % (path, name)
+    if data.get('caught_up') is True and _epoch(data.get('measured_at')) and _epoch(data.get('seen_at')):
+        return True, {'marked_at': data['measured_at'], 'seen_at': data['seen_at']}, None
+    last = data.get('last_caught_up')
+    if isinstance(last, dict) and _epoch(last.get('marked_at')) and _epoch(last.get('seen_at')):
+        return True, {'marked_at': last['marked_at'], 'seen_at': last['seen_at']}, None
+    return True, None, None
+
+
+def last_sync(name: str, role: str, pending: dict, state_dir: str, now: float) -> dict:
+    """When the replica last held every change of its master (see the module's RETURN).
+
+    On a master whose sync log holds nothing (read completely), the replica holds every logged change now.
+    Otherwise, on the node that keeps the lag record (the replica), the last marker it was seen to hold:
+    every change the master acknowledged before the marker was written (``through``) was on the replica
+    when it was seen (``at``)."""
+    result = {'at': None, 'through': None, 'age': None, 'source': None, 'record': None, 'problem': None}
+    if role == 'master' and pending['complete'] and not pending['bytes'] and not pending['entries']:
+        result.update(at=utc_text(now), through=utc_text(now), age=0.0, source='backlog')
+        return result
+    path = lag_record_path(name, state_dir)
+    found, last, problem = read_lag_record(path, name)
+    result.update(record=path if found else None, problem=problem)
+    if last is not None:
+        result.update(at=utc_text(last['seen_at']), through=utc_text(last['marked_at']),
+                      age=round(max(0.0, now - last['seen_at']), 1), source='marker')
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
 # the instance
 # ---------------------------------------------------------------------------------------------
 
@@ -260,7 +334,8 @@ def sync_client_pids(imapd_conf: str, proc_root: str = procfs.PROC) -> list:
             if is_rolling_client(procfs.cmdline(pid, proc_root))]
 
 
-def describe(name: str, config_root: str = CONFIG_ROOT, proc_root: str = procfs.PROC, now: float = None) -> dict:
+def describe(name: str, config_root: str = CONFIG_ROOT, proc_root: str = procfs.PROC, now: float = None,
+             state_dir: str = STATE_DIR) -> dict:
     """The replication state of instance ``name`` (see the module's RETURN for every key).
 
     Raises ReplicationError for an invalid name or a config file that is missing or cannot be read;
@@ -293,12 +368,15 @@ def describe(name: str, config_root: str = CONFIG_ROOT, proc_root: str = procfs.
     is_master = switches['sync_log'] and bool(peer or channel_peers)
     is_replica = bool(servers)
     configdirectory = imapd.get('configdirectory')
+    now = time.time() if now is None else now
+    role = 'master' if is_master else ('replica' if is_replica else 'none')
+    pending = backlog(configdirectory, channels, now)
     return {
         'instance': name,
         'imapd_conf': paths['imapd_conf'],
         'cyrus_conf': paths['cyrus_conf'],
         'configdirectory': configdirectory,
-        'role': 'master' if is_master else ('replica' if is_replica else 'none'),
+        'role': role,
         'chained': is_master and is_replica,
         'sync_log': switches['sync_log'],
         'sync_log_chain': switches['sync_log_chain'],
@@ -309,7 +387,8 @@ def describe(name: str, config_root: str = CONFIG_ROOT, proc_root: str = procfs.
         'repeat_interval': imapd.get('sync_repeat_interval'),
         'sync_client': {'configured': bool(clients), 'entries': clients, 'running': bool(pids), 'pids': pids},
         'sync_server': {'configured': is_replica, 'entries': servers},
-        'backlog': backlog(configdirectory, channels, now),
+        'backlog': pending,
+        'last_sync': last_sync(name, role, pending, state_dir, now),
         'problems': problems,
     }
 
@@ -429,11 +508,11 @@ def mailbox_states(imapd_conf: str, bindir, run) -> dict:
 
 
 def gather(name: str, config_root: str = CONFIG_ROOT, with_mailboxes: bool = False, run=None, bindirs=BINDIRS,
-           proc_root: str = procfs.PROC, now: float = None) -> dict:
+           proc_root: str = procfs.PROC, now: float = None, state_dir: str = STATE_DIR) -> dict:
     """describe(), plus with ``with_mailboxes`` the keys ``mailboxes``, ``mailbox_problems`` and
     ``mailboxes_complete`` from mailbox_states() (mbexamine from the first of ``bindirs`` holding Cyrus,
     run through ``run``, a ProcessRunner by default). Raises ReplicationError."""
-    result = describe(name, config_root, proc_root, now)
+    result = describe(name, config_root, proc_root, now, state_dir)
     if with_mailboxes:
         states = mailbox_states(result['imapd_conf'], find_bindir(bindirs), run or ProcessRunner())
         result.update(mailboxes=states['mailboxes'], mailbox_problems=states['problems'],
@@ -442,7 +521,8 @@ def gather(name: str, config_root: str = CONFIG_ROOT, with_mailboxes: bool = Fal
 
 
 def wait_to_hold(name: str, wanted, timeout: float, config_root: str = CONFIG_ROOT, run=None, bindirs=BINDIRS,
-                 proc_root: str = procfs.PROC, interval: float = 0.2, clock=time.monotonic, sleep=time.sleep) -> dict:
+                 proc_root: str = procfs.PROC, interval: float = 0.2, clock=time.monotonic, sleep=time.sleep,
+                 state_dir: str = STATE_DIR) -> dict:
     """gather(with_mailboxes) again and again until the instance holds everything ``wanted`` (a master's
     mailboxes, as gather reads them) holds: replicacompare.diverged(wanted, here) is empty. Gives up after
     ``timeout`` seconds. The result is the last gather() with ``caught_up`` (bool), ``waited`` (seconds
@@ -452,7 +532,7 @@ def wait_to_hold(name: str, wanted, timeout: float, config_root: str = CONFIG_RO
     replicacompare.mailboxes(wanted, 'master')      # refused before the first read
     started = clock()
     while True:
-        result = gather(name, config_root, True, run, bindirs, proc_root)
+        result = gather(name, config_root, True, run, bindirs, proc_root, state_dir=state_dir)
         lacking = replicacompare.diverged(wanted, result['mailboxes'])
         waited = round(clock() - started, 3)
         if not lacking or waited >= timeout:

@@ -24,6 +24,10 @@ description:
     C(uidvalidity), C(uidnext), C(highestmodseq), C(messages)), for the filters
     P(cyrus.ha.replication_diff#filter) and P(cyrus.ha.replication_diverged#filter). The IMAP C(STATUS)
     of Cyrus 3.6 cannot be used for this (its C(MAILBOXID) is garbled).
+  - The time of the last known sync (RV(replication.last_sync)) on a master whose sync log holds nothing is now;
+    on a replica, it is when the replica was last seen holding the marker of a lag measurement
+    (M(cyrus.ha.cyrus_replication_lag)), read from the lag record the replication role's C(lag) entry point keeps
+    there (C(<state_dir>/replication-lag-<instance>.json)).
   - C(sync_password) is never read into the result.
 author:
   - cyrus.ha contributors (@cyrus-ha)
@@ -47,6 +51,12 @@ options:
     description: Seconds O(wait_for) waits at most.
     type: float
     default: 30
+  state_dir:
+    description:
+      - The directory where a replica keeps the last measured lag of its master (the replication role's
+        C(replication_state_dir)), which dates its last known sync.
+    type: path
+    default: /var/lib/cyrus-ha
 extends_documentation_fragment:
   - cyrus.ha.instance
   - cyrus.ha.attributes
@@ -71,8 +81,7 @@ seealso:
     plugin_type: filter
   - plugin: cyrus.ha.replication_diverged
     plugin_type: filter
-  - plugin: cyrus.ha.replication_diverged
-    plugin_type: filter
+  - module: cyrus.ha.cyrus_replication_lag
 '''
 
 EXAMPLES = r'''
@@ -89,6 +98,13 @@ EXAMPLES = r'''
       - repl.replication.backlog.complete
       - repl.replication.backlog.entries < 1000
       - repl.replication.backlog.leftovers | length == 0
+
+- name: On the replica, its master was last seen in sync within 10 minutes
+  cyrus.ha.cyrus_replication_facts:
+    instance: be1
+  delegate_to: imap-be1-replica
+  register: replica_state
+  failed_when: replica_state.replication.last_sync.age is none or replica_state.replication.last_sync.age > 600
 
 - name: Read every mailbox's state too, for cyrus.ha.replication_diff
   cyrus.ha.cyrus_replication_facts:
@@ -202,6 +218,22 @@ replication:
         oldest_age: 3
         complete: true
         problems: []
+    last_sync:
+      description:
+        - When the replica last held every change of its master, as far as this node knows.
+        - C(at) (ISO 8601 UTC) when it was seen to; C(through) (ISO 8601 UTC) the changes the master had acknowledged
+          by then (every one before it was on the replica at C(at)); C(age) seconds since C(at); C(source)
+          V(backlog) (a master whose sync log holds nothing, read completely, so in sync now), V(marker) (the last
+          lag measurement that saw the replica catch up, from the lag record) or null (unknown, all four null);
+          C(record) the lag record read (null when there is none); C(problem) why the record could not be used.
+      type: dict
+      sample:
+        at: "2026-12-03T21:14:05.412Z"
+        through: "2026-12-03T21:14:04.750Z"
+        age: 35.2
+        source: marker
+        record: /var/lib/cyrus-ha/replication-lag-be1.json
+        problem: null
     problems:
       description: Syntax errors of the two config files and invalid switch values, each starting with C(FILE:LINE).
       type: list
@@ -250,7 +282,8 @@ replication:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import CONFIG_ROOT
-from ansible_collections.cyrus.ha.plugins.module_utils.cyrusreplication import ReplicationError, gather, wait_to_hold
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusreplication import (
+    STATE_DIR, ReplicationError, gather, wait_to_hold)
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import ReplicationDataError
 from ansible_collections.cyrus.ha.plugins.module_utils.runner import ModuleRunner
 
@@ -263,6 +296,7 @@ def main():
             config_root=dict(type='path', default=CONFIG_ROOT),
             wait_for=dict(type='dict'),
             wait_timeout=dict(type='float', default=30.0),
+            state_dir=dict(type='path', default=STATE_DIR),
         ),
         supports_check_mode=True,
     )
@@ -272,10 +306,11 @@ def main():
     try:
         if params['wait_for'] is not None:
             result = wait_to_hold(params['instance'], params['wait_for'], params['wait_timeout'],
-                                  config_root=params['config_root'], run=ModuleRunner(module))
+                                  config_root=params['config_root'], run=ModuleRunner(module),
+                                  state_dir=params['state_dir'])
         else:
             result = gather(params['instance'], config_root=params['config_root'], with_mailboxes=params['mailboxes'],
-                            run=ModuleRunner(module))
+                            run=ModuleRunner(module), state_dir=params['state_dir'])
     except ReplicationError as exc:
         module.fail_json(msg=exc.msg)
     except ReplicationDataError as exc:

@@ -19,6 +19,7 @@ import cyha_imap
 import cyha_traffic
 import labutil
 from cyha_iprig import has_address
+from ansible_collections.cyrus.ha.plugins.module_utils.cyrusreplication import utc_text
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import diff
 
 pytestmark = pytest.mark.lab
@@ -356,6 +357,8 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
     reports the lag and, message by message, what be3 had acknowledged and the replica lacked: exactly the
     acknowledged messages of the traffic's journal that are missing. be3, back, is refused as the replica (it
     holds them) until they are copied to the new master and its copy moved aside; then be3 moves back."""
+    # nothing pending in be3's sync log: in sync now
+    assert labutil.poll(lambda: facts('be3', tmp_path)['last_sync']['source'] == 'backlog', 30, interval=0.5)
     record = measure_lag()
     assert record['master'] == 'be3' and record['replica'] == 'replica' and record['caught_up']
     assert 0 < record['seconds'] < 30 and abs(record['measured_at'] - time.time()) < 120
@@ -377,6 +380,14 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
         os.kill(pid, signal.SIGSTOP)
     behind = measure_lag('-e', 'replication_lag_timeout=2')
     assert not behind['caught_up'] and behind['seconds'] >= 2
+    # the replica's last known sync stays the measurement that saw it catch up; the master has a backlog
+    assert behind['last_caught_up'] == {'marked_at': record['measured_at'], 'seen_at': record['seen_at'],
+                                        'seconds': record['seconds']}
+    last = facts('replica', tmp_path)['last_sync']
+    assert (last['source'], last['record'], last['age'] >= 0) == ('marker', LAG_FILE, True), last
+    assert last['through'] == utc_text(record['measured_at']) and last['at'] == utc_text(record['seen_at'])
+    # the marker's own change waits in be3's sync log: a stalled client, so no sync now
+    assert facts('be3', tmp_path)['last_sync']['source'] is None
     text = refused(promote(*UNPLANNED, '-e', 'replication_fenced_peer=be3', check=False))
     assert ('refusing to promote be3 on replica after a failure of be3: the last measurement did not see the replica '
             'catch up within 2.0 s (it was at least that far behind)') in text, text[-2000:]

@@ -19,6 +19,7 @@ from ansible_collections.cyrus.ha.plugins.module_utils.cyrusreplication import (
 from ansible_collections.cyrus.ha.plugins.module_utils.replicacompare import ReplicationDataError
 
 NOW = 1_800_000_000.0
+NOW_TEXT = cyrusreplication.utc_text(NOW)
 
 # mbexamine -C ... -u 4294967295 '*' of one mailbox, verbatim (Cyrus 3.6.1, Debian 12); shared with the module's test
 ALICE = (pathlib.Path(__file__).parent / 'fixtures' / 'cyrus' / 'debian12' / 'mbexamine-alice.txt').read_text(encoding='utf-8')
@@ -272,6 +273,9 @@ def test_a_master_with_its_peer_client_and_no_secret(tmp_path, proc):
         'sync_server': {'configured': False, 'entries': []},
         'backlog': {'bytes': 0, 'entries': 0, 'files': [], 'leftovers': [], 'oldest_age': 0, 'complete': True,
                     'problems': []},
+        # nothing is pending: the replica holds every change logged until now
+        'last_sync': {'at': NOW_TEXT, 'through': NOW_TEXT, 'age': 0.0, 'source': 'backlog', 'record': None,
+                      'problem': None},
         'problems': []}
     assert 's3cret-Pw' not in json.dumps(found)
 
@@ -544,3 +548,78 @@ def test_wait_to_hold_refuses_a_snapshot_that_is_no_mapping_before_reading(tmp_p
         cyrusreplication.wait_to_hold('be1', ['user.alice'], 1, str(tmp_path), lambda argv: pytest.fail('ran'))
     assert str(caught.value) == ('the master mailboxes must be a mapping of mailbox name to its state (the mailboxes '
                                  'of cyrus.ha.cyrus_replication_facts), not list')
+
+
+# ---------------------------------------------------------------------------------------------
+# last_sync: the backlog on the master, the lag record on the replica
+# ---------------------------------------------------------------------------------------------
+
+def lag_record(state_dir, name='be1r', **fields):
+    state_dir.mkdir(exist_ok=True)
+    record = dict({'instance': name, 'master': 'be1', 'replica': 'spare', 'measured_at': NOW - 100.5,
+                   'seen_at': NOW - 100.0, 'seconds': 0.5, 'caught_up': True, 'timeout': 30, 'modseq': 7}, **fields)
+    (state_dir / ('replication-lag-%s.json' % name)).write_text(json.dumps(record))
+    return str(state_dir / ('replication-lag-%s.json' % name))
+
+
+def test_a_replica_dates_its_last_sync_by_the_last_marker_it_held(tmp_path, proc):
+    instance(tmp_path / 'etc', 'be1r', 'configdirectory: /var/lib/cyrus-ha/be1r\n', REPLICA_CYRUS)
+    path = lag_record(tmp_path / 'state')
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert found == {'at': cyrusreplication.utc_text(NOW - 100.0), 'through': cyrusreplication.utc_text(NOW - 100.5),
+                     'age': 100.0, 'source': 'marker', 'record': path, 'problem': None}
+    # the last measurement did not see the replica catch up: the one before it still dates the last sync
+    lag_record(tmp_path / 'state', measured_at=NOW - 10, seen_at=None, seconds=30, caught_up=False,
+               last_caught_up={'marked_at': NOW - 400.25, 'seen_at': NOW - 400.0, 'seconds': 0.25})
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['at'], found['through'], found['age'], found['source']) == (
+        cyrusreplication.utc_text(NOW - 400.0), cyrusreplication.utc_text(NOW - 400.25), 400.0, 'marker')
+
+
+def test_without_a_caught_up_measurement_the_last_sync_is_unknown(tmp_path, proc):
+    instance(tmp_path / 'etc', 'be1r', 'configdirectory: /var/lib/cyrus-ha/be1r\n', REPLICA_CYRUS)
+    unknown = {'at': None, 'through': None, 'age': None, 'source': None}
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert found == dict(unknown, record=None, problem=None)      # never measured here
+    path = lag_record(tmp_path / 'state', seen_at=None, caught_up=False)
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert found == dict(unknown, record=path, problem=None)
+
+
+@pytest.mark.parametrize('content, problem', [
+    (b'{"instance": "be1r", ', 'not JSON: not a lag record'),
+    (b'\xff\xfe', 'not JSON: not a lag record'),
+    (b'["be1r"]', 'not a lag record of instance be1r'),
+    (b'{"instance": "be2", "caught_up": true, "measured_at": 1, "seen_at": 2}', 'not a lag record of instance be1r'),
+    (b' ' * 70000, 'larger than 65536 bytes: not a lag record'),
+])
+def test_a_bad_lag_record_is_named_and_dates_nothing(tmp_path, proc, content, problem):
+    instance(tmp_path / 'etc', 'be1r', 'configdirectory: /var/lib/cyrus-ha/be1r\n', REPLICA_CYRUS)
+    (tmp_path / 'state').mkdir()
+    path = tmp_path / 'state' / 'replication-lag-be1r.json'
+    path.write_bytes(content)
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert found == {'at': None, 'through': None, 'age': None, 'source': None, 'record': str(path),
+                     'problem': '%s: %s' % (path, problem)}
+
+
+@pytest.mark.parametrize('fields', [
+    {'seen_at': True}, {'measured_at': 'yesterday'}, {'seen_at': -5}, {'caught_up': 'yes'},
+])
+def test_a_lag_record_without_usable_times_dates_nothing(tmp_path, proc, fields):
+    instance(tmp_path / 'etc', 'be1r', 'configdirectory: /var/lib/cyrus-ha/be1r\n', REPLICA_CYRUS)
+    path = lag_record(tmp_path / 'state', **fields)
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['at'], found['source'], found['record'], found['problem']) == (None, None, path, None)
+
+
+def test_a_master_with_a_backlog_is_not_in_sync_now(tmp_path, proc):
+    conf_dir = tmp_path / 'lib'
+    instance(tmp_path / 'etc', 'be1', master_conf(conf_dir), MASTER_CYRUS)
+    (conf_dir / 'sync').mkdir(parents=True)
+    (conf_dir / 'sync' / 'log').write_text('APPEND user.alice\n')
+    found = describe('be1', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['at'], found['source']) == (None, None)
+    (conf_dir / 'sync' / 'log').write_text('')       # shipped: an empty log holds nothing
+    found = describe('be1', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['at'], found['age'], found['source']) == (NOW_TEXT, 0.0, 'backlog')

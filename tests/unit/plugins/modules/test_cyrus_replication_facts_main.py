@@ -67,6 +67,22 @@ def test_reports_a_master_and_its_backlog_without_the_secret(root, capsys):
     assert repl['backlog']['files'][0]['file'] == str(root / 'lib' / 'sync' / 'log')
     assert 'mailboxes' not in repl
     assert 'pw-Secret-42' not in json.dumps(result)
+    assert repl['last_sync']['source'] is None and repl['last_sync']['at'] is None   # a backlog, no record
+
+
+def test_the_last_sync_is_read_from_the_lag_record_in_state_dir(root, capsys):
+    (root / 'lib' / 'sync' / 'log').write_text('')
+    (root / 'state').mkdir()
+    record = {'instance': 'be1', 'measured_at': 1_800_000_000.25, 'seen_at': 1_800_000_000.75, 'caught_up': True}
+    (root / 'state' / 'replication-lag-be1.json').write_text(json.dumps(record))
+    args = {'instance': 'be1', 'config_root': str(root / 'etc'), 'state_dir': str(root / 'state')}
+    last = run_main(args, capsys)['replication']['last_sync']
+    assert last['source'] == 'backlog' and last['record'] is None     # a master with nothing pending: in sync now
+    (root / 'etc' / 'be1' / 'imapd.conf').write_text('configdirectory: %s\n' % (root / 'lib'))
+    (root / 'etc' / 'be1' / 'cyrus.conf').write_text('SERVICES {\n  syncserver cmd="sync_server" listen="2005"\n}\n')
+    last = run_main(args, capsys)['replication']['last_sync']
+    assert (last['at'], last['through'], last['source'], last['record']) == (
+        '2027-01-15T08:00:00.750Z', '2027-01-15T08:00:00.250Z', 'marker', str(root / 'state' / 'replication-lag-be1.json'))
 
 
 def test_mailboxes_are_read_with_mbexamine_even_in_check_mode(root, mbexamine, capsys):
