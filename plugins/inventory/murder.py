@@ -25,8 +25,9 @@ description:
     the replica of), and for the host's first instance C(murder_role), C(murder_instance), C(murder_address),
     C(murder_address_prefix), C(murder_servername) and, when it has a replica, C(murder_replication_peer)
     (the replica host's boot address, where its instance ships its changes); every host gets
-    C(murder_mupdate_servername) and C(replication_pairs) (the replica pairs as the
-    R(cyrus.ha.replication,ansible_collections.cyrus.ha.replication_role) role and its runbooks take them)."
+    C(murder_mupdate_servername) and the pairs as the runbooks take them, C(warm_spare_pairs) (for the
+    C(cyrus.ha.warm_spare) role) and C(replication_pairs) (for the
+    C(cyrus.ha.replication) role)."
   - "Validated with netaddr before any host is added: subnets in CIDR form without host bits,
     overlapping no loopback, link-local, multicast, unspecified, reserved or IPv4-mapped range
     (so never C(0.0.0.0/0)); every address an ASCII string written canonically (IPv6 compressed
@@ -46,7 +47,8 @@ description:
     C(compose) are ASCII identifiers and never a variable this plugin sets (C(ansible_host),
     C(ansible_ssh_host), C(murder_instances), C(murder_standby_instances), C(murder_replica_instances),
     C(murder_host_address6), C(murder_role), C(murder_instance), C(murder_address), C(murder_address_prefix),
-    C(murder_servername), C(murder_replication_peer), C(replication_pairs), and C(murder_mupdate_servername)
+    C(murder_servername), C(murder_replication_peer), C(warm_spare_pairs), C(replication_pairs), and
+    C(murder_mupdate_servername)
     except in the top-level C(vars)) or one
     Ansible sets (C(inventory_hostname), C(groups), C(hostvars)...); C(groups) names no group of
     this inventory and no host, nor does a group C(keyed_groups) makes; a key written twice in one

@@ -84,6 +84,7 @@ GENERATED = {
     'murder_replica_instances': 'replicas',
     'murder_replication_peer': "the replica host of the host's first instance (replicas)",
     'replication_pairs': 'replicas',
+    'warm_spare_pairs': 'warm_spares',
     'murder_role': "the host's first instance",
     'murder_instance': "the host's first instance",
     'murder_address': "the host's first instance",
@@ -602,6 +603,15 @@ def attach_replicas(raw, described: dict, hostvars: dict) -> None:
         attach_replica(index, spec, described, hostvars)
 
 
+def warm_spare_pairs(described: dict) -> list:
+    """The warm-spare pairs as the warm_spare role takes them (``warm_spare_pairs``): the volume by its uuid or
+    label, and its mount point."""
+    return [{'instance': name, 'home': item['host'], 'spare': item['spare'], 'address': item['address'],
+             'servername': item['servername'],
+             'volume': {k: item['volume'][k] for k in ('uuid', 'label', 'mount') if item['volume'][k] is not None}}
+            for name, item in described.items() if item['spare'] is not None]
+
+
 def replication_pairs(described: dict, hostvars: dict) -> list:
     """The replica pairs as the replication role takes them (``replication_pairs``), in the file's order of
     instances."""
@@ -748,7 +758,7 @@ def build(data: dict) -> dict:
     attach_replicas(data.get('replicas'), described, hostvars)
     check_constructed(data, hostvars)
     extra = global_vars(data.get('vars'), described[master])
-    extra['replication_pairs'] = replication_pairs(described, hostvars)
+    extra.update(warm_spare_pairs=warm_spare_pairs(described), replication_pairs=replication_pairs(described, hostvars))
     place_instances(described, hostvars)
     groups = build_groups(described, hostvars)
     first_instance_vars(described, hostvars)

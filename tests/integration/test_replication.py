@@ -36,6 +36,7 @@ OWN = ('/etc/cyrus-ha/be3', '/var/lib/cyrus-ha/be3', '/var/spool/cyrus-ha/be3')
 SYNC_DIR = '/var/lib/cyrus-ha/be3/sync'
 CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
 LAG_FILE = '/var/lib/cyrus-ha/replication-lag-be3.json'      # on the replica host (its own /var/lib/cyrus-ha)
+PROMOTED_FILE = '/var/lib/cyrus-ha/replication-promoted-be3.json'   # what a promoted copy held, on the new master
 UNPLANNED = ('-e', 'replication_failure=unplanned')
 
 
@@ -373,6 +374,18 @@ def test_crash_promotion_checks_fencing_and_lag_and_reports_exactly_what_was_los
             'is above replication_max_lag (0.0001 s); writes the master acknowledged may not be here. Nothing was '
             'changed.') in text, text[-2000:]
     assert facts('replica', tmp_path)['role'] == 'replica' and facts('be3', tmp_path)['sync_client']['running']
+    # the operator states be3 is fenced, but it still answers at the service address: the address is not taken,
+    # and the replica, stopped and configured as master by then, is put back as it was
+    text = refused(promote(*UNPLANNED, '-e', 'replication_fenced_peer=be3', check=False))
+    assert (f'{BE3_ADDR}' in text and 'is already in use on the link of' in text and 'answered the conflict probe' in text
+            and 'Not promoted: replica runs be3 as the replica again, as before.' in text), text[-3000:]
+    assert 'was drained and is stopped' not in text          # unplanned: the old master was never touched
+    again = facts('replica', tmp_path)
+    assert again['role'] == 'replica' and again['sync_server']['configured'] and cyha_imap.master_pid('be3', 'cyha-replica')
+    assert has_address('cyha-be3', BE3_ADDR) and not has_address('cyha-replica', BE3_ADDR)
+    assert inside('replica', ['test', '-e', PROMOTED_FILE]).returncode == 1     # no record of a promotion
+    assert facts('replica', tmp_path, wait_for=facts('be3', tmp_path, mailboxes=True)['mailboxes'],
+                 wait_timeout=30)['caught_up']                                  # it replicates again
     # the rolling client stalls: from now on the replica gets nothing of what be3 acknowledges
     assert facts('replica', tmp_path, wait_for=facts('be3', tmp_path, mailboxes=True)['mailboxes'],
                  wait_timeout=30)['caught_up']

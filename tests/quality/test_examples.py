@@ -21,20 +21,21 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 BIN = os.path.dirname(sys.executable)
 EXAMPLES = os.path.join(REPO, 'examples')
 INVENTORY = ['-i', os.path.join(EXAMPLES, 'inventory', 'hosts.yml'), '-i', os.path.join(EXAMPLES, 'inventory', 'murder.yml')]
-VARS = [arg for name in ('murder', 'warm_spare', 'cluster') for arg in ('-e', '@' + os.path.join(EXAMPLES, 'vars', name + '.yml'))]
+VARS = [arg for name in ('murder', 'warm_spare', 'replication', 'cluster') for arg in ('-e', '@' + os.path.join(EXAMPLES, 'vars', name + '.yml'))]
 PLAYBOOKS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO, 'playbooks', '*.yml')))
 DOCUMENTATION_NETS = [ipaddress.ip_network(n) for n in ('198.51.100.0/24', '203.0.113.0/24', '2001:db8::/32')]
 
 FRONTENDS = ['imap-fe1', 'imap-fe2', 'imap-fe3', 'imap-fe4']
 GRAPH = {
-    'all': ['ungrouped', 'cluster', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares'],
+    'all': ['ungrouped', 'cluster', 'murder', 'mupdate_master', 'backends', 'frontends', 'spares', 'replicas'],
     'ungrouped': [],
     'cluster': ['imap-be1', 'imap-be2', 'imap-spare'],
-    'murder': ['imap-mupdate', *FRONTENDS, 'imap-be1', 'imap-be2', 'imap-spare'],
+    'murder': ['imap-mupdate', *FRONTENDS, 'imap-be1', 'imap-be2', 'imap-be3', 'imap-spare', 'imap-replica'],
     'mupdate_master': ['imap-mupdate'],
-    'backends': ['imap-be1', 'imap-be2'],
+    'backends': ['imap-be1', 'imap-be2', 'imap-be3'],
     'frontends': FRONTENDS,
     'spares': ['imap-spare'],
+    'replicas': ['imap-replica'],
 }
 
 
@@ -72,20 +73,30 @@ def rendered(expression: str, *extra: str):
     return json.loads(out.stdout.split(' => ', 1)[1])['msg']
 
 
-def instance(name, role, host, address, servername, spare=None, label=None):
+def instance(name, role, host, address, servername, spare=None, label=None, replica=None):
     volume = None
     if label:
         volume = {'uuid': None, 'label': label, 'device': None, 'mount': '/srv/cyrus/' + name, 'fstype': 'ext4',
                   'options': 'defaults'}
     return {'name': name, 'role': role, 'host': host, 'address': address, 'address_prefix': 24,
-            'servername': servername, 'spare': spare, 'volume': volume}
+            'servername': servername, 'spare': spare, 'volume': volume, 'replica': replica}
 
 
 BE1 = instance('be1', 'backend', 'imap-be1', '198.51.100.121', 'be1.imap.example.org', 'imap-spare', 'cyrus-be1')
 BE2 = instance('be2', 'backend', 'imap-be2', '198.51.100.122', 'be2.imap.example.org', 'imap-spare', 'cyrus-be2')
+BE3 = instance('be3', 'backend', 'imap-be3', '198.51.100.123', 'be3.imap.example.org', replica='imap-replica')
 FE1 = instance('fe1', 'frontend', 'imap-fe1', '198.51.100.111', 'fe1.imap.example.org')
+WARM_SPARE_PAIRS = [
+    {'instance': 'be1', 'home': 'imap-be1', 'spare': 'imap-spare', 'address': '198.51.100.121',
+     'servername': 'be1.imap.example.org', 'volume': {'label': 'cyrus-be1', 'mount': '/srv/cyrus/be1'}},
+    {'instance': 'be2', 'home': 'imap-be2', 'spare': 'imap-spare', 'address': '198.51.100.122',
+     'servername': 'be2.imap.example.org', 'volume': {'label': 'cyrus-be2', 'mount': '/srv/cyrus/be2'}}]
+REPLICATION_PAIRS = [
+    {'instance': 'be3', 'home': 'imap-be3', 'replica': 'imap-replica', 'servername': 'be3.imap.example.org',
+     'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
 CONNECTION = {'ansible_user': 'ansible', 'ansible_become': True, 'ansible_python_interpreter': '/usr/bin/python3',
-              'murder_mupdate_servername': 'mupdate.imap.example.org'}
+              'murder_mupdate_servername': 'mupdate.imap.example.org', 'warm_spare_pairs': WARM_SPARE_PAIRS,
+              'replication_pairs': REPLICATION_PAIRS}
 
 
 def test_the_graph_shows_the_murder_groups_and_the_cluster():
@@ -109,13 +120,20 @@ def test_the_graph_shows_the_murder_groups_and_the_cluster():
     ('imap-be1', dict(CONNECTION, ansible_host='198.51.100.21', murder_host_address6='2001:db8:100::21',
                       murder_role='backend', murder_instance='be1', murder_address='198.51.100.121',
                       murder_address_prefix=24, murder_servername='be1.imap.example.org', murder_instances=[BE1],
-                      murder_standby_instances=[])),
+                      murder_standby_instances=[], murder_replica_instances=[])),
+    ('imap-be3', dict(CONNECTION, ansible_host='198.51.100.23', murder_host_address6='2001:db8:100::23',
+                      murder_role='backend', murder_instance='be3', murder_address='198.51.100.123',
+                      murder_address_prefix=24, murder_servername='be3.imap.example.org', murder_instances=[BE3],
+                      murder_standby_instances=[], murder_replica_instances=[],
+                      murder_replication_peer='198.51.100.50')),
     ('imap-fe1', dict(CONNECTION, ansible_host='198.51.100.11', murder_host_address6='2001:db8:100::11',
                       murder_role='frontend', murder_instance='fe1', murder_address='198.51.100.111',
                       murder_address_prefix=24, murder_servername='fe1.imap.example.org', murder_instances=[FE1],
-                      murder_standby_instances=[])),
+                      murder_standby_instances=[], murder_replica_instances=[])),
     ('imap-spare', dict(CONNECTION, ansible_host='198.51.100.30', murder_host_address6='2001:db8:100::30',
-                        murder_instances=[], murder_standby_instances=[BE1, BE2])),
+                        murder_instances=[], murder_standby_instances=[BE1, BE2], murder_replica_instances=[])),
+    ('imap-replica', dict(CONNECTION, ansible_host='198.51.100.50', murder_host_address6='2001:db8:100::50',
+                          murder_instances=[], murder_standby_instances=[], murder_replica_instances=[BE3])),
 ])
 def test_the_murder_plugin_computes_the_host_variables(host, expected):
     assert inventory_list('hosts.yml', 'murder.yml')['_meta']['hostvars'][host] == expected
@@ -129,11 +147,10 @@ def test_hosts_yml_reaches_each_host_on_its_boot_address_in_the_topology():
 
 
 def test_the_pairs_come_from_the_topology():
-    assert rendered('warm_spare_pairs') == [
-        {'instance': 'be1', 'home': 'imap-be1', 'spare': 'imap-spare', 'address': '198.51.100.121',
-         'servername': 'be1.imap.example.org', 'volume': {'label': 'cyrus-be1', 'mount': '/srv/cyrus/be1'}},
-        {'instance': 'be2', 'home': 'imap-be2', 'spare': 'imap-spare', 'address': '198.51.100.122',
-         'servername': 'be2.imap.example.org', 'volume': {'label': 'cyrus-be2', 'mount': '/srv/cyrus/be2'}}]
+    assert rendered('warm_spare_pairs') == WARM_SPARE_PAIRS
+    assert rendered('replication_pairs') == REPLICATION_PAIRS
+    # the replica pair's secret comes from the vault
+    assert rendered('murder_replication_password', '-e', 'vault_murder_replication_password=x') == 'x'
 
 
 @pytest.mark.parametrize('name, configdirectory, spool', [
@@ -175,7 +192,7 @@ def example_files() -> list[str]:
 def test_the_examples_are_there():
     names = sorted(os.path.relpath(p, EXAMPLES) for p in example_files())
     assert names == ['README.md', 'inventory/hosts.yml', 'inventory/murder.yml', 'vars/cluster.yml',
-                     'vars/murder.yml', 'vars/warm_spare.yml']
+                     'vars/murder.yml', 'vars/replication.yml', 'vars/warm_spare.yml']
     assert PLAYBOOKS, 'no playbook found'
 
 
@@ -207,7 +224,7 @@ def secrets(node, key=''):
         yield key, node
 
 
-@pytest.mark.parametrize('name', ['murder', 'warm_spare', 'cluster'])
+@pytest.mark.parametrize('name', ['murder', 'warm_spare', 'replication', 'cluster'])
 def test_every_secret_refers_to_the_vault(name):
     with open(os.path.join(EXAMPLES, 'vars', name + '.yml'), encoding='utf-8') as handle:
         found = list(secrets(yaml.safe_load(handle)))

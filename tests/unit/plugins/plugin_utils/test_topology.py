@@ -68,7 +68,15 @@ def test_groups_and_host_variables():
     assert 'murder_role' not in spare and spare['murder_instances'] == []
     assert [i['name'] for i in spare['murder_standby_instances']] == ['be1', 'be2']
     assert spare['murder_standby_instances'][1]['volume']['fstype'] == 'xfs'
-    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test', 'replication_pairs': []}
+    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test', 'replication_pairs': [],
+                             'warm_spare_pairs': [
+                                 {'instance': 'be1', 'home': 'be1', 'spare': 'spare', 'address': '198.51.100.121',
+                                  'servername': 'be1-svc.cyha.test',
+                                  'volume': {'label': 'cyha-be1', 'mount': '/srv/cyrus-ha/be1'}},
+                                 {'instance': 'be2', 'home': 'be2', 'spare': 'spare', 'address': '198.51.100.122',
+                                  'servername': 'be2-svc.cyha.test',
+                                  'volume': {'uuid': '2f6d7c1e-8a3b-4c55-9e0f-1a2b3c4d5e6f',
+                                             'mount': '/srv/cyrus-ha/be2'}}]}
 
 
 @pytest.mark.parametrize('path, value, message', [
@@ -763,7 +771,8 @@ def test_an_optional_key_set_to_null_is_a_key_left_out():
     assert [(i['name'], i['host'], i['volume']['fstype']) for i in spare] == [
         ('be1', 'be1', 'ext4'), ('be2', 'be2', 'ext4')]
     assert 'murder_host_address6' not in built['hostvars']['be1'] and 'murder_pop3' not in built['hostvars']['be1']
-    assert built['vars'] == {'murder_mupdate_servername': 'mupdate-svc.cyha.test', 'replication_pairs': []}
+    assert built['vars']['murder_mupdate_servername'] == 'mupdate-svc.cyha.test'
+    assert built['vars']['replication_pairs'] == [] and len(built['vars']['warm_spare_pairs']) == 2
 
 
 def test_what_stays_allowed():
@@ -1124,7 +1133,8 @@ def test_a_replica_pair_replicates_over_ipv4_boot_addresses():
 
 
 @pytest.mark.parametrize('where', ['vars', 'hosts.be3.vars', 'instances.be3.vars'])
-@pytest.mark.parametrize('name', ['replication_pairs', 'murder_replication_peer', 'murder_replica_instances'])
+@pytest.mark.parametrize('name', ['replication_pairs', 'warm_spare_pairs', 'murder_replication_peer',
+                                  'murder_replica_instances'])
 def test_the_replication_variables_are_the_plugins_own(where, name):
     data = replicated()
     node = data
