@@ -99,7 +99,7 @@ test: deps env
 	@mkdir -p build
 	@side=; trap '[ -n "$$side" ] && kill $$side 2>/dev/null' INT TERM; \
 	$(VENV)/bin/pytest -c tests/pytest.ini tests/quality tests/unit $(PYTEST_ARGS) >build/test-quality-unit.log 2>&1 & side=$$!; \
-	$(VENV)/bin/pytest -c tests/pytest.ini tests/integration $(PYTEST_ARGS) 2>&1 | tee build/test-integration.log; \
+	$(VENV)/bin/pytest -c tests/pytest.ini tests/integration --durations=40 $(PYTEST_ARGS) 2>&1 | tee build/test-integration.log; \
 	main=$${PIPESTATUS[0]}; wait $$side; side_rc=$$?; \
 	echo '== tests/quality and tests/unit (run beside tests/integration)'; cat build/test-quality-unit.log; \
 	for log in build/test-integration.log build/test-quality-unit.log; do \

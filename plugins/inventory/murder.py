@@ -24,7 +24,8 @@ description:
     instances this host is the warm spare of), C(murder_replica_instances) (the instances this host holds
     the replica of), and for the host's first instance C(murder_role), C(murder_instance), C(murder_address),
     C(murder_address_prefix), C(murder_servername) and, when it has a replica, C(murder_replication_peer)
-    (the replica host's boot address, where its instance ships its changes); every host gets
+    (the replica host's boot address, where its instance ships its changes) and C(murder_replication_port);
+    every host gets
     C(murder_mupdate_servername) and the pairs as the runbooks take them, C(warm_spare_pairs) (for the
     C(cyrus.ha.warm_spare) role) and C(replication_pairs) (for the
     C(cyrus.ha.replication) role)."
@@ -39,7 +40,8 @@ description:
     for backends, on another host, each volume found by exactly one of C(uuid) or C(label) (with the
     values the M(cyrus.ha.shared_volume) module accepts), with its own mount point, neither a system
     directory nor inside another pair's; replicas only for backends without a warm spare, one per
-    instance, on another host, both nodes with an IPv4 boot address (they replicate over it)."
+    instance, on another host, both nodes with an IPv4 boot address (they replicate over it), and no two
+    pairs sharing a node on one port."
   - "Names: host names are dot-separated labels of ASCII letters, digits, C(_) and C(-) (at most 63
     characters), never the name of a group of this inventory (C(all), C(ungrouped), C(murder),
     C(mupdate_master), C(backends), C(frontends), C(spares), C(replicas)) and never differing from another host
@@ -47,7 +49,8 @@ description:
     C(compose) are ASCII identifiers and never a variable this plugin sets (C(ansible_host),
     C(ansible_ssh_host), C(murder_instances), C(murder_standby_instances), C(murder_replica_instances),
     C(murder_host_address6), C(murder_role), C(murder_instance), C(murder_address), C(murder_address_prefix),
-    C(murder_servername), C(murder_replication_peer), C(warm_spare_pairs), C(replication_pairs), and
+    C(murder_servername), C(murder_replication_peer), C(murder_replication_port), C(warm_spare_pairs),
+    C(replication_pairs), and
     C(murder_mupdate_servername)
     except in the top-level C(vars)) or one
     Ansible sets (C(inventory_hostname), C(groups), C(hostvars)...); C(groups) names no group of
@@ -104,9 +107,12 @@ options:
   replicas:
     description:
       - Replica pairs, each C(instance) (a backend without a warm spare), C(home) (defaults to the
-        instance's host) and C(replica) (another host, which runs the same instance as a replica on its own
-        disk and, once promoted, as the master). A host may hold the replicas of several backends.
-      - The nodes replicate over their boot addresses (C(address), IPv4).
+        instance's host), C(replica) (another host, which runs the same instance as a replica on its own
+        disk and, once promoted, as the master) and optional C(port) (default 2005), where the node holding
+        the replica runs C(sync_server).
+      - The nodes replicate over their boot addresses (C(address), IPv4). A host may hold the replicas of
+        several backends, and be the home of one and the replica of another, when each of those pairs has a
+        port of its own.
     type: list
     elements: dict
     default: []

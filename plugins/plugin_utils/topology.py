@@ -72,7 +72,10 @@ TOP_KEYS = {'plugin', 'subnets', 'hosts', 'instances', 'warm_spares', 'replicas'
 HOST_KEYS = {'address', 'address6', 'vars'}
 INSTANCE_KEYS = {'role', 'host', 'address', 'address6', 'servername', 'vars'}
 SPARE_KEYS = {'instance', 'home', 'spare', 'volume'}
-REPLICA_KEYS = {'instance', 'home', 'replica'}
+REPLICA_KEYS = {'instance', 'home', 'replica', 'port'}
+# Cyrus's sync_server port (the murder role's murder_replication_port): each pair's nodes listen on their boot
+# address there while they hold the replica, so two pairs sharing a node need ports of their own.
+SYNC_PORT = 2005
 VOLUME_KEYS = {'uuid', 'label', 'device', 'mount', 'fstype', 'options'}
 # The variables the plugin sets itself, and from what: no vars or compose entry may set them.
 GENERATED = {
@@ -83,6 +86,7 @@ GENERATED = {
     'murder_standby_instances': 'warm_spares',
     'murder_replica_instances': 'replicas',
     'murder_replication_peer': "the replica host of the host's first instance (replicas)",
+    'murder_replication_port': "the replica pair of the host's first instance (replicas)",
     'replication_pairs': 'replicas',
     'warm_spare_pairs': 'warm_spares',
     'murder_role': "the host's first instance",
@@ -408,7 +412,8 @@ def build_instance(name, spec, hostvars: dict, subnets: list, claims: AddressCla
     address, prefix = parse_address(spec['address'], where + '.address', 4, subnets)
     claims.claim(address, where + '.address', where + '.address')
     item = {'name': name, 'role': spec['role'], 'host': spec['host'], 'address': str(address),
-            'address_prefix': prefix, 'servername': None, 'spare': None, 'volume': None, 'replica': None}
+            'address_prefix': prefix, 'servername': None, 'spare': None, 'volume': None, 'replica': None,
+            'replication_port': None}
     if spec.get('address6') is not None:
         address6, prefix6 = parse_address(spec['address6'], where + '.address6', 6, subnets)
         claims.claim(address6, where + '.address6', where + '.address6')
@@ -558,9 +563,10 @@ def attach_warm_spares(raw, described: dict, hostvars: dict) -> None:
         attach_warm_spare(index, spec, described, hostvars, seen)
 
 
-def attach_replica(index: int, raw, described: dict, hostvars: dict) -> None:
-    """One ``replicas`` entry: sets ``replica`` of its backend instance (Cyrus rolling replication to the same
-    instance on the replica host, on that host's own disk)."""
+def attach_replica(index: int, raw, described: dict, hostvars: dict, ports: dict) -> None:
+    """One ``replicas`` entry: sets ``replica`` and ``replication_port`` of its backend instance (Cyrus rolling
+    replication to the same instance on the replica host, on that host's own disk). ``ports`` maps (host, port)
+    to the instance whose pair listens there (either node holds the replica at some time)."""
     where = 'replicas[%d]' % index
     spec = _mapping(raw, where, REPLICA_KEYS)
     name = spec.get('instance')
@@ -590,7 +596,18 @@ def attach_replica(index: int, raw, described: dict, hostvars: dict) -> None:
             raise TopologyError('%s: hosts.%s.address is IPv6 (%s): the nodes of a replica pair replicate over '
                                 'their IPv4 boot addresses (sync_host), give the host an IPv4 address'
                                 % (where, node, hostvars[node]['ansible_host']))
+    port = SYNC_PORT if spec.get('port') is None else spec['port']
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise TopologyError('%s.port: expected a TCP port from 1 to 65535, got %s' % (where, _got(port)))
+    for node in (home, replica):
+        if (node, port) in ports:
+            raise TopologyError('%s.port: %s is a node of the replica pair of %s too, which listens on port %d '
+                                'there (sync_server, while that node holds the replica): give one of the pairs '
+                                'another port' % (where, node, ports[(node, port)], port))
+    for node in (home, replica):
+        ports[(node, port)] = name
     item['replica'] = replica
+    item['replication_port'] = port
 
 
 def attach_replicas(raw, described: dict, hostvars: dict) -> None:
@@ -598,9 +615,10 @@ def attach_replicas(raw, described: dict, hostvars: dict) -> None:
     if raw is None:
         raw = []
     if not isinstance(raw, list):
-        raise TopologyError('replicas: expected a list of {instance, home, replica}, got %s' % _got(raw))
+        raise TopologyError('replicas: expected a list of {instance, home, replica, port}, got %s' % _got(raw))
+    ports = {}
     for index, spec in enumerate(raw):
-        attach_replica(index, spec, described, hostvars)
+        attach_replica(index, spec, described, hostvars, ports)
 
 
 def warm_spare_pairs(described: dict) -> list:
@@ -617,7 +635,7 @@ def replication_pairs(described: dict, hostvars: dict) -> list:
     instances."""
     return [{'instance': name, 'home': item['host'], 'replica': item['replica'], 'servername': item['servername'],
              'address': item['address'], 'home_address': hostvars[item['host']]['ansible_host'],
-             'replica_address': hostvars[item['replica']]['ansible_host']}
+             'replica_address': hostvars[item['replica']]['ansible_host'], 'port': item['replication_port']}
             for name, item in described.items() if item['replica'] is not None]
 
 
@@ -701,6 +719,7 @@ def first_instance_vars(described: dict, hostvars: dict) -> None:
                         murder_address_prefix=first['address_prefix'], murder_servername=first['servername'])
             if first['replica'] is not None:
                 host['murder_replication_peer'] = hostvars[first['replica']]['ansible_host']
+                host['murder_replication_port'] = first['replication_port']
             for key, value in described[first['name']]['vars'].items():
                 host.setdefault(key, value)
 

@@ -79,7 +79,8 @@ def instance(name, role, host, address, servername, spare=None, label=None, repl
         volume = {'uuid': None, 'label': label, 'device': None, 'mount': '/srv/cyrus/' + name, 'fstype': 'ext4',
                   'options': 'defaults'}
     return {'name': name, 'role': role, 'host': host, 'address': address, 'address_prefix': 24,
-            'servername': servername, 'spare': spare, 'volume': volume, 'replica': replica}
+            'servername': servername, 'spare': spare, 'volume': volume, 'replica': replica,
+            'replication_port': 2005 if replica else None}
 
 
 BE1 = instance('be1', 'backend', 'imap-be1', '198.51.100.121', 'be1.imap.example.org', 'imap-spare', 'cyrus-be1')
@@ -93,7 +94,8 @@ WARM_SPARE_PAIRS = [
      'servername': 'be2.imap.example.org', 'volume': {'label': 'cyrus-be2', 'mount': '/srv/cyrus/be2'}}]
 REPLICATION_PAIRS = [
     {'instance': 'be3', 'home': 'imap-be3', 'replica': 'imap-replica', 'servername': 'be3.imap.example.org',
-     'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
+     'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50',
+     'port': 2005}]
 CONNECTION = {'ansible_user': 'ansible', 'ansible_become': True, 'ansible_python_interpreter': '/usr/bin/python3',
               'murder_mupdate_servername': 'mupdate.imap.example.org', 'warm_spare_pairs': WARM_SPARE_PAIRS,
               'replication_pairs': REPLICATION_PAIRS}
@@ -125,7 +127,7 @@ def test_the_graph_shows_the_murder_groups_and_the_cluster():
                       murder_role='backend', murder_instance='be3', murder_address='198.51.100.123',
                       murder_address_prefix=24, murder_servername='be3.imap.example.org', murder_instances=[BE3],
                       murder_standby_instances=[], murder_replica_instances=[],
-                      murder_replication_peer='198.51.100.50')),
+                      murder_replication_peer='198.51.100.50', murder_replication_port=2005)),
     ('imap-fe1', dict(CONNECTION, ansible_host='198.51.100.11', murder_host_address6='2001:db8:100::11',
                       murder_role='frontend', murder_instance='fe1', murder_address='198.51.100.111',
                       murder_address_prefix=24, murder_servername='fe1.imap.example.org', murder_instances=[FE1],

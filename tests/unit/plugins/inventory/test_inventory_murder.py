@@ -62,7 +62,8 @@ def test_the_lab_topology_builds_the_lab_groups_and_variables():
     assert [i['name'] for i in hostvars['replica']['murder_replica_instances']] == ['be3']
     assert hostvars['mupdate']['replication_pairs'] == [{
         'instance': 'be3', 'home': 'be3', 'replica': 'replica', 'servername': 'be3-svc.cyha.test',
-        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
+        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50',
+        'port': 2005}]
     assert 'WARNING' not in out.stderr, out.stderr
 
 

@@ -62,7 +62,7 @@ def test_groups_and_host_variables():
         'name': 'be1', 'role': 'backend', 'host': 'be1', 'address': '198.51.100.121', 'address_prefix': 24,
         'address6': '2001:db8::121', 'address6_prefix': 64, 'servername': 'be1-svc.cyha.test', 'spare': 'spare',
         'volume': {'uuid': None, 'label': 'cyha-be1', 'device': None, 'mount': '/srv/cyrus-ha/be1', 'fstype': 'ext4',
-                   'options': 'defaults'}, 'replica': None}]
+                   'options': 'defaults'}, 'replica': None, 'replication_port': None}]
     assert 'murder_replication_peer' not in be1 and be1['murder_replica_instances'] == []
     spare = built['hostvars']['spare']
     assert 'murder_role' not in spare and spare['murder_instances'] == []
@@ -925,7 +925,7 @@ def test_build_instance():
     assert item == {'name': 'be1', 'role': 'backend', 'host': 'imap-be1', 'address': '198.51.100.121',
                     'address_prefix': 24, 'address6': '2001:db8:100::121', 'address6_prefix': 64,
                     'servername': 'be1.imap.example.org', 'spare': None, 'volume': None, 'replica': None,
-                    'vars': {'murder_pop3': True}}
+                    'replication_port': None, 'vars': {'murder_pop3': True}}
     assert short_names == {'be1': 'be1'}
 
 
@@ -1067,13 +1067,14 @@ def test_a_replica_pair_gives_the_group_the_peer_and_the_pairs():
     assert 'replica' not in built['groups']['spares']
     be3, replica = built['hostvars']['be3'], built['hostvars']['replica']
     assert be3['murder_instances'][0]['replica'] == 'replica'
-    assert be3['murder_replication_peer'] == '198.51.100.50'
+    assert (be3['murder_replication_peer'], be3['murder_replication_port']) == ('198.51.100.50', 2005)
     assert replica['murder_replica_instances'] == be3['murder_instances'] and replica['murder_instances'] == []
     assert 'murder_role' not in replica and 'murder_replication_peer' not in replica
     assert 'murder_replication_peer' not in built['hostvars']['be1']
     assert built['vars']['replication_pairs'] == [{
         'instance': 'be3', 'home': 'be3', 'replica': 'replica', 'servername': 'be3-svc.cyha.test',
-        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50'}]
+        'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50',
+        'port': 2005}]
 
 
 def test_a_replica_host_may_hold_the_replicas_of_several_backends():
@@ -1082,9 +1083,16 @@ def test_a_replica_host_may_hold_the_replicas_of_several_backends():
     data['instances']['be4'] = {'role': 'backend', 'host': 'be4', 'address': '198.51.100.124',
                                 'servername': 'be4-svc.cyha.test'}
     data['replicas'].append({'instance': 'be4', 'replica': 'replica'})   # home: the instance's host
+    with pytest.raises(TopologyError) as info:     # both would listen on the replica host's port 2005
+        build(copy.deepcopy(data))
+    assert str(info.value) == ('replicas[1] (be4).port: replica is a node of the replica pair of be3 too, which '
+                               'listens on port 2005 there (sync_server, while that node holds the replica): give '
+                               'one of the pairs another port')
+    data['replicas'][1]['port'] = 2006
     built = build(data)
     assert [i['name'] for i in built['hostvars']['replica']['murder_replica_instances']] == ['be3', 'be4']
-    assert [p['home'] for p in built['vars']['replication_pairs']] == ['be3', 'be4']
+    assert [(p['home'], p['port']) for p in built['vars']['replication_pairs']] == [('be3', 2005), ('be4', 2006)]
+    assert built['hostvars']['be4']['murder_replication_port'] == 2006
     assert built['groups']['replicas'] == ['replica']
 
 
@@ -1098,7 +1106,10 @@ def test_a_replica_host_may_hold_the_replicas_of_several_backends():
     ({'replica': 'be3'}, 'replicas[0] (be3).replica: the replica must be another host than the home host be3'),
     ({'replica': 'replica9'}, "replicas[0] (be3).replica: 'replica9' is not declared under hosts"),
     ({'replica': ['replica']}, "replicas[0] (be3).replica: ['replica'] is not declared under hosts"),
-    ({'spare': 'replica'}, 'replicas[0]: unknown key spare (known: home, instance, replica)'),
+    ({'spare': 'replica'}, 'replicas[0]: unknown key spare (known: home, instance, port, replica)'),
+    ({'port': '2005'}, "replicas[0] (be3).port: expected a TCP port from 1 to 65535, got string '2005'"),
+    ({'port': 0}, 'replicas[0] (be3).port: expected a TCP port from 1 to 65535, got integer 0'),
+    ({'port': True}, 'replicas[0] (be3).port: expected a TCP port from 1 to 65535, got boolean true'),
 ])
 def test_a_bad_replica_pair_names_the_entry_and_cause(change, message):
     data = replicated()
@@ -1109,7 +1120,7 @@ def test_a_bad_replica_pair_names_the_entry_and_cause(change, message):
 
 
 @pytest.mark.parametrize('replicas, message', [
-    ({'be3': 'replica'}, 'replicas: expected a list of {instance, home, replica}, got mapping'),
+    ({'be3': 'replica'}, 'replicas: expected a list of {instance, home, replica, port}, got mapping'),
     ([None], 'replicas[0]: expected a mapping, got null'),
     ([{'instance': 'be3', 'replica': 'replica'}, {'instance': 'be3', 'replica': 'be1'}],
      'replicas[1] (be3): be3 already replicates to replica (one replica per backend instance)'),
@@ -1134,7 +1145,7 @@ def test_a_replica_pair_replicates_over_ipv4_boot_addresses():
 
 @pytest.mark.parametrize('where', ['vars', 'hosts.be3.vars', 'instances.be3.vars'])
 @pytest.mark.parametrize('name', ['replication_pairs', 'warm_spare_pairs', 'murder_replication_peer',
-                                  'murder_replica_instances'])
+                                  'murder_replication_port', 'murder_replica_instances'])
 def test_the_replication_variables_are_the_plugins_own(where, name):
     data = replicated()
     node = data
@@ -1144,3 +1155,18 @@ def test_the_replication_variables_are_the_plugins_own(where, name):
     with pytest.raises(TopologyError) as info:
         build(data)
     assert str(info.value).startswith('%s.%s: the plugin sets %s itself, from ' % (where, name, name))
+
+
+def test_two_pairs_crossing_over_two_hosts_need_ports_of_their_own():
+    """be3 on be3 replicates to replica, and be4 on replica to be3: after a promotion either host holds both."""
+    data = replicated()
+    data['instances']['be4'] = {'role': 'backend', 'host': 'replica', 'address': '198.51.100.124',
+                                'servername': 'be4-svc.cyha.test'}
+    data['replicas'].append({'instance': 'be4', 'replica': 'be3'})
+    with pytest.raises(TopologyError) as info:
+        build(copy.deepcopy(data))
+    assert str(info.value).startswith('replicas[1] (be4).port: replica is a node of the replica pair of be3 too')
+    data['replicas'][1]['port'] = 2105
+    built = build(data)
+    assert built['hostvars']['replica']['murder_replication_peer'] == '198.51.100.23'
+    assert [i['name'] for i in built['hostvars']['be3']['murder_replica_instances']] == ['be4']
