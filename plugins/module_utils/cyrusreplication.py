@@ -304,23 +304,30 @@ def read_lag_record(path: str, name: str) -> tuple:
     return True, None, None
 
 
-def last_sync(name: str, role: str, pending: dict, state_dir: str, now: float) -> dict:
+def last_sync(name: str, role: str, chained: bool, client_running: bool, pending: dict, state_dir: str,
+              now: float) -> dict:
     """When the replica last held every change of its master (see the module's RETURN).
 
-    On a master whose sync log holds nothing (read completely), the replica holds every logged change now.
+    On a master (not chained) whose rolling client runs and whose sync log holds nothing (read completely), the
+    replica holds every logged change now; that says nothing of a replica that never had its first sync.
+    A replica, and a chained node (a replica first), are dated by their own lag record.
     Otherwise, on the node that keeps the lag record (the replica), the last marker it was seen to hold:
     every change the master acknowledged before the marker was written (``through``) was on the replica
     when it was seen (``at``)."""
-    result = {'at': None, 'through': None, 'age': None, 'source': None, 'record': None, 'problem': None}
-    if role == 'master' and pending['complete'] and not pending['bytes'] and not pending['entries']:
-        result.update(at=utc_text(now), through=utc_text(now), age=0.0, source='backlog')
-        return result
+    result = {'at': None, 'through': None, 'age': None, 'source': None, 'record': None, 'problem': None,
+              'at_epoch': None, 'through_epoch': None}
+    if role == 'master' and not chained:
+        if client_running and pending['complete'] and not pending['bytes'] and not pending['entries']:
+            result.update(at=utc_text(now), through=utc_text(now), age=0.0, source='backlog', at_epoch=round(now, 3),
+                          through_epoch=round(now, 3))
+        return result       # a lag record here would be of a time this node was the replica: not read
     path = lag_record_path(name, state_dir)
     found, last, problem = read_lag_record(path, name)
     result.update(record=path if found else None, problem=problem)
     if last is not None:
         result.update(at=utc_text(last['seen_at']), through=utc_text(last['marked_at']),
-                      age=round(max(0.0, now - last['seen_at']), 1), source='marker')
+                      age=round(max(0.0, now - last['seen_at']), 1), source='marker', at_epoch=last['seen_at'],
+                      through_epoch=last['marked_at'])
     return result
 
 
@@ -388,7 +395,7 @@ def describe(name: str, config_root: str = CONFIG_ROOT, proc_root: str = procfs.
         'sync_client': {'configured': bool(clients), 'entries': clients, 'running': bool(pids), 'pids': pids},
         'sync_server': {'configured': is_replica, 'entries': servers},
         'backlog': pending,
-        'last_sync': last_sync(name, role, pending, state_dir, now),
+        'last_sync': last_sync(name, role, is_master and is_replica, bool(pids), pending, state_dir, now),
         'problems': problems,
     }
 

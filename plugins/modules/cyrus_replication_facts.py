@@ -222,14 +222,19 @@ replication:
       description:
         - When the replica last held every change of its master, as far as this node knows.
         - C(at) (ISO 8601 UTC) when it was seen to; C(through) (ISO 8601 UTC) the changes the master had acknowledged
-          by then (every one before it was on the replica at C(at)); C(age) seconds since C(at); C(source)
-          V(backlog) (a master whose sync log holds nothing, read completely, so in sync now), V(marker) (the last
-          lag measurement that saw the replica catch up, from the lag record) or null (unknown, all four null);
-          C(record) the lag record read (null when there is none); C(problem) why the record could not be used.
+          by then (every one before it was on the replica at C(at)); C(at_epoch) and C(through_epoch) the same in
+          seconds since the epoch; C(age) seconds since C(at); C(source) V(backlog) (a master, not chained, whose
+          rolling sync_client runs and whose sync log holds nothing, read completely, so nothing waits to be
+          shipped; it cannot tell a replica that never had its first sync), V(marker) (the last lag measurement
+          that saw the replica catch up, from the lag record; a chained node is dated so too) or null (unknown,
+          all null); C(record) the lag record read (null when there is none); C(problem) why the record could not
+          be used.
       type: dict
       sample:
         at: "2026-12-03T21:14:05.412Z"
         through: "2026-12-03T21:14:04.750Z"
+        at_epoch: 1796332445.412
+        through_epoch: 1796332444.75
         age: 35.2
         source: marker
         record: /var/lib/cyrus-ha/replication-lag-be1.json

@@ -275,7 +275,7 @@ def test_a_master_with_its_peer_client_and_no_secret(tmp_path, proc):
                     'problems': []},
         # nothing is pending: the replica holds every change logged until now
         'last_sync': {'at': NOW_TEXT, 'through': NOW_TEXT, 'age': 0.0, 'source': 'backlog', 'record': None,
-                      'problem': None},
+                      'problem': None, 'at_epoch': NOW, 'through_epoch': NOW},
         'problems': []}
     assert 's3cret-Pw' not in json.dumps(found)
 
@@ -567,7 +567,8 @@ def test_a_replica_dates_its_last_sync_by_the_last_marker_it_held(tmp_path, proc
     path = lag_record(tmp_path / 'state')
     found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
     assert found == {'at': cyrusreplication.utc_text(NOW - 100.0), 'through': cyrusreplication.utc_text(NOW - 100.5),
-                     'age': 100.0, 'source': 'marker', 'record': path, 'problem': None}
+                     'age': 100.0, 'source': 'marker', 'record': path, 'problem': None, 'at_epoch': NOW - 100.0,
+                     'through_epoch': NOW - 100.5}
     # the last measurement did not see the replica catch up: the one before it still dates the last sync
     lag_record(tmp_path / 'state', measured_at=NOW - 10, seen_at=None, seconds=30, caught_up=False,
                last_caught_up={'marked_at': NOW - 400.25, 'seen_at': NOW - 400.0, 'seconds': 0.25})
@@ -578,7 +579,7 @@ def test_a_replica_dates_its_last_sync_by_the_last_marker_it_held(tmp_path, proc
 
 def test_without_a_caught_up_measurement_the_last_sync_is_unknown(tmp_path, proc):
     instance(tmp_path / 'etc', 'be1r', 'configdirectory: /var/lib/cyrus-ha/be1r\n', REPLICA_CYRUS)
-    unknown = {'at': None, 'through': None, 'age': None, 'source': None}
+    unknown = {'at': None, 'through': None, 'age': None, 'source': None, 'at_epoch': None, 'through_epoch': None}
     found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
     assert found == dict(unknown, record=None, problem=None)      # never measured here
     path = lag_record(tmp_path / 'state', seen_at=None, caught_up=False)
@@ -600,7 +601,7 @@ def test_a_bad_lag_record_is_named_and_dates_nothing(tmp_path, proc, content, pr
     path.write_bytes(content)
     found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
     assert found == {'at': None, 'through': None, 'age': None, 'source': None, 'record': str(path),
-                     'problem': '%s: %s' % (path, problem)}
+                     'problem': '%s: %s' % (path, problem), 'at_epoch': None, 'through_epoch': None}
 
 
 @pytest.mark.parametrize('fields', [
@@ -615,11 +616,25 @@ def test_a_lag_record_without_usable_times_dates_nothing(tmp_path, proc, fields)
 
 def test_a_master_with_a_backlog_is_not_in_sync_now(tmp_path, proc):
     conf_dir = tmp_path / 'lib'
-    instance(tmp_path / 'etc', 'be1', master_conf(conf_dir), MASTER_CYRUS)
+    conf = instance(tmp_path / 'etc', 'be1', master_conf(conf_dir), MASTER_CYRUS)
     (conf_dir / 'sync').mkdir(parents=True)
+    (conf_dir / 'sync' / 'log').write_text('')       # an empty log holds nothing, but no client runs
+    found = describe('be1', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['at'], found['source']) == (None, None)
+    proc.add(100, ['/usr/lib/cyrus/bin/sync_client', '-C', conf, '-r'])
     (conf_dir / 'sync' / 'log').write_text('APPEND user.alice\n')
     found = describe('be1', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
     assert (found['at'], found['source']) == (None, None)
-    (conf_dir / 'sync' / 'log').write_text('')       # shipped: an empty log holds nothing
+    (conf_dir / 'sync' / 'log').write_text('')       # shipped by the running client
     found = describe('be1', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
     assert (found['at'], found['age'], found['source']) == (NOW_TEXT, 0.0, 'backlog')
+
+
+def test_a_chained_node_is_dated_by_its_own_lag_record(tmp_path, proc):
+    conf = instance(tmp_path / 'etc', 'be1r', master_conf('/nonexistent/be1r', 'sync_log_chain: yes\n'), REPLICA_CYRUS)
+    proc.add(100, ['/usr/lib/cyrus/bin/sync_client', '-C', conf, '-r'])
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert found['source'] is None                       # its empty onward backlog says nothing of its own sync
+    path = lag_record(tmp_path / 'state')
+    found = describe('be1r', str(tmp_path / 'etc'), proc.root, NOW, str(tmp_path / 'state'))['last_sync']
+    assert (found['source'], found['record'], found['at_epoch']) == ('marker', path, NOW - 100.0)
