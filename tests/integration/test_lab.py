@@ -137,4 +137,9 @@ def test_generated_topology_feeds_the_murder_inventory_plugin(lab):
     assert hostvars['be1']['murder_role'] == 'backend' and hostvars['be1']['murder_address'] == '198.51.100.121'
     assert hostvars['fe2']['murder_servername'] == 'fe2-svc.cyha.test'
     assert [s['name'] for s in hostvars['spare']['murder_standby_instances']] == ['be1', 'be2']
+    # the replica pair as the lab declares it: its own port, the same as lab/vars/murder_hosts.yml says
+    assert (hostvars['be3']['murder_replication_peer'], hostvars['be3']['murder_replication_port']) == (
+        '198.51.100.50', 2015)
+    assert [(p['instance'], p['home'], p['replica'], p['port']) for p in hostvars['be3']['replication_pairs']] == [
+        ('be3', 'be3', 'replica', 2015)]
     assert hostvars['spare']['cyha_lab_san_devices']['be1'] != hostvars['be1']['cyha_lab_san_devices']['be1']

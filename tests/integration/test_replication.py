@@ -38,6 +38,7 @@ CTL = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
 LAG_FILE = '/var/lib/cyrus-ha/replication-lag-be3.json'      # on the replica host (its own /var/lib/cyrus-ha)
 PROMOTED_FILE = '/var/lib/cyrus-ha/replication-promoted-be3.json'   # what a promoted copy held, on the new master
 UNPLANNED = ('-e', 'replication_failure=unplanned')
+SYNC_PORT = 2015        # the lab pair's own port (lab/lab.py), not Cyrus's usual 2005
 
 
 def replication(*extra: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -116,6 +117,7 @@ def pair(lab):
         with open('/etc/cyrus-ha/be3/imapd.conf', encoding='utf-8') as handle:
             conf = handle.read()
         assert 'sync_log: yes\n' in conf and 'sync_host: 198.51.100.50\n' in conf and 'sync_try_imap: no\n' in conf
+        assert f'sync_port: {SYNC_PORT}\n' in conf
         yield hosts
     finally:
         wipe_replica()
@@ -139,11 +141,11 @@ def test_deploy_replicates_everything_and_a_second_run_changes_nothing(pair, tmp
     # its own disk: the replica's copy is not the home node's (the lab machine sees be3's)
     assert inside('replica', ['test', '-d', '/var/lib/cyrus-ha/be3/db']).returncode == 0
     assert inside('replica', ['ls', '/etc/cyrus-ha']).stdout.split() == ['be3']
-    assert 'syncserver' in inside('replica', ['cat', '/etc/cyrus-ha/be3/cyrus.conf']).stdout
+    assert f'listen="198.51.100.50:{SYNC_PORT}"' in inside('replica', ['cat', '/etc/cyrus-ha/be3/cyrus.conf']).stdout
     replica_conf = inside('replica', ['cat', '/etc/cyrus-ha/be3/imapd.conf']).stdout
     assert 'mupdate_server' not in replica_conf and 'sync_log' not in replica_conf
     master, replica = facts('be3', tmp_path, mailboxes=True), facts('replica', tmp_path, mailboxes=True)
-    assert master['role'] == 'master' and master['sync_client']['running'] and master['peer'] == '198.51.100.50:2005'
+    assert master['role'] == 'master' and master['sync_client']['running'] and master['peer'] == f'198.51.100.50:{SYNC_PORT}'
     assert replica['role'] == 'replica' and replica['sync_server']['configured'] and not replica['sync_client']['running']
     assert 'user.dave' in master['mailboxes']
     assert diff(master['mailboxes'], replica['mailboxes'])['equal'], (master['mailboxes'], replica['mailboxes'])
@@ -178,7 +180,7 @@ def test_the_lag_is_measured_with_a_marker_on_the_master(pair, tmp_path):
     assert not first['failed'] and first['changed'] and first['lag']['created'], first['_output'][-2000:]
     measured = first['lag']
     assert measured['caught_up'] and 0 < measured['seconds'] < 30 and measured['mailbox'] == 'cyrus-ha-lag-be3'
-    assert measured['peer'] == '198.51.100.50:2005' and measured['seen_at'] >= measured['marked_at']
+    assert measured['peer'] == f'198.51.100.50:{SYNC_PORT}' and measured['seen_at'] >= measured['marked_at']
     print(f"replication lag of be3: {measured['seconds']} s ({measured['polls']} questions to the replica)")
     second = lag('be3', tmp_path)
     assert not second['failed'] and not second['changed'] and second['lag']['caught_up']
@@ -199,7 +201,7 @@ def test_the_lag_is_measured_with_a_marker_on_the_master(pair, tmp_path):
 def test_backlog_grows_while_the_replica_is_down_and_drains_after(pair, tmp_path):
     cyha_imap.stop_instance('be3', 'cyha-replica')
     down = lag('be3', tmp_path)
-    assert down['failed'] and down['msg'] == ('the replica 198.51.100.50:2005 (sync_server) cannot be reached: '
+    assert down['failed'] and down['msg'] == (f'the replica 198.51.100.50:{SYNC_PORT} (sync_server) cannot be reached: '
                                               'Connection refused'), down['_output'][-2000:]
     deliver(3)
     assert labutil.poll(lambda: facts('be3', tmp_path)['backlog']['entries'] > 0, 20, interval=0.5)
@@ -255,7 +257,7 @@ def test_planned_promotion_and_back_lose_no_message(pair, tmp_path):
     assert cyha_imap.master_pid('be3', 'cyha-replica') and cyha_imap.master_pid('be3')   # master there, replica here
     assert has_address('cyha-replica', BE3_ADDR) and not has_address('cyha-be3', BE3_ADDR)
     promoted, old = facts('replica', tmp_path, mailboxes=True), facts('be3', tmp_path)
-    assert (promoted['role'], promoted['peer'], old['role']) == ('master', '198.51.100.23:2005', 'replica')
+    assert (promoted['role'], promoted['peer'], old['role']) == ('master', f'198.51.100.23:{SYNC_PORT}', 'replica')
     assert labutil.poll(login_works, 60, interval=0.2), 'dave cannot log in through fe1 after the promotion'
     during = deliver(3)
     for message_id in before + during:

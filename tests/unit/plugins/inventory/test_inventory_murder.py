@@ -58,12 +58,13 @@ def test_the_lab_topology_builds_the_lab_groups_and_variables():
     assert [i['name'] for i in hostvars['spare']['murder_standby_instances']] == ['be1', 'be2']
     assert 'murder_role' not in hostvars['spare']
     # the replica pair: be3 ships its changes to the host replica, which holds the same instance
-    assert hostvars['be3']['murder_replication_peer'] == '198.51.100.50'
+    assert (hostvars['be3']['murder_replication_peer'], hostvars['be3']['murder_replication_port']) == (
+        '198.51.100.50', 2015)
     assert [i['name'] for i in hostvars['replica']['murder_replica_instances']] == ['be3']
     assert hostvars['mupdate']['replication_pairs'] == [{
         'instance': 'be3', 'home': 'be3', 'replica': 'replica', 'servername': 'be3-svc.cyha.test',
         'address': '198.51.100.123', 'home_address': '198.51.100.23', 'replica_address': '198.51.100.50',
-        'port': 2005}]
+        'port': 2015}]
     assert 'WARNING' not in out.stderr, out.stderr
 
 
