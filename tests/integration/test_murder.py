@@ -278,10 +278,7 @@ def test_a_hand_edit_is_detected_then_corrected(murder):
                         SYNC_TIMEOUT, interval=0.5)
     with cyha_imap.imap(addr(murder, 'fe1'), 'bob', USERS['bob']) as conn:
         cyha_imap.append_and_fetch(conn)
-    before = snapshot()
-    proc = site()
-    assert {task for task, host in changed_tasks(proc.stdout)} <= set(SHARED_COPIES), proc.stdout[-3000:]
-    assert snapshot() == before
+    # (that a run after it changes nothing is test_second_run_changes_nothing's, on the same tree)
 
 
 BAD_VARIABLES = [

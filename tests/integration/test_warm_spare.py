@@ -240,8 +240,6 @@ FAILOVER_PHASES = {
                 'instance up', 'first IMAP login'),
     'instance-killed': ('instance killed', 'instance stopped', 'address released', 'volume unmounted',
                         'volume mounted', 'address taken', 'instance up', 'first IMAP login'),
-    'link-down': ('home link down', 'home fenced', 'volume mounted', 'address taken', 'instance up',
-                  'first IMAP login'),
 }
 
 
@@ -255,12 +253,13 @@ def drill_password_file(tmp_path) -> str:
 
 # The drills run under mail traffic from the lab's client host (lab/vars/traffic.yml): the first with -vvv
 # (its users' passwords must not leak either), the third through a crash.
-TRAFFIC_RUNS = ('1', '3')
 
 
-@pytest.mark.parametrize('run, failure', [('1', 'planned'), ('3', 'instance-killed'), ('4', 'link-down')])
+# (A link-down failover is proven by the certification run below, under traffic with its invariants, and by the
+# unplanned failover's fencing test; its drill is left out of make test for time.)
+@pytest.mark.parametrize('run, failure', [('1', 'planned'), ('3', 'instance-killed')])
 def test_drill_passes_for_each_failure_in_a_row(pair, tmp_path, run, failure):
-    traffic = ('-e', '@lab/vars/traffic.yml') if run in TRAFFIC_RUNS else ()
+    traffic = ('-e', '@lab/vars/traffic.yml')
     proc = play('drill.yml', '-e', '@lab/vars/drill.yml', '-e', 'warm_spare_instance=be1',
                 '-e', 'drill_frontend=fe1', '-e', 'drill_user=alice', '-e', '@' + drill_password_file(tmp_path),
                 '-e', f'drill_report_dir={tmp_path}', '-e', f'drill_id={run}', '-e', f'drill_failure={failure}',
@@ -279,11 +278,9 @@ def test_drill_passes_for_each_failure_in_a_row(pair, tmp_path, run, failure):
     assert report['canaries']['found'] == report['canaries']['expected'] == 8   # 3 APPEND, 3 LMTP, 1 after, 1 outage
     outage = report['outage_delivery']
     assert outage['delivered'] is True and outage['found'] is True, outage
-    if failure != 'link-down':
-        # the instance is gone before the delivery starts: the frontend refuses it (451) and it stays queued.
-        # With the link down, the frontend may instead hold the attempt open until the spare answers.
-        assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never ' \
-            'refused: it proved no queueing'
+    # the instance is gone before the delivery starts: the frontend refuses it (451) and it stays queued
+    assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never ' \
+        'refused: it proved no queueing'
     phases = [p['phase'] for p in report['phases']]
     order = [phases.index(phase) for phase in FAILOVER_PHASES[failure]]
     assert order == sorted(order), (failure, phases)
@@ -294,13 +291,8 @@ def test_drill_passes_for_each_failure_in_a_row(pair, tmp_path, run, failure):
     ET.parse(f'{base}.svg')
     print(f'drill {run} ({failure}): failure to first IMAP login {report["failover_seconds"]:.2f} s; outage '
           f'delivery {outage["attempts"]} attempts, queued {outage["queued_seconds"]} s')
-    if run in TRAFFIC_RUNS:
-        cyha_traffic.check_drill_traffic(report, f'{base}.md', failure)
-    else:
-        assert 'traffic' not in report
+    cyha_traffic.check_drill_traffic(report, f'{base}.md', failure)
     assert placement() == HOME
-    if failure == 'link-down':
-        assert record('be1')['active'] == 'be1'
 
 
 def test_the_invariant_check_finds_a_lost_and_a_duplicated_message_on_the_backend(pair):
