@@ -526,28 +526,40 @@ def parse_volume(where: str, raw, owner: str, seen: dict) -> dict:
             'options': options or 'defaults'}
 
 
-def attach_warm_spare(index: int, raw, described: dict, hostvars: dict, seen: dict) -> None:
-    """One ``warm_spares`` entry: sets ``spare`` and ``volume`` of its backend instance."""
-    where = 'warm_spares[%d]' % index
-    spec = _mapping(raw, where, SPARE_KEYS)
+def _pair_instance(kind: str, index: int, spec: dict, described: dict) -> tuple:
+    """(where, name, item) of a pair entry's backend-to-be: ``<kind>[n] (<instance>)`` once the instance is known."""
+    where = '%s[%d]' % (kind, index)
     name = spec.get('instance')
     if not isinstance(name, str) or name not in described:
         raise TopologyError('%s.instance: %s is not declared under instances' % (where, _show(name)))
-    where = 'warm_spares[%d] (%s)' % (index, name)
-    item = described[name]
-    if item['role'] != 'backend':
-        raise TopologyError('%s: only backends have warm spares, and %s is a %s' % (where, name, item['role']))
-    if item['spare'] is not None:
-        raise TopologyError('%s: %s already has the warm spare %s' % (where, name, item['spare']))
+    return '%s[%d] (%s)' % (kind, index, name), name, described[name]
+
+
+def _pair_nodes(where: str, spec: dict, key: str, item: dict, hostvars: dict) -> tuple:
+    """(home, other) of a pair entry: ``home`` the instance's host (its default), ``other`` (under ``key``) another
+    declared host."""
+    name = item['name']
     home = item['host'] if spec.get('home') is None else spec['home']
     if home != item['host']:
         raise TopologyError('%s.home: %s is not the host of instance %s (%s)'
                             % (where, _show(home), name, item['host']))
-    spare = spec.get('spare')
-    if not isinstance(spare, str) or spare not in hostvars:
-        raise TopologyError('%s.spare: %s is not declared under hosts' % (where, _show(spare)))
-    if spare == home:
-        raise TopologyError('%s.spare: the spare must be another host than the home host %s' % (where, home))
+    other = spec.get(key)
+    if not isinstance(other, str) or other not in hostvars:
+        raise TopologyError('%s.%s: %s is not declared under hosts' % (where, key, _show(other)))
+    if other == home:
+        raise TopologyError('%s.%s: the %s must be another host than the home host %s' % (where, key, key, home))
+    return home, other
+
+
+def attach_warm_spare(index: int, raw, described: dict, hostvars: dict, seen: dict) -> None:
+    """One ``warm_spares`` entry: sets ``spare`` and ``volume`` of its backend instance."""
+    spec = _mapping(raw, 'warm_spares[%d]' % index, SPARE_KEYS)
+    where, name, item = _pair_instance('warm_spares', index, spec, described)
+    if item['role'] != 'backend':
+        raise TopologyError('%s: only backends have warm spares, and %s is a %s' % (where, name, item['role']))
+    if item['spare'] is not None:
+        raise TopologyError('%s: %s already has the warm spare %s' % (where, name, item['spare']))
+    dummy, spare = _pair_nodes(where, spec, 'spare', item, hostvars)
     item['volume'] = parse_volume(where, spec.get('volume'), name, seen)
     item['spare'] = spare
 
@@ -567,13 +579,8 @@ def attach_replica(index: int, raw, described: dict, hostvars: dict, ports: dict
     """One ``replicas`` entry: sets ``replica`` and ``replication_port`` of its backend instance (Cyrus rolling
     replication to the same instance on the replica host, on that host's own disk). ``ports`` maps (host, port)
     to the instance whose pair listens there (either node holds the replica at some time)."""
-    where = 'replicas[%d]' % index
-    spec = _mapping(raw, where, REPLICA_KEYS)
-    name = spec.get('instance')
-    if not isinstance(name, str) or name not in described:
-        raise TopologyError('%s.instance: %s is not declared under instances' % (where, _show(name)))
-    where = 'replicas[%d] (%s)' % (index, name)
-    item = described[name]
+    spec = _mapping(raw, 'replicas[%d]' % index, REPLICA_KEYS)
+    where, name, item = _pair_instance('replicas', index, spec, described)
     if item['role'] != 'backend':
         raise TopologyError('%s: only backends are replicated, and %s is a %s' % (where, name, item['role']))
     if item['replica'] is not None:
@@ -582,15 +589,7 @@ def attach_replica(index: int, raw, described: dict, hostvars: dict, ports: dict
     if item['spare'] is not None:
         raise TopologyError('%s: %s already has the warm spare %s on a shared volume: a backend is kept either by '
                             'a warm spare or by a replica, not both' % (where, name, item['spare']))
-    home = item['host'] if spec.get('home') is None else spec['home']
-    if home != item['host']:
-        raise TopologyError('%s.home: %s is not the host of instance %s (%s)'
-                            % (where, _show(home), name, item['host']))
-    replica = spec.get('replica')
-    if not isinstance(replica, str) or replica not in hostvars:
-        raise TopologyError('%s.replica: %s is not declared under hosts' % (where, _show(replica)))
-    if replica == home:
-        raise TopologyError('%s.replica: the replica must be another host than the home host %s' % (where, home))
+    home, replica = _pair_nodes(where, spec, 'replica', item, hostvars)
     for node in (home, replica):
         if ':' in hostvars[node]['ansible_host']:
             raise TopologyError('%s: hosts.%s.address is IPv6 (%s): the nodes of a replica pair replicate over '
