@@ -9,11 +9,14 @@ socket of the lab's rsyslogd), and its own host name (UTS namespace).
 
 Usage (as root)::
 
-    python3 lab/lab.py up [--frontends N] [--backends N] [--spares N] [--replica-pairs N]
+    python3 lab/lab.py up [--frontends N] [--backends N] [--spares N] [--replica-pairs N] [--systemd]
     python3 lab/lab.py down
     python3 lab/lab.py revive         # boot again the hosts a crash or a fence killed
     python3 lab/lab.py status
     python3 lab/lab.py leftovers      # exit 1 and list what a lab left behind
+
+With ``--systemd`` each host is instead a container with its own root filesystem (an overlay of a cached
+Debian base) and systemd as its PID 1, running sshd as a unit: see lab/osroot.py.
 
 Everything the lab makes carries the ``cyha-`` prefix or lives under the lab directory
 (``$CYHA_LAB_DIR``, default /var/lib/cyha-lab); ``down`` removes exactly that and only
@@ -34,6 +37,9 @@ import subprocess
 import sys
 import time
 import uuid
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import osroot  # noqa: E402  (lab/osroot.py: the systemd hosts' roots)
 
 PREFIX = 'cyha-'
 BRIDGE = PREFIX + 'br0'
@@ -225,7 +231,8 @@ class Lab:
         return os.path.join(self.dir, 'hosts', name)
 
     # -- up ------------------------------------------------------------------------------------
-    def up(self, frontends: int, backends: int, spares: int, san_mb: int = SAN_MB, replica_pairs: int = 0) -> dict:
+    def up(self, frontends: int, backends: int, spares: int, san_mb: int = SAN_MB, replica_pairs: int = 0,
+           systemd: bool = False) -> dict:
         for tool in ('ip', 'unshare', '/usr/sbin/sshd', 'ssh-keygen', 'rsyslogd', 'mkfs.ext4', 'losetup'):
             if not shutil.which(tool):
                 raise LabError(f'{tool} is not installed: run `make deps` (apt packages in bindep.txt)')
@@ -237,7 +244,8 @@ class Lab:
         self.install_fence_agent()
         if not 64 <= san_mb <= 65536:
             raise LabError(f'the SAN disks must be from 64 to 65536 MiB, not {san_mb}')
-        same = state and state.get('params') == params and state.get('san_mb', SAN_MB) == san_mb
+        same = state and state.get('params') == params and state.get('san_mb', SAN_MB) == san_mb \
+            and bool(state.get('systemd')) == systemd
         if same and state.get('up'):
             self.revive(state)
         if state and (not same or not self.healthy(state)):
@@ -256,12 +264,14 @@ class Lab:
             self.write_topology(hosts, state)
             return state
 
+        # the systemd hosts' base root filesystem first: a failed build leaves no half-made lab
+        base = osroot.ensure_base(log) if systemd else None
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         os.makedirs(self.cp_dir, mode=0o700, exist_ok=True)
         os.makedirs(self.log_dir, mode=0o750, exist_ok=True)
         os.makedirs(self.sock_dir, mode=0o755, exist_ok=True)
         state = {'params': params, 'san_mb': san_mb, 'hosts': hosts, 'pids': {},
-                 'created_dev_log': False}
+                 'created_dev_log': False, 'systemd': systemd, 'base': base}
         self.save(state)   # saved before anything is made, so a failed `up` is undone by `down`
         self.ensure_keys()
         self.make_tls(hosts)
@@ -278,11 +288,12 @@ class Lab:
         # sees the others' (the lab's fence agent finds its target there)
         for host in hosts:
             self.name_netns(host)
+        # the SAN disks before the hosts boot: a systemd host gets its loop devices in its own /dev
+        self.make_san(state, hosts)
         for host in hosts:
             self.spawn_host(host, state)
             self.save(state)
-        self.make_san(state, hosts)
-        self.wait_sshd(hosts)
+        self.wait_sshd(hosts, 90 if systemd else 20)
         self.write_known_hosts(hosts)
         self.write_inventory(hosts, state)
         self.write_topology(hosts, state)
@@ -339,9 +350,14 @@ class Lab:
         for host in state.get('hosts', []):
             if host['netns'] not in namespaces:
                 return False
-            if not pid_alive(state['pids'].get(host['name']), 'sshd'):
+            if not self.host_alive(state, host['name']):
                 return False
         return True
+
+    @staticmethod
+    def host_alive(state: dict, name: str) -> bool:
+        """The host's first process runs: its sshd (direct hosts) or its boot process, whose child is its systemd."""
+        return pid_alive(state.get('pids', {}).get(name), 'cyha-host-boot' if state.get('systemd') else 'sshd')
 
     def ensure_keys(self) -> None:
         if not os.path.exists(self.key):
@@ -432,6 +448,12 @@ class Lab:
         run(['ip', 'netns', 'exec', netns, 'sysctl', '-qw', 'net.ipv6.conf.eth0.keep_addr_on_down=1'])
         # a new lab's hosts start with fresh private directories (a revived host keeps its own)
         shutil.rmtree(os.path.join(hdir, 'private'), ignore_errors=True)
+        if state.get('systemd'):
+            # a systemd host's own root filesystem: a fresh overlay of the base, made this host's
+            root = osroot.make_root(hdir, state['base'], fresh=True)
+            with open(self.hosts_file, encoding='utf-8') as handle:
+                hosts_text = handle.read()
+            osroot.configure(root, name, hosts_text, hostkey, self.authorized_keys)
 
     def name_netns(self, host: dict) -> None:
         """Bind the host's namespace at <lab dir>/netns/<netns>, a path every lab host can see."""
@@ -475,6 +497,14 @@ class Lab:
     def spawn_host(self, host: dict, state: dict) -> None:
         """Boot the host: its init (private mounts, host name) that becomes its sshd."""
         name, hdir = host['name'], self.host_dir(host['name'])
+        if state.get('systemd'):
+            root = osroot.make_root(hdir, state['base'], fresh=False)
+            loops = [vol['devices'][name] for vol in state.get('san', {}).values() if name in vol['devices']]
+            osroot.remove_cgroups(name)     # a host powered off: its emptied cgroups from the last boot
+            proc = spawn(osroot.boot_argv(host['netns'], root, name, osroot.devices(loops)),
+                         os.path.join(hdir, 'console.log'), preexec=osroot.enter_cgroups(name))
+            state['pids'][name] = proc.pid
+            return
         sock = os.path.join(self.sock_dir, name + '.sock')
         proc = spawn(['ip', 'netns', 'exec', host['netns'], 'unshare', '--mount', '--uts', '--propagation', 'private',
                       'sh', '-c', HOST_INIT, 'cyha-host-init', name, self.hosts_file, sock,
@@ -487,7 +517,7 @@ class Lab:
         link remain). Like a rebooted machine, a revived host has only its boot addresses."""
         namespaces = set(list_netns())
         dead = [h for h in state.get('hosts', []) if h['netns'] in namespaces
-                and not pid_alive(state.get('pids', {}).get(h['name']), 'sshd') and not pids_in_netns(h['netns'])]
+                and not self.host_alive(state, h['name']) and not pids_in_netns(h['netns'])]
         if dead:
             # SSH control masters to a host that died without closing its connections would hang
             for pid in pids_matching(lambda cmd: self.cp_dir in cmd):
@@ -499,7 +529,7 @@ class Lab:
             self.spawn_host(host, state)
         if dead:
             self.save(state)
-            self.wait_sshd(dead)
+            self.wait_sshd(dead, 90 if state.get('systemd') else 20)
         return [h['name'] for h in dead]
 
     def install_fence_agent(self) -> None:
@@ -507,7 +537,7 @@ class Lab:
         with open(source, encoding='utf-8') as handle:
             write_atomic(FENCE_AGENT, handle.read(), 0o755)
 
-    def wait_sshd(self, hosts: list[dict]) -> None:
+    def wait_sshd(self, hosts: list[dict], timeout: float = 20) -> None:
         waiting = list(hosts)
 
         def ready() -> bool:
@@ -521,10 +551,12 @@ class Lab:
                 waiting.pop(0)
             return True
         try:
-            wait_for(ready, 20, 'sshd on every lab host')
+            wait_for(ready, timeout, 'sshd on every lab host')
         except LabError as exc:
             name = waiting[0]['name']
-            with open(os.path.join(self.host_dir(name), 'sshd.log'), encoding='utf-8', errors='replace') as handle:
+            logs = [os.path.join(self.host_dir(name), f) for f in ('sshd.log', 'console.log')]
+            with open(next((f for f in logs if os.path.exists(f)), os.devnull), encoding='utf-8',
+                      errors='replace') as handle:
                 tail = handle.read()[-600:].strip()
             raise LabError(f'{exc}: sshd on {name} is not answering; its log ends: {tail}') from exc
 
@@ -569,6 +601,8 @@ class Lab:
             'cyha_lab_home': os.path.dirname(os.path.abspath(__file__)),
             'cyha_lab_san': {vol: {'uuid': v['uuid'], 'label': v['label']} for vol, v in san.items()},
             'cyha_lab_log_dir': self.log_dir,
+            # how the hosts run their services: systemd (own root, systemd as PID 1) or direct (shared root)
+            'cyha_lab_init': 'systemd' if state.get('systemd') else 'direct',
         }}}
         # JSON is YAML: no YAML library is needed to write it.
         write_atomic(self.inventory, '# cyrus.ha lab inventory: generated by lab/lab.py\n'
@@ -605,6 +639,12 @@ class Lab:
         #    pattern after a lost state); other cyha- rigs (module tests) are not the lab's.
         ours = {h['netns'] for h in state.get('hosts', [])}
         namespaces = [ns for ns in list_netns() if ns in ours or LAB_NAME.match(ns)]
+        # a systemd host ignores SIGTERM at its PID 1: pull its plug (SIGKILL ends its whole PID namespace)
+        for host in state.get('hosts', []) if state.get('systemd') else ():
+            if self.host_alive(state, host['name']):
+                first = osroot.pid1(state['pids'][host['name']])
+                if first:
+                    kill_pid(first, signal.SIGKILL)
         targets = []
         for netns in namespaces:
             targets += pids_in_netns(netns)
@@ -624,6 +664,13 @@ class Lab:
             run(['umount', '-l', mountpoint], check=False)
         for dev in loops_under(self.dir):
             run(['losetup', '-d', dev], check=False)
+        # the systemd hosts' own roots (their overlays were unmounted above) and cgroups
+        for host in state.get('hosts', []):
+            removed = wait_for_value(lambda h=host: not osroot.remove_cgroups(h['name']), 10)
+            if not removed:
+                log(f'cgroups of host {host["name"]} are still busy: {osroot.cgroup_dirs(host["name"])}')
+            for path in osroot.host_paths(self.host_dir(host['name'])).values():
+                shutil.rmtree(path, ignore_errors=True)
         if os.path.isdir(self.netns_dir):
             shutil.rmtree(self.netns_dir)
         if os.path.isdir(os.path.join(self.dir, 'san')):
@@ -644,7 +691,8 @@ class Lab:
 
     def status(self) -> dict:
         state = self.load()
-        return {'dir': self.dir, 'up': bool(state) and self.healthy(state), 'hosts': state.get('hosts', []),
+        return {'dir': self.dir, 'up': bool(state) and self.healthy(state), 'systemd': bool(state.get('systemd')),
+                'hosts': state.get('hosts', []),
                 'inventory': self.inventory if os.path.exists(self.inventory) else None}
 
     def leftovers(self) -> list[str]:
@@ -667,6 +715,7 @@ class Lab:
         found += [f'mount {m}' for m in all_mounts() if PREFIX in m]
         found += [f'loop device {d}' for d in loops_under(PREFIX)]
         found += [f'file {FENCE_AGENT}'] if os.path.exists(FENCE_AGENT) else []
+        found += [f'cgroup {path}' for path in cgroups_named(PREFIX)]
         return sorted(set(found))
 
 
@@ -733,11 +782,11 @@ def cert_names(cert: str) -> list[str]:
     return sorted(n.strip().replace('IP Address:', 'IP:') for n in text.split(',') if n.strip())
 
 
-def spawn(argv: list[str], logfile: str) -> subprocess.Popen:
+def spawn(argv: list[str], logfile: str, preexec=None) -> subprocess.Popen:
     """Start a daemon detached from this process; its output goes to logfile."""
     with open(logfile, 'ab') as out:
         return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+                                start_new_session=True, close_fds=True, preexec_fn=preexec)
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
@@ -860,6 +909,28 @@ def mounts_under(directory: str) -> list[str]:
     return [m for m in all_mounts() if m == directory or m.startswith(directory + '/')]
 
 
+def cgroups_named(prefix: str) -> list[str]:
+    """Top-level cgroups whose name starts with prefix, in every hierarchy (the systemd hosts' own)."""
+    found = []
+    root = osroot.CGROUP_ROOT
+    for hierarchy in [root] + [os.path.join(root, e) for e in (os.listdir(root) if os.path.isdir(root) else ())]:
+        if os.path.isdir(hierarchy) and os.path.exists(os.path.join(hierarchy, 'cgroup.procs')):
+            found += [os.path.join(hierarchy, e) for e in os.listdir(hierarchy)
+                      if e.startswith(prefix) and os.path.isdir(os.path.join(hierarchy, e))]
+    return sorted(found)
+
+
+def wait_for_value(predicate, timeout: float) -> bool:
+    """Poll predicate until true or timeout; whether it came true."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+
+
 def loop_devices() -> list[dict]:
     out = run(['losetup', '-J', '-l'], check=False).stdout.strip()
     return json.loads(out).get('loopdevices', []) if out else []
@@ -882,6 +953,8 @@ def main(argv: list[str] | None = None) -> int:
                          'replication)')
     up.add_argument('--san-mb', type=int, default=int(os.environ.get('CYHA_SAN_MB', str(SAN_MB))),
                     help='size of each backend\'s SAN disk in MiB (sparse; more for many mailboxes)')
+    up.add_argument('--systemd', action='store_true', default=bool(os.environ.get('CYHA_LAB_SYSTEMD')),
+                    help='each host a container with its own root filesystem and systemd as PID 1 (lab/osroot.py)')
     sub.add_parser('down')
     sub.add_parser('revive')
     sub.add_parser('status')
@@ -890,7 +963,7 @@ def main(argv: list[str] | None = None) -> int:
     lab = Lab(args.dir)
     try:
         if args.command == 'up':
-            lab.up(args.frontends, args.backends, args.spares, args.san_mb, args.replica_pairs)
+            lab.up(args.frontends, args.backends, args.spares, args.san_mb, args.replica_pairs, args.systemd)
         elif args.command == 'down':
             lab.down()
         elif args.command == 'revive':
@@ -905,7 +978,7 @@ def main(argv: list[str] | None = None) -> int:
             for item in found:
                 print(item)
             return 1 if found else 0
-    except (LabError, subprocess.TimeoutExpired, OSError) as exc:
+    except (LabError, osroot.RootError, subprocess.TimeoutExpired, OSError) as exc:
         log(f'error: {exc}')
         return 2
     return 0

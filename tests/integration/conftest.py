@@ -20,6 +20,12 @@ import cyha_imapserver  # noqa: E402
 import labutil  # noqa: E402
 
 
+def pytest_collection_modifyitems(items):
+    """Modules that bring up a lab of their own (marker own_lab: the systemd hosts) run after every other test,
+    the shared lab's teardown included, so that no test finds the shared lab replaced."""
+    items.sort(key=lambda item: item.get_closest_marker('own_lab') is not None)
+
+
 @pytest.fixture(scope='session')
 def lab():
     if os.geteuid() != 0:

@@ -5,9 +5,11 @@
     python3 cyrus_instance_ctl.py ACTION --imapd-conf F --cyrus-conf F --pidfile F --master BIN
                                   [--address IP ...] [--check] [--timeout SECONDS]
 
-ACTION is status, layout, prepare, start, stop, restart or kill (layout creates the --directory
+ACTION is status, layout, prepare, start, stop, restart, kill or take-address (layout creates the --directory
 paths, owned by --user/--group, mode 0750; prepare creates the run-time directories; kill is a
-crash for failover drills: SIGKILL to every process of the instance, the pidfile left behind). The answer is one JSON object on stdout
+crash for failover drills: SIGKILL to every process of the instance, the pidfile left behind; take-address,
+run by the systemd unit before master at boot, adds the instance's own service address --address IP/PREFIX
+[--interface IF] after a conflict probe, refusing an address another host answers). The answer is one JSON object on stdout
 (changed, state, pid, msg); the exit status is 0 unless the action failed. The instance is
 identified by its pidfile and by its imapd.conf path, which every process of the instance
 carries after -C: processes of other instances on the same machine are never touched.
@@ -31,9 +33,10 @@ import sys
 import time
 
 try:
-    from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, procfs, testhook
+    from ansible_collections.cyrus.ha.plugins.module_utils import announce, cyrusinstance, procfs, testhook
     from ansible_collections.cyrus.ha.plugins.module_utils.cyrusconf import SOCKET_KEYS, parse_imapd_lines
 except ImportError:   # installed: the module_utils are beside this file, in the support directory
+    import announce
     import cyrusinstance
     import procfs
     import testhook
@@ -79,6 +82,37 @@ def address_is_local(address: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def take_address(spec: str, interface: str | None, check: bool = False) -> dict:
+    """The instance's own service address (IP/PREFIX) on this host, as its unit takes it at boot before master
+    binds it: nothing when it is here already; else a conflict probe (ARP, or IPv6 duplicate address detection)
+    on the interface that reaches its subnet, refusing an address another host answers, then the address and
+    its announcements."""
+    address, sep, prefix = spec.partition('/')
+    if not sep or not prefix.isdigit():
+        raise ValueError(f'take-address needs --address IP/PREFIX, not {spec!r}')
+    if address_is_local(address):
+        return {'changed': False, 'state': 'present', 'pid': None, 'msg': f'{address} is already on this host'}
+    if not interface:
+        route = json.loads(subprocess.run(['ip', '-j', 'route', 'get', address], capture_output=True, text=True,
+                                          check=True, timeout=10).stdout or '[]')
+        interface = route[0].get('dev') if route else None
+        if not interface or interface == 'lo':
+            raise RuntimeError(f'no interface of this host reaches {address}: set the instance\'s interface')
+    with open(f'/sys/class/net/{interface}/address', encoding='ascii') as handle:
+        mac = handle.read().strip()
+    seen = announce.probe(interface, mac, address, count=3, timeout=1.0)
+    if seen['conflict']:
+        raise RuntimeError(f'{address} answers from {seen["mac"]} on {interface}: another host holds the service '
+                           'address, refusing to take it (and to start the instance)')
+    if check:
+        return {'changed': True, 'state': 'present', 'pid': None, 'msg': f'{address} would be added on {interface}'}
+    extra = ['nodad'] if ':' in address else []
+    subprocess.run(['ip', 'addr', 'add', f'{address}/{prefix}', 'dev', interface, *extra], check=True, timeout=10,
+                   capture_output=True)
+    announce.announce(interface, mac, address, count=3, interval=0.2)
+    return {'changed': True, 'state': 'present', 'pid': None, 'msg': f'{address}/{prefix} added on {interface}'}
 
 
 def make_dirs(paths: list[str], user: str, group: str, check: bool = False) -> list[str]:
@@ -237,11 +271,13 @@ def kill(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('action', choices=('status', 'layout', 'prepare', 'start', 'stop', 'restart', 'kill'))
-    parser.add_argument('--imapd-conf', required=True)
-    parser.add_argument('--cyrus-conf', required=True)
-    parser.add_argument('--pidfile', required=True)
-    parser.add_argument('--master', required=True)
+    parser.add_argument('action', choices=('status', 'layout', 'prepare', 'start', 'stop', 'restart', 'kill',
+                                           'take-address'))
+    parser.add_argument('--imapd-conf')
+    parser.add_argument('--cyrus-conf')
+    parser.add_argument('--pidfile')
+    parser.add_argument('--master')
+    parser.add_argument('--interface')
     parser.add_argument('--directory', action='append', default=[])
     parser.add_argument('--address', action='append', default=[])
     parser.add_argument('--user', default='cyrus')
@@ -250,8 +286,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--check', action='store_true', help='report what would change, change nothing')
     parser.add_argument('--proc-root', default='/proc', help=argparse.SUPPRESS)   # a recorded /proc, for tests
     args = parser.parse_args(argv)
+    if args.action == 'take-address':
+        if len(args.address) != 1:
+            parser.error('take-address needs one --address IP/PREFIX')
+    else:
+        missing = [f'--{k.replace("_", "-")}' for k in ('imapd_conf', 'cyrus_conf', 'pidfile', 'master')
+                   if not getattr(args, k)]
+        if missing:
+            parser.error(f'{args.action} needs {", ".join(missing)}')
     try:
-        if args.action == 'status':
+        if args.action == 'take-address':
+            result = take_address(args.address[0], args.interface, args.check)
+        elif args.action == 'status':
             pid = master_pid(args)
             result = {'changed': False, 'state': 'started' if pid else 'stopped', 'pid': pid,
                       'msg': 'master is running' if pid else 'master is not running'}
@@ -271,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             stopped = stop(args)
             result = start(args) if not args.check else dict(stopped, state='started', msg='master would be restarted')
             result['changed'] = True
-    except (OSError, RuntimeError, KeyError, ValueError, subprocess.TimeoutExpired) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, subprocess.SubprocessError, announce.AnnounceError) as exc:
         print(json.dumps({'changed': False, 'failed': True, 'msg': str(exc)}))
         return 1
     print(json.dumps(result))
