@@ -13,6 +13,8 @@ BACKENDS   ?= 2
 SPARES     ?= 1
 REPLICA_PAIRS ?= 1
 REPORTS    ?= build/reports
+# extra lab.py up arguments, for example --systemd (hosts with their own root filesystem and systemd)
+LAB_ARGS   ?=
 PYTEST_ARGS ?=
 LINK       := build/collections/ansible_collections/cyrus/ha
 
@@ -47,7 +49,7 @@ env: $(VENV)/.stamp $(LINK)
 	@$(VPY) tools/install-ansible-test-bootstrap.py
 
 lab-up: deps env
-	$(PYTHON) lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES) --replica-pairs $(REPLICA_PAIRS)
+	$(PYTHON) lab/lab.py up --frontends $(FRONTENDS) --backends $(BACKENDS) --spares $(SPARES) --replica-pairs $(REPLICA_PAIRS) $(LAB_ARGS)
 
 lab-down:
 	$(PYTHON) lab/lab.py down

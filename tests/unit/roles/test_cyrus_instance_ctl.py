@@ -281,3 +281,46 @@ def test_layout_and_prepare_make_the_directories_once(be9, capsys, tmp_path):
 def test_layout_refuses_a_relative_directory(be9, capsys):
     assert run(capsys, be9.argv('layout', '--directory=spool')) == (1, {
         'changed': False, 'failed': True, 'msg': "directory 'spool' is not an absolute path"})
+
+
+# take-address: the unit's ExecStartPre at boot (an instance whose service address is its own)
+
+def test_take_address_leaves_an_address_that_is_up_alone(monkeypatch):
+    def no_probe(*args, **kwargs):
+        raise AssertionError('no probe for an address that is up')
+    monkeypatch.setattr(ctl.announce, 'probe', no_probe)
+    expected = {'changed': False, 'state': 'present', 'pid': None, 'msg': '127.0.0.1 is already on this host'}
+    assert ctl.take_address('127.0.0.1/8', None) == expected
+
+
+def test_take_address_refuses_an_address_another_host_answers(monkeypatch, tmp_path):
+    monkeypatch.setattr(ctl, 'address_is_local', lambda address: False)
+    monkeypatch.setattr(ctl.announce, 'probe', lambda *a, **k: {'conflict': True, 'mac': '02:00:00:00:00:09'})
+    added = []
+    monkeypatch.setattr(ctl.subprocess, 'run', lambda argv, **k: added.append(argv))
+    real_open = open
+    (tmp_path / 'mac').write_text('02:00:00:00:00:01\n')
+
+    def fake_open(path, *args, **kwargs):
+        return real_open(tmp_path / 'mac' if path == '/sys/class/net/eth9/address' else path, *args, **kwargs)
+    monkeypatch.setattr('builtins.open', fake_open)
+    with pytest.raises(RuntimeError) as err:
+        ctl.take_address('198.51.100.111/24', 'eth9')
+    assert str(err.value) == ('198.51.100.111 answers from 02:00:00:00:00:09 on eth9: another host holds the service '
+                              'address, refusing to take it (and to start the instance)')
+    assert added == []
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['take-address'], 'take-address needs one --address IP/PREFIX'),
+    (['take-address', '--address', '198.51.100.111'], 'take-address needs --address IP/PREFIX, not \'198.51.100.111\''),
+    (['status', '--pidfile', '/run/x.pid'], 'status needs --imapd-conf, --cyrus-conf, --master'),
+])
+def test_take_address_and_the_other_actions_refuse_missing_arguments(capsys, argv, message):
+    try:
+        code = ctl.main(argv)
+    except SystemExit as exc:       # argparse's error: exit 2 and the message on stderr
+        code = exc.code
+    out = capsys.readouterr()
+    assert code in (1, 2)
+    assert message in out.err + out.out

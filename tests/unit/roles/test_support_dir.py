@@ -24,7 +24,7 @@ def run(argv: list, **kwargs) -> subprocess.CompletedProcess:
 
 
 def test_the_support_files_are_the_scripts_and_what_they_import(support_dir):
-    assert sorted(os.listdir(support_dir)) == ['cyrus_instance_ctl.py', 'cyrusconf.py', 'cyrusconf_cli.py',
+    assert sorted(os.listdir(support_dir)) == ['announce.py', 'cyrus_instance_ctl.py', 'cyrusconf.py', 'cyrusconf_cli.py',
                                                'cyrusconf_lint.py', 'cyrusinstance.py', 'procfs.py', 'testhook.py']
 
 
