@@ -69,6 +69,8 @@ OWN_DIRS = ('/etc/cyrus-ha', '/var/lib/cyrus-ha', '/var/spool/cyrus-ha')
 PRIVATE_FILES = ('/root/.bashrc', '/root/.profile')
 # The lab's fence agent (lab/fence_cyhalab), installed where Pacemaker's fencer looks.
 FENCE_AGENT = '/usr/sbin/fence_cyhalab'
+# The network power switch the systemd hosts' fence agents ask (lab/power_switch.py), on the controller.
+POWER_SWITCH_PORT = 7099
 KIND_GROUP = {'mupdate': 'mupdate_master', 'frontend': 'frontends', 'backend': 'backends', 'spare': 'spares',
               'client': 'clients', 'replica': 'replicas'}
 
@@ -215,6 +217,7 @@ class Lab:
         self.rsyslog_pid = os.path.join(self.dir, 'rsyslogd.pid')
         self.netns_dir = os.path.join(self.dir, 'netns')
         self.tls_dir = os.path.join(self.dir, 'tls')
+        self.power_key = os.path.join(self.dir, 'power.key')
 
     # -- state ---------------------------------------------------------------------------------
     def load(self) -> dict:
@@ -278,6 +281,8 @@ class Lab:
         self.write_hosts_file(hosts)
         self.start_syslog(state, hosts)
         self.make_bridge()
+        if systemd:
+            self.start_power_switch(state)
         fail_after = os.environ.get('CYHA_LAB_FAIL_AFTER')
         for host in hosts:
             self.make_host(host, state)
@@ -346,6 +351,8 @@ class Lab:
                 return False
         if not pid_alive(state.get('pids', {}).get('rsyslogd'), 'rsyslogd'):
             return False
+        if state.get('systemd') and not pid_alive(state.get('pids', {}).get('power_switch'), 'power_switch.py'):
+            return False
         namespaces = set(list_netns())
         for host in state.get('hosts', []):
             if host['netns'] not in namespaces:
@@ -362,6 +369,8 @@ class Lab:
     def ensure_keys(self) -> None:
         if not os.path.exists(self.key):
             run(['ssh-keygen', '-q', '-t', 'ed25519', '-N', '', '-C', 'cyha-lab', '-f', self.key])
+        if not os.path.exists(self.power_key):
+            write_atomic(self.power_key, os.urandom(32).hex() + '\n', 0o600)
         with open(self.key + '.pub', encoding='utf-8') as handle:
             write_atomic(self.authorized_keys, handle.read(), 0o600)
 
@@ -417,6 +426,22 @@ class Lab:
             wanted.append('/dev/log')
         wait_for(lambda: all(os.path.exists(p) for p in wanted), 10, 'rsyslogd sockets')
 
+    def start_power_switch(self, state: dict) -> None:
+        """The network power switch of the systemd hosts' fence agents (lab/power_switch.py) on the controller."""
+        script = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'power_switch.py')
+        proc = spawn([sys.executable, script, '--listen', f'{CONTROLLER4}:{POWER_SWITCH_PORT}', '--key', self.power_key,
+                      '--netns-dir', self.netns_dir, '--agent', FENCE_AGENT], os.path.join(self.dir, 'power_switch.log'))
+        state['pids']['power_switch'] = proc.pid
+        self.save(state)
+
+        def listening() -> bool:
+            try:
+                with socket.create_connection((CONTROLLER4, POWER_SWITCH_PORT), timeout=0.5):
+                    return True
+            except OSError:
+                return False
+        wait_for(listening, 10, 'the power switch')
+
     def make_bridge(self) -> None:
         if not link_exists(BRIDGE):
             run(['ip', 'link', 'add', BRIDGE, 'type', 'bridge'])
@@ -453,7 +478,7 @@ class Lab:
             root = osroot.make_root(hdir, state['base'], fresh=True)
             with open(self.hosts_file, encoding='utf-8') as handle:
                 hosts_text = handle.read()
-            osroot.configure(root, name, hosts_text, hostkey, self.authorized_keys)
+            osroot.configure(root, name, hosts_text, hostkey, self.authorized_keys, FENCE_AGENT, self.power_key)
 
     def name_netns(self, host: dict) -> None:
         """Bind the host's namespace at <lab dir>/netns/<netns>, a path every lab host can see."""
@@ -649,10 +674,14 @@ class Lab:
         for netns in namespaces:
             targets += pids_in_netns(netns)
         terminate(targets)
-        # 3. The lab's syslog daemon, by its recorded PID (checked to be ours).
+        # 3. The lab's syslog daemon and power switch, by their recorded PIDs (checked to be ours).
         pid = state.get('pids', {}).get('rsyslogd') or read_pid(self.rsyslog_pid)
         if pid and self.rsyslog_conf in proc_cmdline(pid):
             terminate([pid])
+        # the power switch: found by its key file on its command line (this lab's alone, even after a lost state)
+        switches = list(pids_matching(lambda cmd: self.power_key in cmd and 'power_switch.py' in cmd))
+        if switches:
+            terminate(switches)
         # 4. Namespaces and links.
         for netns in namespaces:
             run(['ip', 'netns', 'del', netns], check=False)

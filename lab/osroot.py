@@ -35,13 +35,23 @@ MIRROR = os.environ.get('CYHA_LAB_MIRROR', 'http://deb.debian.org/debian')
 DEBOOTSTRAP_PACKAGES = ('systemd', 'systemd-sysv', 'dbus', 'python3', 'iproute2', 'openssh-server')
 APT_PACKAGES = ('cyrus-imapd', 'cyrus-murder', 'cyrus-replication', 'cyrus-admin', 'cyrus-clients', 'cyrus-pop3d',
                 'sasl2-bin', 'e2fsprogs', 'iputils-arping', 'iputils-ping', 'openssl', 'ca-certificates', 'procps',
-                'kmod', 'python3-apt')
-# Units a container must not run: consoles (with /dev bound they would grab the machine's), timers that
-# reach for the network the hosts do not have. exim4 is the MTA cyrus-imapd pulls in: not the lab's business.
+                'kmod', 'python3-apt',
+                # the cluster role's stack (Pacemaker, Corosync, the resource and fence agents)
+                'pacemaker', 'corosync', 'pacemaker-cli-utils', 'resource-agents', 'fence-agents', 'psmisc')
+# Units the packages enable that a site's image would not run everywhere: the cluster role enables them where a
+# cluster runs (cluster_enabled_at_boot).
+DISABLE = ('corosync.service', 'pacemaker.service')
+# Units a container must not run: consoles, timers that reach for the network the hosts do not have, and what would
+# change the lab machine itself (/proc/sys and /sys are the machine's). exim4 is the MTA cyrus-imapd pulls in: not
+# the lab's business.
 MASK = ('getty@.service', 'serial-getty@.service', 'console-getty.service', 'container-getty@.service',
         'apt-daily.timer', 'apt-daily-upgrade.timer', 'e2scrub_all.timer', 'e2scrub_reap.service',
-        'exim4.service', 'exim4-base.timer', 'dpkg-db-backup.timer', 'fstrim.timer', 'systemd-remount-fs.service')
-RECIPE_VERSION = 3
+        'exim4.service', 'exim4-base.timer', 'dpkg-db-backup.timer', 'fstrim.timer', 'systemd-remount-fs.service',
+        # what would reach past the host into the lab machine: kernel settings, modules, binfmt, udev
+        'systemd-sysctl.service', 'systemd-modules-load.service', 'systemd-binfmt.service',
+        'proc-sys-fs-binfmt_misc.automount', 'systemd-udevd.service', 'systemd-udev-trigger.service',
+        'systemd-udev-settle.service', 'kmod-static-nodes.service')
+RECIPE_VERSION = 6
 # Device nodes a host gets from the machine (besides the SAN disks' loop devices).
 DEVICES = ('null', 'zero', 'full', 'random', 'urandom', 'tty', 'fuse', 'loop-control')
 
@@ -90,7 +100,7 @@ class RootError(Exception):
 
 
 def recipe_key() -> str:
-    text = repr((RECIPE_VERSION, SUITE, MIRROR, DEBOOTSTRAP_PACKAGES, APT_PACKAGES, MASK))
+    text = repr((RECIPE_VERSION, SUITE, MIRROR, DEBOOTSTRAP_PACKAGES, APT_PACKAGES, MASK, DISABLE))
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -135,6 +145,7 @@ def ensure_base(log) -> str:
             _run(['chroot', work, 'apt-get', 'install', '-y', '-qq', '--no-install-recommends', *APT_PACKAGES])
             _run(['chroot', work, 'apt-get', 'clean'])
             _run(['chroot', work, 'systemctl', 'mask', *MASK])
+            _run(['chroot', work, 'systemctl', 'disable', *DISABLE])
             os.unlink(policy)
             # each host writes its own at first boot of its root (machine-id) or in its overlay (hostname, hosts)
             for name in ('etc/resolv.conf', 'etc/machine-id', 'etc/hostname'):
@@ -148,7 +159,19 @@ def ensure_base(log) -> str:
             shutil.rmtree(work, ignore_errors=True)
             raise
         log(f'base root filesystem built in {time.monotonic() - started:.0f} s')
+        _prune_bases(final, log)
     return final
+
+
+def _prune_bases(keep: str, log) -> None:
+    """Remove the bases of earlier recipes (about 600 MB each), except one a mounted host root still uses."""
+    with open('/proc/self/mountinfo', encoding='utf-8', errors='replace') as handle:
+        mounts = handle.read()
+    for name in sorted(os.listdir(CACHE)):
+        path = os.path.join(CACHE, name)
+        if name.startswith(f'{SUITE}-') and path != keep and os.path.isdir(path) and f'lowerdir={path}' not in mounts:
+            log(f'removing the base of an earlier recipe {path}')
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def host_paths(host_dir: str) -> dict:
@@ -186,8 +209,10 @@ def _write(root: str, path: str, text: str, mode: int) -> None:
     os.replace(tmp, target)
 
 
-def configure(root: str, name: str, hosts_text: str, hostkey: str, authorized_keys: str) -> None:
-    """The files that make the root this host's: name, /etc/hosts, machine id, SSH host key and root's key."""
+def configure(root: str, name: str, hosts_text: str, hostkey: str, authorized_keys: str, fence_agent: str,
+              power_key: str) -> None:
+    """The files that make the root this host's: name, /etc/hosts, machine id, SSH host key and root's key, and the
+    lab's fence agent with the power switch's key (Pacemaker's fencer runs it here and it asks the switch)."""
     _write(root, '/etc/hostname', name + '\n', 0o644)
     _write(root, '/etc/hosts', hosts_text, 0o644)
     if not os.path.exists(os.path.join(root, 'etc/machine-id')):
@@ -200,6 +225,11 @@ def configure(root: str, name: str, hosts_text: str, hostkey: str, authorized_ke
     with open(authorized_keys, encoding='ascii') as handle:
         os.makedirs(os.path.join(root, 'root/.ssh'), mode=0o700, exist_ok=True)
         _write(root, '/root/.ssh/authorized_keys', handle.read(), 0o600)
+    with open(fence_agent, encoding='utf-8') as handle:
+        _write(root, '/usr/sbin/fence_cyhalab', handle.read(), 0o755)
+    with open(power_key, encoding='ascii') as handle:
+        os.makedirs(os.path.join(root, 'etc/cyha-lab'), mode=0o700, exist_ok=True)
+        _write(root, '/etc/cyha-lab/power.key', handle.read(), 0o600)
 
 
 def devices(loop_devices: list[str]) -> list[str]:

@@ -1,7 +1,7 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Every secret of the lab, and where it must never appear: what Ansible prints (even at -vvv) and
-what the lab's hosts write to syslog ($CYHA_LAB_DIR/log/<host>.log)."""
+what the lab's hosts write to syslog ($CYHA_LAB_DIR/log/<host>.log) or, on hosts with systemd, to their journal."""
 
 from __future__ import annotations
 
@@ -58,4 +58,15 @@ def syslog_leaks(secrets: dict[str, str] | None = None) -> dict[str, list[str]]:
             hits = leaks(handle.read(), secrets)
         if hits:
             out[os.path.basename(path)] = hits
+    return out
+
+
+def journal_leaks(journals: dict[str, str], secrets: dict[str, str] | None = None) -> dict[str, list[str]]:
+    """Per host with systemd, the labels of the secrets its journal holds (journals: host -> the journal's text,
+    read on the host with journalctl); only hosts with a hit."""
+    out = {}
+    for host, text in sorted(journals.items()):
+        hits = leaks(text, secrets)
+        if hits:
+            out[host] = hits
     return out

@@ -22,7 +22,8 @@ import labutil  # noqa: E402
 
 def pytest_collection_modifyitems(items):
     """Modules that bring up a lab of their own (marker own_lab: the systemd hosts) run after every other test,
-    the shared lab's teardown included, so that no test finds the shared lab replaced."""
+    test_zz_lab_teardown's included: their fixture takes whatever lab is up down first (the shared lab's
+    session fixture, finalized at the end of the session, then finds it down, which is fine)."""
     items.sort(key=lambda item: item.get_closest_marker('own_lab') is not None)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -282,6 +283,9 @@ def test_drill_passes_for_each_failure_in_a_row(pair, tmp_path, run, failure):
     assert int(outage['attempts']) >= 2 and outage['first_refusal'], 'the outage delivery was never ' \
         'refused: it proved no queueing'
     phases = [p['phase'] for p in report['phases']]
+    # each phase was said in the run's output as it happened, one line each, with its host
+    said = re.findall(r'"msg": "phase: (.+) \((\S+)\) at \d\d:\d\d:\d\d\.\d{3} UTC"', proc.stdout)
+    assert sorted(said) == sorted((p['phase'], p['host']) for p in report['phases']), (said, phases)
     order = [phases.index(phase) for phase in FAILOVER_PHASES[failure]]
     assert order == sorted(order), (failure, phases)
     assert phases.index('failure injected') <= order[0]

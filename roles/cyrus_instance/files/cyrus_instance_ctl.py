@@ -92,7 +92,10 @@ def take_address(spec: str, interface: str | None, check: bool = False) -> dict:
     address, sep, prefix = spec.partition('/')
     if not sep or not prefix.isdigit():
         raise ValueError(f'take-address needs --address IP/PREFIX, not {spec!r}')
-    if address_is_local(address):
+    # the kernel's own list (a bind() test would pass for any address with ip_nonlocal_bind set)
+    links = json.loads(subprocess.run(['ip', '-j', 'addr', 'show'], capture_output=True, text=True, check=True,
+                                      timeout=10).stdout or '[]')
+    if address.lower() in {a.get('local', '').lower() for link in links for a in link.get('addr_info', [])}:
         return {'changed': False, 'state': 'present', 'pid': None, 'msg': f'{address} is already on this host'}
     if not interface:
         route = json.loads(subprocess.run(['ip', '-j', 'route', 'get', address], capture_output=True, text=True,
@@ -100,9 +103,15 @@ def take_address(spec: str, interface: str | None, check: bool = False) -> dict:
         interface = route[0].get('dev') if route else None
         if not interface or interface == 'lo':
             raise RuntimeError(f'no interface of this host reaches {address}: set the instance\'s interface')
+    with open(f'/sys/class/net/{interface}/operstate', encoding='ascii') as handle:
+        operstate = handle.read().strip()
+    if operstate not in ('up', 'unknown'):
+        # a probe on a link that is not forwarding hears nothing and would wrongly find the address free
+        raise RuntimeError(f'{interface} is {operstate}: cannot probe for {address}, not taking it')
     with open(f'/sys/class/net/{interface}/address', encoding='ascii') as handle:
         mac = handle.read().strip()
-    seen = announce.probe(interface, mac, address, count=3, timeout=1.0)
+    # RFC 5227's probing: three probes, a second apart
+    seen = announce.probe(interface, mac, address, count=3, timeout=3.0)
     if seen['conflict']:
         raise RuntimeError(f'{address} answers from {seen["mac"]} on {interface}: another host holds the service '
                            'address, refusing to take it (and to start the instance)')

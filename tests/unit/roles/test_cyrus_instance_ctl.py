@@ -293,22 +293,69 @@ def test_take_address_leaves_an_address_that_is_up_alone(monkeypatch):
     assert ctl.take_address('127.0.0.1/8', None) == expected
 
 
-def test_take_address_refuses_an_address_another_host_answers(monkeypatch, tmp_path):
-    monkeypatch.setattr(ctl, 'address_is_local', lambda address: False)
-    monkeypatch.setattr(ctl.announce, 'probe', lambda *a, **k: {'conflict': True, 'mac': '02:00:00:00:00:09'})
-    added = []
-    monkeypatch.setattr(ctl.subprocess, 'run', lambda argv, **k: added.append(argv))
+class FakeRun:
+    """subprocess.run for take-address: `ip -j addr show` answers no address, everything else is recorded."""
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, argv, **kwargs):
+        if argv[:3] == ['ip', '-j', 'addr']:
+            return type('Done', (), {'stdout': '[{"ifname": "eth9", "addr_info": [{"local": "198.51.100.11"}]}]'})()
+        self.calls.append(argv)
+        return type('Done', (), {'stdout': ''})()
+
+
+def fake_link(monkeypatch, tmp_path, operstate='up'):
+    (tmp_path / 'address').write_text('02:00:00:00:00:01\n')
+    (tmp_path / 'operstate').write_text(operstate + '\n')
     real_open = open
-    (tmp_path / 'mac').write_text('02:00:00:00:00:01\n')
 
     def fake_open(path, *args, **kwargs):
-        return real_open(tmp_path / 'mac' if path == '/sys/class/net/eth9/address' else path, *args, **kwargs)
+        if isinstance(path, str) and path.startswith('/sys/class/net/eth9/'):
+            path = tmp_path / path.rsplit('/', 1)[1]
+        return real_open(path, *args, **kwargs)
     monkeypatch.setattr('builtins.open', fake_open)
+
+
+def test_take_address_refuses_an_address_another_host_answers(monkeypatch, tmp_path):
+    monkeypatch.setattr(ctl.announce, 'probe', lambda *a, **k: {'conflict': True, 'mac': '02:00:00:00:00:09'})
+    run = FakeRun()
+    monkeypatch.setattr(ctl.subprocess, 'run', run)
+    fake_link(monkeypatch, tmp_path)
     with pytest.raises(RuntimeError) as err:
         ctl.take_address('198.51.100.111/24', 'eth9')
     assert str(err.value) == ('198.51.100.111 answers from 02:00:00:00:00:09 on eth9: another host holds the service '
                               'address, refusing to take it (and to start the instance)')
-    assert added == []
+    assert run.calls == []
+
+
+def test_take_address_does_not_probe_a_link_that_is_down(monkeypatch, tmp_path):
+    def no_probe(*args, **kwargs):
+        raise AssertionError('a probe on a dark link proves nothing')
+    monkeypatch.setattr(ctl.announce, 'probe', no_probe)
+    run = FakeRun()
+    monkeypatch.setattr(ctl.subprocess, 'run', run)
+    fake_link(monkeypatch, tmp_path, operstate='down')
+    with pytest.raises(RuntimeError) as err:
+        ctl.take_address('198.51.100.111/24', 'eth9')
+    assert str(err.value) == 'eth9 is down: cannot probe for 198.51.100.111, not taking it'
+    assert run.calls == []
+
+
+def test_take_address_adds_a_free_address_then_announces_it(monkeypatch, tmp_path):
+    probes, announced = [], []
+    monkeypatch.setattr(ctl.announce, 'probe', lambda *a, **k: probes.append((a, k)) or {'conflict': False, 'mac': None})
+    monkeypatch.setattr(ctl.announce, 'announce', lambda *a, **k: announced.append((a, k)))
+    run = FakeRun()
+    monkeypatch.setattr(ctl.subprocess, 'run', run)
+    fake_link(monkeypatch, tmp_path)
+    assert ctl.take_address('198.51.100.111/24', 'eth9') == {
+        'changed': True, 'state': 'present', 'pid': None, 'msg': '198.51.100.111/24 added on eth9'}
+    assert probes == [(('eth9', '02:00:00:00:00:01', '198.51.100.111'), {'count': 3, 'timeout': 3.0})]
+    assert run.calls == [['ip', 'addr', 'add', '198.51.100.111/24', 'dev', 'eth9']]
+    assert announced == [(('eth9', '02:00:00:00:00:01', '198.51.100.111'), {'count': 3, 'interval': 0.2})]
+    # an address already on the host is left alone, without a probe
+    assert ctl.take_address('198.51.100.11/24', 'eth9')['changed'] is False and len(probes) == 1
 
 
 @pytest.mark.parametrize('argv, message', [
