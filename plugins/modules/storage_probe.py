@@ -114,9 +114,21 @@ options:
     default: 2048
   progress_file:
     description:
-      - A file on the managed node (absolute, not on the probed filesystem) that C(metadata_deep) appends one JSON
-        line to after each batch, for C(tail -f). Syslog gets the same line either way.
+      - A file on the managed node (absolute, not on the probed filesystem) that the probe appends JSON lines to as
+        it goes, for C(tail -f) and for the C(cyrus.ha.storage_probe) role, which runs the module in the background
+        and shows each check as it ends.
+      - One C(plan) line (the paths and checks to run), one C(check) line per check of each path as it ends (its
+        status and seconds), one C(done) line however the run ends; each starts with O(progress_id) and its step
+        number (C(0) for the plan, C(1), C(2), ... for the checks, C(-1) for done).
+      - C(metadata_deep) adds one line per batch; syslog gets those either way.
+      - A symlink at the path is refused; a new file is created mode C(0600).
     type: path
+  progress_id:
+    description:
+      - A tag written first in each C(plan), C(check) and C(done) line of O(progress_file), so a reader can tell
+        this run's lines from an earlier run's in the same file.
+    type: str
+    version_added: 0.3.0
   clean_leftovers:
     description:
       - Remove work directories of earlier runs on this host whose process is gone.

@@ -355,23 +355,26 @@ def _sections(report: Mapping) -> list[tuple[str, list[Mapping], Mapping | None]
 
 def to_mermaid(report: Mapping) -> str:
     """A Mermaid gantt of a summarize()d drill: a section per move, its outage and one task per phase,
-    each from the phase before it to its own time (seconds since the first phase)."""
-    lines = ['gantt', f'    title {_mermaid(_title(report))}', '    dateFormat X',
+    each from the phase before it to its own time. Times are whole milliseconds since the first phase
+    (dateFormat x): Mermaid refuses fractional seconds (dateFormat X with 0.000 is "Invalid date")."""
+    def ms(seconds) -> int:
+        return int(round(float(seconds) * 1000))
+
+    lines = ['gantt', f'    title {_mermaid(_title(report))}', '    dateFormat x',
              f'    axisFormat {"%S" if report["total_seconds"] < 60 else "%M:%S"}']
     number = 0
     for name, rows, outage in _sections(report):
         lines.append(f'    section {name}')
         if outage:
             label = _mermaid(f'outage {outage["seconds"]:.1f} s')
-            lines.append(f'    {label} :crit, {name}_outage, '
-                         f'{outage["start"]:.3f}, {outage["end"]:.3f}')
+            lines.append(f'    {label} :crit, {name}_outage, {ms(outage["start"])}, {ms(outage["end"])}')
         for index, row in enumerate(rows):
             label = _mermaid(f'{row["phase"]} ({row.get("host") or "no host"})')
             if index == 0:
-                lines.append(f'    {label} :milestone, p{number}, {row["offset"]:.3f}, {row["offset"]:.3f}')
+                lines.append(f'    {label} :milestone, p{number}, {ms(row["offset"])}, {ms(row["offset"])}')
             else:
                 tag = 'active' if row['phase'] == SERVED_PHASE else 'done'
-                lines.append(f'    {label} :{tag}, p{number}, {rows[index - 1]["offset"]:.3f}, {row["offset"]:.3f}')
+                lines.append(f'    {label} :{tag}, p{number}, {ms(rows[index - 1]["offset"])}, {ms(row["offset"])}')
             number += 1
     return '\n'.join(lines) + '\n'
 

@@ -41,6 +41,10 @@ def test_the_template_unit_verifies_for_an_instance(tmp_path, family):
     master = '/usr/lib/cyrus/bin/master' if family == 'Debian' else '/usr/libexec/cyrus-imapd/cyrus-master'
     assert f'ExecStart={master} -C /etc/cyrus-ha/%i/imapd.conf -M /etc/cyrus-ha/%i/cyrus.conf ' \
            '-p /run/cyrus-ha/%i/master.pid -D' in unit
+    # the stop goes through the control script (which kills a master hung in its shutdown), with the same files
+    assert f' /usr/local/lib/cyrus-ha/cyrus_instance_ctl.py stop --imapd-conf /etc/cyrus-ha/%i/imapd.conf ' \
+           f'--cyrus-conf /etc/cyrus-ha/%i/cyrus.conf --pidfile /run/cyrus-ha/%i/master.pid --master {master} ' \
+           '--timeout 30\n' in unit
     if family == 'RedHat':
         return   # its binaries are not on this Debian machine, and verify checks that ExecStart exists
     instance = tmp_path / 'cyrus-imapd@be1.service'

@@ -338,7 +338,11 @@ def test_the_deep_metadata_check_reports_its_curve_as_it_goes_and_leaves_nothing
     check = out['ansible_facts']['storage_probe'][os.path.realpath(tmpfs)]['checks']['metadata_deep']
     curve = check['evidence']['curve']
     assert [row['files'] for row in curve] == [1024, 2048, 4096, 8192, 16384], check['evidence'].get('stopped')
-    assert [json.loads(line) for line in progress.read_text().splitlines()] == curve
+    said = [json.loads(line) for line in progress.read_text().splitlines()]
+    # the run's plan, each batch of the curve as it ended, the check's end, and the run's end (no id given)
+    assert [line.get('event') for line in said] == ['plan'] + [None] * len(curve) + ['check', 'done'], said
+    assert said[1:-2] == curve
+    assert (said[-2]['check'], said[-2]['status'], said[-1]['ok']) == ('metadata_deep', check['status'], True)
     assert check['status'] in ('pass', 'warn') and check['evidence']['removed']['files'] == 16384
     if check['status'] == 'pass':
         assert check['reason'].startswith('no fall-off up to 16384 files: create ')

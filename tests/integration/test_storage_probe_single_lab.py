@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -106,6 +107,10 @@ def test_playbook_reports_each_host_and_writes_json(export, tmp_path):
     recap = labutil.recap(proc.stdout)
     assert recap['be1']['failed'] == 0 and recap['be2']['failed'] == 0 and recap['localhost']['failed'] == 0
     assert '"%s: SAFE",' % export in proc.stdout
+    # the probe ran in the background on both hosts and each check of each host showed as it ended, in order
+    for host in ('be1', 'be2'):
+        shown = re.findall(r'ok: \[%s\] => \(item=%s: (\w+)\)' % (host, re.escape(export)), proc.stdout)
+        assert shown == ['identity', 'mmap_sees_write', 'fcntl_locks', 'fsx'], (host, shown)   # the module's order
     assert sum('fcntl_locks       pass    fcntl locks exclude' in row for row in _report_rows(proc.stdout)) == 2
     written = json.loads(report_file.read_text())
     assert sorted(written) == ['be1', 'be2']
@@ -134,3 +139,28 @@ def test_playbook_fails_on_unsafe_unless_told_not_to(tmp_path):
             in empty.stdout
     finally:
         rig.close()
+
+
+def test_the_background_probe_fails_with_the_modules_message_and_predicts_in_check_mode(tmp_path):
+    """The role's background run on the controller: a path that is not there fails with the module's own message
+    (as the foreground task did) and leaves no progress file or job status behind; in check mode each check
+    still shows as it ends and nothing changes."""
+    jobs = os.path.expanduser('~/.ansible_async')
+    before = (set(os.listdir(tempfile.gettempdir())), set(os.listdir(jobs)) if os.path.isdir(jobs) else set())
+    base = ['-c', 'local', '-e', 'ansible_python_interpreter=%s' % cyha_fsrig.sys.executable,
+            '-e', 'storage_probe_hosts=localhost', '-e', 'storage_probe_report_dir=%s' % tmp_path]
+    missing = tmp_path / 'missing'
+    proc = labutil.playbook('playbooks/storage_probe.yml', *base,
+                            '-e', json.dumps({'storage_probe_paths': [str(missing)]}), check=False)
+    assert proc.returncode != 0 and '"msg": "%s does not exist"' % missing in proc.stdout, proc.stdout[-3000:]
+    after = (set(os.listdir(tempfile.gettempdir())), set(os.listdir(jobs)) if os.path.isdir(jobs) else set())
+    assert [sorted(a - b) for a, b in zip(after, before)] == [[], []]
+    probed = tmp_path / 'store'
+    probed.mkdir()
+    checked = labutil.playbook('playbooks/storage_probe.yml', *base, '--check', '-e', json.dumps(
+        {'storage_probe_paths': [str(probed)], 'storage_probe_checks': ['identity', 'fcntl_locks', 'rename_reopen']}))
+    shown = re.findall(r'ok: \[localhost\] => \(item=%s: (\w+)\)' % re.escape(str(probed)), checked.stdout)
+    assert shown == ['identity', 'fcntl_locks', 'rename_reopen'], checked.stdout[-3000:]
+    # the only predicted changes are the two reports (JSON and Markdown) check mode does not write
+    assert labutil.recap(checked.stdout)['localhost']['changed'] == 2
+    assert sorted(os.listdir(tmp_path)) == ['store'] and os.listdir(probed) == []

@@ -132,7 +132,7 @@ def test_each_host_has_its_own_root_filesystem_and_runs_systemd(syslab):
     assert ssh('be1', 'test -e /usr/local/bin/cyha-probe; echo $?').stdout == '1\n'
 
 
-def test_the_murder_deploys_as_systemd_units(syslab):
+def test_the_murder_deploys_as_systemd_units(syslab, tmp_path):
     play('warm_spare.yml')
     for host in CYRUS_HOSTS:
         own = unit(host, f'cyrus-imapd@{host}.service')
@@ -155,8 +155,14 @@ def test_the_murder_deploys_as_systemd_units(syslab):
     assert labutil.poll(login_works, 60), 'alice cannot log in through fe1'
     # the instance's logs are in the host's journal (Cyrus logs to syslog; journald holds /dev/log)
     assert 'cyrus-be1/master' in ssh('be1', 'journalctl --no-pager -t cyrus-be1/master').stdout
-    # a changed option restarts that host's unit through the role's handler, and nothing else
+    # cyrus_facts sees each instance run by its unit: the master it finds is the unit's main process
     pids = {host: main_pid(host) for host in CYRUS_HOSTS}
+    for host in CYRUS_HOSTS:
+        facts = labutil.module_result(host, 'cyrus.ha.cyrus_facts', {'partition_usage': False}, tmp_path)
+        assert not facts['failed'], facts['_output']
+        found = facts['ansible_facts']['cyrus']['instances'][host]
+        assert found['running'] is True and str(found['master_pid']) == pids[host], (host, found, pids[host])
+    # a changed option restarts that host's unit through the role's handler, and nothing else
     changed = ('-e', '{"murder_options": "{{ {\'timeout\': 33} if inventory_hostname == \'fe1\' else {} }}"}')
     recap = labutil.recap(play('warm_spare.yml', *changed).stdout)
     assert recap['fe1']['changed'] > 0 and recap['be1']['changed'] == recap['mupdate']['changed'] == 0, recap

@@ -16,12 +16,12 @@ falls off where a phase's rate at the median drops under half of the first batch
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import syslog
 import time
 
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import progress
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import result
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import scale
 
@@ -45,12 +45,7 @@ def tree_sizes(largest: int) -> list:
 
 def _progress(progress_file, line: dict, label: str) -> None:
     """One batch as it ends: a JSON line appended to progress_file (when given) and a syslog line."""
-    if progress_file:
-        fd = os.open(progress_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, (json.dumps(line, sort_keys=True) + '\n').encode('ascii'))
-        finally:
-            os.close(fd)
+    progress.append(progress_file, line)
     syslog.openlog('cyrus-ha-storage-probe', 0, syslog.LOG_USER)
     syslog.syslog(syslog.LOG_INFO, '%s: %s' % (label, ', '.join('%s %s' % (k, v) for k, v in sorted(line.items()))))
 

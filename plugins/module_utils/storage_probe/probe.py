@@ -175,8 +175,10 @@ def make_workdir(path: str, real: str, timeout: float) -> str:
 
 
 def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: bool = False,
-               clean_leftovers: bool = False) -> dict:
-    """Probe one directory; returns the per-path report. Raises ProbeError for bad input, Interrupted."""
+               clean_leftovers: bool = False, reporter=None) -> dict:
+    """Probe one directory; returns the per-path report. Raises ProbeError for bad input, Interrupted.
+    reporter (progress.Reporter): told each check as it ends."""
+    said = reporter.check if reporter is not None else (lambda *args: None)
     opts = dict(DEFAULTS, **(opts or {}))
     if opts['fsx_seed'] is None:
         opts['fsx_seed'] = int.from_bytes(os.urandom(4), 'big')
@@ -215,6 +217,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
             if 'identity' in checks:
                 results['identity'] = identity.identify(real, facts['magic'], facts['statvfs'],
                                                         identity.read_mountinfo())
+                said(path, 'identity', results['identity'])
             for name in checks:
                 if name == 'identity':
                     continue
@@ -222,6 +225,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
                 if left < 1:
                     results[name] = result.result(name, 'skip', 'not run: the time budget of %g s was used up' %
                                                   opts['timeout'], {'budget_exhausted': True})
+                    said(path, name, results[name])
                     continue
                 one = time.monotonic()
                 try:
@@ -234,6 +238,7 @@ def probe_path(path: str, checks=None, opts: dict | None = None, check_mode: boo
                     if 'no answer' in why:
                         why = 'did not finish within the time budget (%.0f s left): the filesystem hangs?' % left
                     results[name] = result.result(name, 'fail', why, {}, time.monotonic() - one)
+                said(path, name, results[name])
                 if results[name]['evidence'].get('error') in FULL:
                     filled = name
                     break

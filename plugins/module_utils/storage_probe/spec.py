@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import progress
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import probe
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import verdict
 
@@ -25,6 +26,7 @@ def argument_spec() -> dict:
         deep_files=dict(type='int', default=probe.DEFAULTS['deep_files']),
         deep_budget_mb=dict(type='int', default=probe.DEFAULTS['deep_budget_mb']),
         progress_file=dict(type='path'),
+        progress_id=dict(type='str'),
         clean_leftovers=dict(type='bool', default=False),
     )
 
@@ -58,22 +60,32 @@ def validate(params: dict) -> list:
 
 def run(params: dict, check_mode: bool) -> dict:
     """Probe every path; returns {'changed', 'ansible_facts'}. Raises ProbeError, probe.Interrupted."""
-    paths = validate(params)
-    opts = {key: params[key] for key in probe.DEFAULTS}
-    real = {}
-    for path in paths:  # every path fit for the probe before the first is probed or cleaned
-        facts = probe.preflight(path, dict(probe.DEFAULTS, **opts))
-        if facts['real_path'] in real:
-            raise probe.ProbeError('%s and %s are the same directory %s: name each directory once' % (
-                real[facts['real_path']], path, facts['real_path']))
-        real[facts['real_path']] = path
-    reports = {}
-    removed = []
-    for path in paths:
-        report = probe.probe_path(path, params['checks'], opts, check_mode=check_mode,
-                                  clean_leftovers=params['clean_leftovers'])
-        reports[report['path']] = report
-        removed.extend(report['leftovers_removed'])
+    reporter = progress.Reporter(params.get('progress_file'), params.get('progress_id'))
+    outcome = 'stopped before the end'
+    try:
+        paths = validate(params)
+        opts = {key: params[key] for key in probe.DEFAULTS}
+        real = {}
+        for path in paths:  # every path fit for the probe before the first is probed or cleaned
+            facts = probe.preflight(path, dict(probe.DEFAULTS, **opts))
+            if facts['real_path'] in real:
+                raise probe.ProbeError('%s and %s are the same directory %s: name each directory once' % (
+                    real[facts['real_path']], path, facts['real_path']))
+            real[facts['real_path']] = path
+        reporter.plan(paths, probe.select_checks(params['checks']))
+        reports = {}
+        removed = []
+        for path in paths:
+            report = probe.probe_path(path, params['checks'], opts, check_mode=check_mode,
+                                      clean_leftovers=params['clean_leftovers'], reporter=reporter)
+            reports[report['path']] = report
+            removed.extend(report['leftovers_removed'])
+        outcome = ''
+    except probe.ProbeError as exc:
+        outcome = str(exc)
+        raise
+    finally:
+        reporter.done(not outcome, outcome)     # never raises: the progress file is only for watching
     return {'changed': bool(removed),
             'ansible_facts': {'storage_probe': reports,
                               'storage_probe_single_verdict': verdict.worst(r['verdict'] for r in reports.values())}}

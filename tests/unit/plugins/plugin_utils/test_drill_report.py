@@ -77,15 +77,15 @@ def test_markdown_has_the_timeline_as_a_mermaid_gantt():
     assert block.splitlines() == [
         'gantt',
         '    title Failover drill be1 (planned)',
-        '    dateFormat X',
+        '    dateFormat x',
         '    axisFormat %S',
         '    section failover',
-        '    outage 6.5 s :crit, failover_outage, 0.000, 6.500',
-        '    failure injected (be1) :milestone, p0, 0.000, 0.000',
-        '    volume mounted (spare) :done, p1, 0.000, 3.000',
-        '    first IMAP login (fe1) :active, p2, 3.000, 6.500',
+        '    outage 6.5 s :crit, failover_outage, 0, 6500',
+        '    failure injected (be1) :milestone, p0, 0, 0',
+        '    volume mounted (spare) :done, p1, 0, 3000',
+        '    first IMAP login (fe1) :active, p2, 3000, 6500',
         '    section failback',
-        '    failed back (no host) :milestone, p3, 20.000, 20.000',
+        '    failed back (no host) :milestone, p3, 20000, 20000',
     ]
     assert text.index('```mermaid') < text.index('| phase | host |')
 
@@ -93,7 +93,7 @@ def test_markdown_has_the_timeline_as_a_mermaid_gantt():
 def test_mermaid_labels_escape_what_mermaid_reads():
     drill = {'phases': [{'phase': 'a', 'at': T0}, {'phase': 'step: #1; done\nnext', 'at': T0 + 75, 'host': 'h:1'}]}
     block = render(drill, 'markdown').split('```mermaid\n', 1)[1]
-    assert '    step#58; #35;1#59; done next (h#58;1) :done, p1, 0.000, 75.000\n' in block
+    assert '    step#58; #35;1#59; done next (h#58;1) :done, p1, 0, 75000\n' in block
     assert '    axisFormat %M:%S\n' in block     # past a minute
 
 
