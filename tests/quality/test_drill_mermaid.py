@@ -13,9 +13,8 @@ import shutil
 import subprocess
 
 import pytest
+from browser import chromium
 from pngdata import png_pixels, png_size
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.support.ui import WebDriverWait
 
 from ansible_collections.cyrus.ha.plugins.plugin_utils.drill_report import render
@@ -53,16 +52,8 @@ def fixture_mermaid_js() -> str:
 
 @pytest.fixture(name='browser')
 def fixture_browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which('chromium') or '/usr/bin/chromium'
-    for argument in ('--headless=new', '--no-sandbox', '--disable-gpu', '--window-size=1280,800'):
-        options.add_argument(argument)
-    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    driver = webdriver.Chrome(service=Service(shutil.which('chromedriver') or '/usr/bin/chromedriver'), options=options)
-    try:
+    with chromium(1280, 800) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def gantt_of(record: dict) -> str:

@@ -14,9 +14,8 @@ import subprocess
 import sys
 
 import pytest
+from browser import chromium
 from pngdata import png_pixels, png_size
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
 from ansible_collections.cyrus.ha.plugins.plugin_utils.storage_report import CROSS, build
 
@@ -59,16 +58,8 @@ def fixture_reports(tmp_path):
 
 @pytest.fixture(name='browser')
 def fixture_browser():
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which('chromium') or '/usr/bin/chromium'
-    for argument in ('--headless=new', '--no-sandbox', '--disable-gpu', f'--window-size={WIDTH},{HEIGHT}'):
-        options.add_argument(argument)
-    options.set_capability('goog:loggingPrefs', {'browser': 'ALL'})
-    driver = webdriver.Chrome(service=Service(shutil.which('chromedriver') or '/usr/bin/chromedriver'), options=options)
-    try:
+    with chromium(WIDTH, HEIGHT) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def test_the_lab_run_page_opens_in_a_browser_with_every_report(reports, browser, tmp_path):
