@@ -1,24 +1,26 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Failover drills of be1 on the built-in lab, again and again, per failure kind: the failover time
-each drill's own report gives (failure injected to the first IMAP login through a frontend), and
-the time the delivery made during the outage stayed queued.
+"""Failover drills of be1 on the built-in lab, again and again, per failure kind: the outage as clients saw
+it, beside the failover time each drill's own report gives (failure injected to the first IMAP login through a
+frontend, stamped by the playbook), and the time the delivery made during the outage stayed queued.
 
 The lab must be up and deployed with the warm-spare pairs (`make lab` does both), alice's mailbox
 on be1. Each drill fails be1 over to the spare and back, so drills can follow each other.
-Nothing here is a test: it prints the medians of what it measured.
+Nothing here is a test: it prints medians and maxima.
 
 Usage (root, repository root): .venv/bin/python bench/drill_bench.py [--rounds 5]
-    [--kinds planned,instance-killed,link-down] [--json FILE] [--baseline REV] [--traffic]
+    [--kinds planned,instance-killed,link-down] [--json FILE] [--baseline REV] [--no-traffic]
 
-With --traffic each drill runs under mail traffic from the lab's client host (lab/vars/traffic.yml), and
-the table adds the outage its clients saw in the failover and in the failback (the longest time one
-user could not do one kind of operation), beside the drill's own figures from its phase timestamps.
+Each drill runs under the lab's mail traffic from its client host (lab/vars/traffic.yml), with alice's
+prober: a login (LOGIN, SELECT, LOGOUT) and an LMTP delivery through fe1 every 0.1 s. The clients' outage of a
+move is, per kind of probe, the time from the end of alice's last success before the failure to the end of
+her first success after it (the longest such gap in the failover, and in the failback); `--no-traffic`
+drills without traffic (the drill's own figures only).
 
 With --baseline REV the same drills also run on the collection as it was at git revision REV (a
 worktree of it, deployed over the same lab), each round deploying and drilling one tree, then the
-other: both columns come from the same run on the same machine (e.g. the failover time before and
-after TLS: --baseline 6dd2c30).
+other: both columns come from the same run on the same machine (e.g. the failover before and after the
+one-call takeover: --baseline 3489771).
 """
 
 from __future__ import annotations
@@ -56,19 +58,22 @@ def deploy(tree: str) -> None:
         raise SystemExit(f'deploying {tree} failed:\n{proc.stdout[-3000:]}')
 
 
-def client_outages(report: dict) -> tuple:
-    """The longest outage the traffic's clients saw (any user, any operation: first failed operation to the
-    end of the first success after it) in the failover and in the failback: windows opening from the failure
-    up to the failover's last phase, and after it. (None, None) without traffic."""
+def client_outages(report: dict) -> dict:
+    """alice's outage as her prober saw it, per kind of probe (login, deliver): the longest gap from her last
+    success to her first success after it, in the failover (gaps opening from a second before the failure to the
+    failover's last phase) and in the failback (after it). Empty without traffic."""
     traffic = report.get('traffic')
     if not isinstance(traffic, dict):
-        return None, None
+        return {}
     over = [p['at'] for p in report['phases'] if p.get('section', 'failover') == 'failover']
     start, boundary = min(over), max(over)
-    windows = traffic['outages']['any']['windows']
-    failover = max((b - a for a, b, _user in windows if start - 1 <= a <= boundary), default=0.0)
-    failback = max((b - a for a, b, _user in windows if a > boundary), default=0.0)
-    return round(failover, 3), round(failback, 3)
+    figures = {}
+    for kind in ('login', 'deliver'):
+        gaps = [(a, b) for a, b, user in traffic['outages'].get(kind, {}).get('gaps', []) if user == 'alice']
+        figures[f'client_{kind}_failover_s'] = round(max((b - a for a, b in gaps if start - 1 <= a <= boundary),
+                                                         default=0.0), 3)
+        figures[f'client_{kind}_failback_s'] = round(max((b - a for a, b in gaps if a > boundary), default=0.0), 3)
+    return figures
 
 
 def drill(kind: str, index: int, report_dir: str, tree: str = REPO, label: str = 'current', traffic: bool = False) -> dict:
@@ -84,11 +89,10 @@ def drill(kind: str, index: int, report_dir: str, tree: str = REPO, label: str =
         raise SystemExit(f'drill {kind} #{index} ({label}) wrote no report:\n{proc.stdout[-3000:]}')
     with open(path, encoding='utf-8') as handle:
         report = json.load(handle)
-    client_failover, client_failback = client_outages(report)
-    return {'tree': label, 'kind': kind, 'passed': report['passed'], 'failover_s': report['failover_seconds'],
-            'failback_s': report.get('failback_seconds'), 'client_failover_s': client_failover,
-            'client_failback_s': client_failback,
-            'queued_s': float(report['outage_delivery'].get('queued_seconds') or 0), 'playbook_s': round(wall, 2)}
+    return dict({'tree': label, 'kind': kind, 'passed': report['passed'], 'failover_s': report['failover_seconds'],
+                 'failback_s': report.get('failback_seconds'),
+                 'queued_s': float(report['outage_delivery'].get('queued_seconds') or 0), 'playbook_s': round(wall, 2)},
+                **client_outages(report))
 
 
 def baseline_tree(revision: str, directory: str) -> str:
@@ -108,9 +112,8 @@ def main() -> int:
     parser.add_argument('--kinds', default='planned,instance-killed,link-down')
     parser.add_argument('--json', help='write every drill\'s figures to this file')
     parser.add_argument('--baseline', help='also drill the collection at this git revision, round by round')
-    parser.add_argument('--traffic', action='store_true',
-                        help='run each drill under mail traffic (lab/vars/traffic.yml) and report the outage its '
-                             'clients saw beside the drill\'s own figures')
+    parser.add_argument('--no-traffic', dest='traffic', action='store_false',
+                        help='drill without mail traffic: the drill\'s own figures only, no clients\' outage')
     args = parser.parse_args()
     kinds = args.kinds.split(',')
     rows = []
@@ -138,16 +141,20 @@ def main() -> int:
             json.dump(rows, handle, indent=2)
     print()
     if args.traffic:
-        print('| failure | drills | passed | drill failover median (s) | clients\' failover outage median (s) | max '
-              '| drill failback median (s) | clients\' failback outage median (s) | max |')
+        print('Clients\' outage (alice\'s prober through fe1: last success to first success, every 0.1 s), beside the '
+              'drill\'s own figure (failure injected to its first IMAP login task), seconds, median / max:\n')
+        print('| tree | failure | drills | passed | login, failover | delivery, failover | login, failback '
+              '| delivery, failback | drill\'s own failover figure |')
         print('|---|---|---|---|---|---|---|---|---|')
         for kind in kinds:
-            mine = [r for r in rows if r['kind'] == kind]
-            cf, cb = [r['client_failover_s'] for r in mine], [r['client_failback_s'] for r in mine]
-            print(f'| {kind} | {len(mine)} | {sum(r["passed"] for r in mine)} | '
-                  f'{statistics.median(r["failover_s"] for r in mine):.2f} | {statistics.median(cf):.2f} | {max(cf):.2f} | '
-                  f'{statistics.median(r["failback_s"] or 0 for r in mine):.2f} | {statistics.median(cb):.2f} | '
-                  f'{max(cb):.2f} |')
+            for label in dict.fromkeys(r['tree'] for r in rows):
+                mine = [r for r in rows if r['kind'] == kind and r['tree'] == label]
+                cells = []
+                for key in ('client_login_failover_s', 'client_deliver_failover_s', 'client_login_failback_s',
+                            'client_deliver_failback_s', 'failover_s'):
+                    values = [r[key] for r in mine if r.get(key) is not None]
+                    cells.append(f'{statistics.median(values):.2f} / {max(values):.2f}' if values else '-')
+                print(f'| {label} | {kind} | {len(mine)} | {sum(r["passed"] for r in mine)} | {" | ".join(cells)} |')
         print()
     print('| tree | failure | drills | passed | failover median (s) | min | max | outage mail queued median (s) '
           '| playbook median (s) |')

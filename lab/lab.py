@@ -985,6 +985,7 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument('--systemd', action='store_true', default=bool(os.environ.get('CYHA_LAB_SYSTEMD')),
                     help='each host a container with its own root filesystem and systemd as PID 1 (lab/osroot.py)')
     sub.add_parser('down')
+    sub.add_parser('base', help='build the systemd hosts\' base root filesystem now (cached; up --systemd needs it)')
     sub.add_parser('revive')
     sub.add_parser('status')
     sub.add_parser('leftovers')
@@ -995,6 +996,8 @@ def main(argv: list[str] | None = None) -> int:
             lab.up(args.frontends, args.backends, args.spares, args.san_mb, args.replica_pairs, args.systemd)
         elif args.command == 'down':
             lab.down()
+        elif args.command == 'base':
+            print(osroot.ensure_base(log))
         elif args.command == 'revive':
             state = lab.load()
             if not state.get('up'):

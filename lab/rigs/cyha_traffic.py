@@ -7,6 +7,7 @@ host with the drill role's script."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 TRAFFIC_DIR = '/var/lib/cyrus-ha/traffic'
@@ -19,9 +20,14 @@ def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
     be1 was away and came back, and every invariant holds on the backends."""
     traffic = report['traffic']
     assert traffic['complete'] is True and traffic['host'] == 'client'
-    assert set(traffic['kinds']) == {'deliver', 'append', 'fetch', 'store', 'idle'}, traffic['kinds']
+    assert set(traffic['kinds']) == {'deliver', 'append', 'fetch', 'store', 'idle', 'login'}, traffic['kinds']
     for kind, stats in traffic['kinds'].items():
         assert stats['outcomes'].get('ok', 0) > 0, (kind, stats)
+    # alice's prober (lab/vars/traffic.yml): a login every 0.1 s at most, so at least a few a second over the run
+    assert traffic['kinds']['login']['total'] >= 2 * traffic['seconds'], (traffic['kinds']['login'], traffic['seconds'])
+    login = traffic['outages']['login']
+    assert login['by_user'].get('alice', 0) > 0 and 'bob' not in login['by_user'], login
+    assert login['longest_gap'] >= login['longest'], login
     # every delivery was accepted in the end, some only after being deferred while be1 was away
     assert traffic['deliveries']['failed'] == traffic['deliveries']['still_queued'] == 0, traffic['deliveries']
     assert traffic['deliveries']['deferred_then_accepted'] > 0, traffic['deliveries']
@@ -41,6 +47,8 @@ def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
     with open(markdown, encoding='utf-8') as handle:
         text = handle.read()
     assert '| operation | done | ok | not ok | errors | longest outage | ms p50 / p95 |' in text
+    assert re.search(r'\| login \| \d+ \| \d+ \| [1-9]\d* \| .* \| \d+\.\d\d s \(\d+\), \d+\.\d\d s from the last success \|',
+                     text), text
     by_user = traffic['outages']['any']['by_user']
     print(f'traffic ({failure}): {traffic["operations"]} operations at {traffic["rate"]}/s, longest outage as '
           f'clients saw it {by_user}; {checked["acknowledged"]} acknowledged messages, all found once')

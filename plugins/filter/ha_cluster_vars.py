@@ -27,7 +27,7 @@ options:
     elements: str
     required: true
   options:
-    description: C(name) (cluster name) and C(token) (totem token, ms).
+    description: C(name) (cluster name), C(token) (totem token, ms) and C(consensus) (totem consensus, ms; 0 or absent for Corosync's default).
     type: dict
     default: {}
 '''

@@ -13,7 +13,11 @@ A steady mix of operations at a fixed rate (seeded, so a run can be repeated):
   stored is compared byte for byte with what was acknowledged;
 - ``store``: an IMAP session that sets \\Flagged on a message this run appended (by UID);
 - ``idle``: long-lived sessions that log in once and send NOOP every ``idle_interval`` s, reconnecting
-  when the server drops them (each reconnection is an operation).
+  when the server drops them (each reconnection is an operation);
+- ``login``: with ``probe_interval``, a prober per user of ``probe_users``: a new IMAP session that logs in,
+  SELECTs the INBOX and logs out every ``probe_interval`` s, beside a delivery to that user at the same
+  cadence (a ``deliver`` operation like the others, queued and retried): what a user trying again and again
+  sees, to a tenth of a second, outside the rate and the mix.
 
 Every attempt is one line of a JSON journal, written line by line and flushed at once, so it survives
 the generator being killed: ``t`` (start, seconds since the epoch), ``end``, ``op``, ``user``,
@@ -26,6 +30,7 @@ carry ``message_id`` and ``sha256`` of the message; an acknowledged APPEND carri
 
 summarize() reads a journal back: counts per operation and outcome, errors by kind, the outage as users
 saw it (per operation kind, from the first failed operation to the end of the first one that succeeded
+after it; and the gap, from the end of the last success before the failure to the end of the first success
 after it), deliveries deferred and later accepted. Python 3.9+, standard library only: it runs on any
 host that reaches the frontends (the drill role installs it with ``cyrus_ha_traffic.py``).
 """
@@ -49,7 +54,7 @@ except ImportError:   # a standalone script's copy, beside imapcheck.py in the s
     from imapcheck import (CheckError, Imap, check_number, check_port, check_text, lmtp_deliver, sha256, stored_digests,
                            tls_context)
 
-KINDS = ('deliver', 'append', 'fetch', 'store', 'idle')
+KINDS = ('deliver', 'append', 'fetch', 'store', 'idle', 'login')
 # The profile's keys and their defaults (rate: operations per second of all kinds together, idle
 # sessions apart; mix: the weight of each kind).
 DEFAULTS = {
@@ -57,7 +62,7 @@ DEFAULTS = {
     'rate': 20.0, 'mix': {'deliver': 5, 'append': 2, 'fetch': 2, 'store': 1},
     'idle_sessions': 2, 'idle_interval': 1.0, 'timeout': 10.0, 'workers': 16,
     'queue_for': 600.0, 'queue_interval': 0.5, 'size': 1024, 'seed': 0, 'duration': 0.0,
-    'drain': 60.0, 'sender': 'traffic@cyrus-ha.invalid',
+    'drain': 60.0, 'sender': 'traffic@cyrus-ha.invalid', 'probe_interval': 0.0, 'probe_users': None,
 }
 MAX_RATE = 1000.0
 _APPENDUID = re.compile(rb'\[APPENDUID (\d+) (\d+)\]', re.I)
@@ -93,6 +98,9 @@ def load_profile(data: dict) -> dict:
         check_number('queue_interval', p['queue_interval'], 0.05, 3600)
         check_number('duration', p['duration'], 0, 30 * 86400)
         check_number('drain', p['drain'], 0, 86400)
+        check_number('probe_interval', p['probe_interval'], 0, 3600)
+        if 0 < p['probe_interval'] < 0.05:
+            raise CheckError(f'probe_interval must be 0 (no prober) or from 0.05 to 3600 s, not {p["probe_interval"]!r}')
         check_text('tag', p.get('tag'))
         check_text('sender', p['sender'])
     except CheckError as exc:
@@ -131,6 +139,12 @@ def load_profile(data: dict) -> dict:
     elif set(recipients) - {u['name'] for u in users}:
         raise ProfileError(f'traffic profile: recipients {", ".join(sorted(set(recipients) - {u["name"] for u in users}))} '
                            'are not among the users: every mailbox delivered to is read back with its user\'s password')
+    probe_users = p.get('probe_users')
+    if probe_users is None:
+        p['probe_users'] = [u['name'] for u in users]
+    elif not isinstance(probe_users, list) or not all(isinstance(u, str) for u in probe_users) \
+            or set(probe_users) - {u['name'] for u in users}:
+        raise ProfileError(f'traffic profile: probe_users must be a list of some of the users\' names, not {probe_users!r}')
     if p['lmtp_host'] is None:
         p['lmtp_host'] = p['imap_host']
     return p
@@ -244,10 +258,10 @@ class Traffic:
         return Imap(self.p['imap_host'], self.p['imap_port'], user, self.passwords[user], ssl=True,
                     timeout=self.p['timeout'], ca_path=self.p['ca_path'])
 
-    def deliver(self, item: dict | None = None) -> None:
+    def deliver(self, item: dict | None = None, to: str | None = None) -> None:
         if item is None:
             with self.lock:
-                to = self.rng.choice(self.p['recipients'])
+                to = to or self.rng.choice(self.p['recipients'])
                 serial = self.serial = self.serial + 1
                 message_id, message = make_message(self.p['tag'], serial, 'deliver', to, self.p['size'], self.rng,
                                                    self.run_id)
@@ -394,6 +408,25 @@ class Traffic:
             return {'uidvalidity': uidvalidity, 'uid': uid, 'message_id': message_id, 'flag': '\\Flagged'}
         self._imap_op('store', user, action)
 
+    def login(self, user: str) -> None:
+        """A new session: LOGIN, SELECT INBOX, LOGOUT (the prober's IMAP operation)."""
+        self._imap_op('login', user, lambda session, exists: {'messages': exists})
+
+    def prober(self, user: str, kind: str) -> None:
+        """One user's prober of one kind (login or deliver), every probe_interval s, one operation at a time."""
+        interval = self.p['probe_interval']
+        due = time.monotonic()
+        while not self.stopping.is_set():
+            try:
+                if kind == 'login':
+                    self.login(user)
+                else:
+                    self.deliver(to=user)
+            except Exception as exc:  # noqa: BLE001 -- a bug in one probe must not end the prober unjournalled
+                self.record(kind, user, self.clock(), 'failed', error=f'{type(exc).__name__}: {exc}', kind='internal')
+            due = max(due + interval, time.monotonic())
+            self.stopping.wait(max(0.0, due - time.monotonic()))
+
     def idle_session(self, index: int) -> None:
         """A client that stays logged in: NOOP every idle_interval s; on a drop, reconnects (journalled)."""
         users = sorted(self.passwords)
@@ -458,6 +491,12 @@ class Traffic:
             thread = threading.Thread(target=self.idle_session, args=(index,), daemon=True)
             thread.start()
             self.threads.append(thread)
+        if p['probe_interval']:
+            for user in p['probe_users']:
+                for kind in ('login', 'deliver'):
+                    thread = threading.Thread(target=self.prober, args=(user, kind), daemon=True)
+                    thread.start()
+                    self.threads.append(thread)
         interval = 1.0 / p['rate']
         due = time.monotonic()
         end = due + p['duration'] if p['duration'] else None
@@ -536,18 +575,34 @@ def _windows(ops: list[dict]) -> list[list[float]]:
     return windows
 
 
+def _gaps(ops: list[dict], windows: list[list[float]]) -> list[list[float]]:
+    """Each window seen from the last success: from the end of the last operation that succeeded before the
+    window opened (the window's start when none did) to the window's end."""
+    ends = sorted(o['end'] for o in ops if o['outcome'] == 'ok')
+    gaps = []
+    for start, stop in windows:
+        before = [e for e in ends if e <= start]
+        gaps.append([before[-1] if before else start, stop])
+    return gaps
+
+
 def outage(ops: list[dict]) -> dict:
     """The outage as each user saw it (users apart: a user served by another backend does not end the
-    outage of one whose backend is away): every window, the longest, and the longest per user."""
+    outage of one whose backend is away): every window, the longest, and the longest per user; and the
+    same windows from the last success before each (gaps, longest_gap)."""
     by_user: dict[str, list] = {}
     for op in ops:
         by_user.setdefault(str(op.get('user')), []).append(op)
-    windows, longest = [], {}
+    windows, longest, gaps, longest_gap = [], {}, [], {}
     for user, mine in sorted(by_user.items()):
         found = _windows(mine)
         windows += [[round(a, 3), round(b, 3), user] for a, b in found]
         longest[user] = round(max((b - a for a, b in found), default=0.0), 3)
-    return {'windows': sorted(windows), 'longest': max(longest.values(), default=0.0), 'by_user': longest}
+        spans = _gaps(mine, found)
+        gaps += [[round(a, 3), round(b, 3), user] for a, b in spans]
+        longest_gap[user] = round(max((b - a for a, b in spans), default=0.0), 3)
+    return {'windows': sorted(windows), 'longest': max(longest.values(), default=0.0), 'by_user': longest,
+            'gaps': sorted(gaps), 'longest_gap': max(longest_gap.values(), default=0.0)}
 
 
 def _percentile(values: list[float], fraction: float) -> float | None:

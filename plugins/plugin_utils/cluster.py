@@ -190,7 +190,9 @@ def ha_cluster_vars(cib: dict, nodes: list, opts: dict) -> dict:
     return {
         'ha_cluster_cluster_name': opts.get('name', 'cyrus-ha'),
         'ha_cluster_transport': {'type': 'knet'},
-        'ha_cluster_totem': {'options': [{'name': 'token', 'value': _text(opts.get('token', 3000))}]},
+        'ha_cluster_totem': {'options': [{'name': 'token', 'value': _text(opts.get('token', 3000))}]
+                             + ([{'name': 'consensus', 'value': _text(opts['consensus'])}]
+                                if int(opts.get('consensus') or 0) > 0 else [])},
         'ha_cluster_cluster_properties': _attrs(cib['properties']),
         'ha_cluster_resource_defaults': {'meta_attrs': _attrs(cib['resource_defaults'])},
         'ha_cluster_resource_primitives': primitives,

@@ -9,6 +9,7 @@ one test file at a time).
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 
 import pytest
@@ -20,11 +21,15 @@ import cyha_imapserver  # noqa: E402
 import labutil  # noqa: E402
 
 
+OWN_LAB: list = []
+
+
 def pytest_collection_modifyitems(items):
     """Modules that bring up a lab of their own (marker own_lab: the systemd hosts) run after every other test,
     test_zz_lab_teardown's included: their fixture takes whatever lab is up down first (the shared lab's
     session fixture, finalized at the end of the session, then finds it down, which is fine)."""
     items.sort(key=lambda item: item.get_closest_marker('own_lab') is not None)
+    OWN_LAB[:] = [item for item in items if item.get_closest_marker('own_lab') is not None]
 
 
 @pytest.fixture(scope='session')
@@ -39,7 +44,18 @@ def lab():
         assert down.returncode == 0, f'lab down failed:\n{down.stderr}'
     proc = labutil.lab_up()
     assert proc.returncode == 0, f'lab up failed:\n{proc.stderr}'
+    # The systemd hosts' base root filesystem (cached; about a minute from the mirror when it is missing) is built
+    # in the background while the shared lab's tests run, rather than in the systemd module's fixture at the end
+    # (lab.py up --systemd waits for a build under way: they share a lock).
+    base = None
+    if OWN_LAB:
+        os.makedirs(os.path.join(labutil.REPO, 'build'), exist_ok=True)
+        with open(os.path.join(labutil.REPO, 'build', 'lab-base.log'), 'w', encoding='utf-8') as log:
+            base = subprocess.Popen([sys.executable, os.path.join(labutil.REPO, 'lab', 'lab.py'), 'base'],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     yield labutil.lab_hosts()
+    if base is not None:
+        base.wait()
     if not os.environ.get('CYHA_LAB_KEEP'):
         labutil.lab('down')
 

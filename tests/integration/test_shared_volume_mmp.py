@@ -37,6 +37,7 @@ from test_shared_volume import San, module, on, sh
 pytestmark = pytest.mark.lab
 
 MOUNT = '/srv/cyha-svm-test'
+MOUNT30 = '/srv/cyha-svm-test30'     # the background takeover at 30 s (fixture disk30)
 FULL = bool(os.environ.get('CYHA_MMP_FULL'))
 
 
@@ -80,10 +81,34 @@ def disk(lab):
 
 
 @pytest.fixture(scope='module')
-def disk30(lab):
+def disk30(lab, tmp_path_factory):
     """A disk made at 30 s: changing the interval takes tune2fs as long as the kernel's wait at the old one
-    (61 s at 30), so the 30 s tests keep a disk of their own rather than set the shared one back."""
-    yield from mmp_disk('san-mmp30-test', 30)
+    (61 s at 30), so the 30 s tests keep a disk of their own rather than set the shared one back.
+
+    The takeover of a crashed copy of it starts here, in the background: its 120 s watch runs while the other
+    tests of this file run (on other devices and mountpoints), and test_stopped_heartbeat_at_30_s_... checks
+    what it did."""
+    for san in mmp_disk('san-mmp30-test', 30):
+        tmp = tmp_path_factory.mktemp('stopped30')
+        device = crashed_copy(san, tmp, 'stopped30')
+        san.stopped30 = {'device': device}
+
+        def take_over():
+            args = {'uuid': san.uuid, 'mountpoint': MOUNT30, 'devices': [device], 'fenced_peer': 'be1'}
+            try:
+                san.stopped30['short'] = module('spare', tmp, mmp_probe_timeout=11, **args)
+                san.stopped30['state_after_short'] = (mmp_state(device), mounted_at('spare', MOUNT30))
+                san.stopped30['taken'] = module('spare', tmp, **args)
+            except Exception as exc:  # noqa: BLE001 -- the test reports it
+                san.stopped30['error'] = repr(exc)
+        thread = threading.Thread(target=take_over, daemon=True)
+        thread.start()
+        san.stopped30['thread'] = thread
+        yield san
+        thread.join(600)
+        on('spare', f'umount {MOUNT30}', check=False)
+        if os.path.isdir(MOUNT30):
+            os.rmdir(MOUNT30)
 
 
 def set_interval(disk, interval: int, tmp_path) -> None:
@@ -246,20 +271,21 @@ def test_stopped_heartbeat_is_watched_as_long_as_the_kernel_would(disk, tmp_path
 
 
 def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk30, tmp_path):
+    """The takeover the disk30 fixture started in the background: refused at once within an 11 s budget, then
+    watched 120 s (the kernel's wait at 30 s) before the stale block is cleared and the volume mounted."""
     disk = disk30
     assert superblock(disk.loops['be1'])['mmp_update_interval'] == 30
-    device = crashed_copy(disk, tmp_path, 'stopped30')
-    short = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, devices=[device], fenced_peer='be1',
-                   mmp_probe_timeout=11)
+    stopped = disk.stopped30
+    stopped['thread'].join(600)
+    assert 'error' not in stopped and not stopped['thread'].is_alive(), stopped
+    short, taken = stopped['short'], stopped['taken']
     assert short['failed'] and 'Raise mmp_probe_timeout to at least 120' in short['msg'], short   # the issue's case
-    assert mmp_state(device) == 'in_use' and mounted_at('spare') == ''
-    taken = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, devices=[device], fenced_peer='be1')
-    try:
-        assert taken['changed'] and taken['actions'][-3:] == ['clear_mmp', 'fsck', 'mount'], taken
-        assert taken['mmp']['wait_needed'] == 120 and taken['mmp']['watched_seconds'] >= 120
-        assert on('spare', f'cat {MOUNT}/canary').stdout.split('>>', 1)[-1].strip() == 'stopped30'
-    finally:
-        module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT, state='unmounted', devices=[device])
+    assert stopped['state_after_short'] == ('in_use', '')
+    assert taken['changed'] and taken['actions'][-3:] == ['clear_mmp', 'fsck', 'mount'], taken
+    assert taken['mmp']['wait_needed'] == 120 and taken['mmp']['watched_seconds'] >= 120
+    assert on('spare', f'cat {MOUNT30}/canary').stdout.split('>>', 1)[-1].strip() == 'stopped30'
+    done = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT30, state='unmounted', devices=[stopped['device']])
+    assert not done['failed'] and mounted_at('spare', MOUNT30) == ''
 
 
 # -- checks before changes on the real thing -------------------------------------------------------

@@ -25,6 +25,7 @@ def test_a_profile_gets_its_defaults_and_the_frontend_for_lmtp():
     assert p['rate'] == 20.0 and p['imap_port'] == 993 and p['lmtp_port'] == 24
     assert p['lmtp_host'] == 'fe1.example.org' and p['recipients'] == ['alice', 'bob']
     assert p['mix'] == {'deliver': 5, 'append': 2, 'fetch': 2, 'store': 1}
+    assert p['probe_interval'] == 0.0 and p['probe_users'] == ['alice', 'bob']
 
 
 @pytest.mark.parametrize('over, message', [
@@ -48,6 +49,9 @@ def test_a_profile_gets_its_defaults_and_the_frontend_for_lmtp():
     ({'ca_path': '/nonexistent/ca.pem'}, 'traffic profile: ca_path /nonexistent/ca.pem cannot be used as a CA file: '
                                          'No such file or directory'),
     ({'rate_limit': 3}, 'unknown key(s) in the traffic profile: rate_limit'),
+    ({'probe_interval': 0.01}, 'traffic profile: probe_interval must be 0 (no prober) or from 0.05 to 3600 s, not 0.01'),
+    ({'probe_interval': -1}, 'traffic profile: probe_interval must be a finite number from 0 to 3600, not -1'),
+    ({'probe_users': ['carol']}, "traffic profile: probe_users must be a list of some of the users' names, not ['carol']"),
     ({'size': 1e3}, 'traffic profile: size must be a whole number from 64 to 10485760, not 1000.0'),
     ({'recipients': ['alice', 'carol@example.org']},
      "traffic profile: recipients carol@example.org are not among the users: every mailbox delivered to is read back "
@@ -125,9 +129,11 @@ def test_the_outage_runs_from_the_first_failure_to_the_end_of_the_first_success_
                {'op': 'run', 't': 20.0, 'outcome': 'stopped'}]
     summary = mailtraffic.summarize(records)
     assert summary['complete'] and summary['seconds'] == 20.0 and summary['operations'] == 13
-    assert summary['outages']['append'] == {'windows': [[2.0, 3.4, 'alice']], 'longest': 1.4, 'by_user': {'alice': 1.4}}
+    assert summary['outages']['append'] == {'windows': [[2.0, 3.4, 'alice']], 'longest': 1.4, 'by_user': {'alice': 1.4},
+                                            'gaps': [[1.1, 3.4, 'alice']], 'longest_gap': 2.3}
     assert summary['outages']['fetch'] == {'windows': [[5.0, 6.2, 'alice'], [8.0, 9.3, 'alice']], 'longest': 1.3,
-                                           'by_user': {'alice': 1.3}}
+                                           'by_user': {'alice': 1.3},
+                                           'gaps': [[1.1, 6.2, 'alice'], [6.2, 9.3, 'alice']], 'longest_gap': 5.1}
     assert summary['outages']['deliver']['windows'] == [[1.0, 1.6, 'alice'], [1.6, 1.7, 'alice']]
     assert summary['kinds']['append']['outcomes'] == {'ok': 2, 'failed': 2}
     assert summary['kinds']['append']['errors'] == {'refused': 1, 'timeout': 1}
@@ -139,7 +145,8 @@ def test_the_outage_runs_from_the_first_failure_to_the_end_of_the_first_success_
 def test_an_outage_still_open_at_the_end_lasts_to_the_last_operation():
     summary = mailtraffic.summarize([op('fetch', 1.0, 'ok'), op('fetch', 2.0, 'failed', kind='connect'),
                                      op('fetch', 3.0, 'failed', kind='connect', end=3.5)])
-    assert summary['outages']['fetch'] == {'windows': [[2.0, 3.5, 'alice']], 'longest': 1.5, 'by_user': {'alice': 1.5}}
+    assert summary['outages']['fetch'] == {'windows': [[2.0, 3.5, 'alice']], 'longest': 1.5, 'by_user': {'alice': 1.5},
+                                           'gaps': [[1.1, 3.5, 'alice']], 'longest_gap': 2.4}
     assert not summary['complete']
     assert mailtraffic.outage_text(summary) == 'fetch 1.50 s'
 
@@ -157,4 +164,6 @@ def test_a_user_served_elsewhere_does_not_end_the_outage_of_another():
     records += [dict(op('fetch', t, 'ok'), user='bob') for t in (3.0, 5.0, 7.0)]
     records.append(op('fetch', 8.9, 'ok'))
     outage = mailtraffic.summarize(records)['outages']['fetch']
-    assert outage == {'windows': [[2.0, 9.0, 'alice']], 'longest': 7.0, 'by_user': {'alice': 7.0, 'bob': 0.0}}
+    assert outage == {'windows': [[2.0, 9.0, 'alice']], 'longest': 7.0, 'by_user': {'alice': 7.0, 'bob': 0.0},
+                      'gaps': [[1.1, 9.0, 'alice']], 'longest_gap': 7.9}
+    # seen from her last success (the end of the fetch at 1.0), not from bob's at 7.1

@@ -397,6 +397,9 @@ def test_ha_cluster_vars_defaults_meta_and_bare_primitives():
     assert out['ha_cluster_cluster_name'] == 'cyrus-ha'
     assert out['ha_cluster_totem'] == {'options': [{'name': 'token', 'value': '3000'}]}
     assert out['ha_cluster_cluster_properties'] == []
+    timed = ha_cluster_vars(cib, NODES, {'token': 1000, 'consensus': 2000})
+    assert timed['ha_cluster_totem'] == {'options': [{'name': 'token', 'value': '1000'},
+                                                     {'name': 'consensus', 'value': '2000'}]}
     assert out['ha_cluster_resource_defaults'] == {'meta_attrs': []}
     assert out['ha_cluster_resource_primitives'] == [
         {'id': 'a', 'agent': 'ocf:pacemaker:Dummy', 'meta_attrs': [{'attrs': [{'name': 'is-managed',
