@@ -30,8 +30,8 @@ carry ``message_id`` and ``sha256`` of the message; an acknowledged APPEND carri
 
 summarize() reads a journal back: counts per operation and outcome, errors by kind, the outage as users
 saw it (per operation kind, from the first failed operation to the end of the first one that succeeded
-after it; and the gap, from the end of the last success before the failure to the end of the first success
-after it), deliveries deferred and later accepted. Python 3.9+, standard library only: it runs on any
+after it; and the gaps, the times a user went half a second or more between two successes), deliveries
+deferred and later accepted. Python 3.9+, standard library only: it runs on any
 host that reaches the frontends (the drill role installs it with ``cyrus_ha_traffic.py``).
 """
 
@@ -65,6 +65,7 @@ DEFAULTS = {
     'drain': 60.0, 'sender': 'traffic@cyrus-ha.invalid', 'probe_interval': 0.0, 'probe_users': None,
 }
 MAX_RATE = 1000.0
+MAX_PROBES = 100        # probes of one user and kind under way at once (a stall of 10 s at 0.1 s)
 _APPENDUID = re.compile(rb'\[APPENDUID (\d+) (\d+)\]', re.I)
 _FETCH_UID = re.compile(rb'UID (\d+)')
 _MESSAGE_ID = re.compile(rb'^Message-ID:[ \t]*(<[^>\r\n]+>)', re.I | re.M)
@@ -240,6 +241,7 @@ class Traffic:
         self.acknowledged: dict[str, tuple] = {}     # message_id -> (sha256, size) of what was acknowledged
         self.in_flight = threading.Semaphore(profile['workers'])
         self.busy = 0                                # operations under way
+        self.probing: dict[tuple, int] = {}          # (user, kind) -> probes under way
         self.threads: list[threading.Thread] = []
         kinds = [k for k in KINDS[:4] if profile['mix'].get(k, 0) > 0]
         self.kinds = kinds
@@ -413,19 +415,34 @@ class Traffic:
         self._imap_op('login', user, lambda session, exists: {'messages': exists})
 
     def prober(self, user: str, kind: str) -> None:
-        """One user's prober of one kind (login or deliver), every probe_interval s, one operation at a time."""
+        """One user's prober of one kind (login or deliver): a new operation every probe_interval s, started
+        whether the one before has ended or not (as a user trying again would), at most MAX_PROBES under way:
+        a probe stalled behind an unreachable backend does not hold back the one that finds the service back."""
         interval = self.p['probe_interval']
         due = time.monotonic()
         while not self.stopping.is_set():
-            try:
-                if kind == 'login':
-                    self.login(user)
-                else:
-                    self.deliver(to=user)
-            except Exception as exc:  # noqa: BLE001 -- a bug in one probe must not end the prober unjournalled
-                self.record(kind, user, self.clock(), 'failed', error=f'{type(exc).__name__}: {exc}', kind='internal')
-            due = max(due + interval, time.monotonic())
+            with self.lock:
+                free = self.probing.get((user, kind), 0) < MAX_PROBES
+                if free:
+                    self.probing[(user, kind)] = self.probing.get((user, kind), 0) + 1
+                    self.busy += 1
+            if free:
+                threading.Thread(target=self._probe, args=(user, kind), daemon=True).start()
+            due = max(due + interval, time.monotonic() - interval)
             self.stopping.wait(max(0.0, due - time.monotonic()))
+
+    def _probe(self, user: str, kind: str) -> None:
+        try:
+            if kind == 'login':
+                self.login(user)
+            else:
+                self.deliver(to=user)
+        except Exception as exc:  # noqa: BLE001 -- a bug in one probe must not end the prober unjournalled
+            self.record(kind, user, self.clock(), 'failed', error=f'{type(exc).__name__}: {exc}', kind='internal')
+        finally:
+            with self.lock:
+                self.probing[(user, kind)] -= 1
+                self.busy -= 1
 
     def idle_session(self, index: int) -> None:
         """A client that stays logged in: NOOP every idle_interval s; on a drop, reconnects (journalled)."""
@@ -575,21 +592,28 @@ def _windows(ops: list[dict]) -> list[list[float]]:
     return windows
 
 
-def _gaps(ops: list[dict], windows: list[list[float]]) -> list[list[float]]:
-    """Each window seen from the last success: from the end of the last operation that succeeded before the
-    window opened (the window's start when none did) to the window's end."""
+GAP_MIN = 0.5     # a time between two successes kept in the summary's gaps from this long
+
+
+def _gaps(ops: list[dict]) -> list[list[float]]:
+    """The times one user went without a success of one kind: from the end of one successful operation to the end
+    of the next (GAP_MIN s or longer). With a prober (an operation every 0.1 s) the longest is the outage as that
+    user saw it, from the last success before the failure to the first success after, whether the operations
+    in between failed or only hung; with a sparse mix it is bounded below by the rate as well."""
     ends = sorted(o['end'] for o in ops if o['outcome'] == 'ok')
-    gaps = []
-    for start, stop in windows:
-        before = [e for e in ends if e <= start]
-        gaps.append([before[-1] if before else start, stop])
-    return gaps
+    failed = [o for o in ops if o['outcome'] in ('failed', 'deferred', 'unknown')]
+    if failed and (not ends or min(o['t'] for o in failed) < ends[0]):     # failing from the start
+        ends.insert(0, min(o['t'] for o in failed))
+    after = [o['end'] for o in failed if o['t'] > ends[-1]]
+    if after:                                                              # still failing at the end
+        ends.append(max(after))
+    return [[a, b] for a, b in zip(ends, ends[1:]) if b - a >= GAP_MIN]
 
 
 def outage(ops: list[dict]) -> dict:
     """The outage as each user saw it (users apart: a user served by another backend does not end the
-    outage of one whose backend is away): every window, the longest, and the longest per user; and the
-    same windows from the last success before each (gaps, longest_gap)."""
+    outage of one whose backend is away): every window, the longest, and the longest per user; and the times
+    a user went without a success (gaps, longest_gap)."""
     by_user: dict[str, list] = {}
     for op in ops:
         by_user.setdefault(str(op.get('user')), []).append(op)
@@ -598,7 +622,7 @@ def outage(ops: list[dict]) -> dict:
         found = _windows(mine)
         windows += [[round(a, 3), round(b, 3), user] for a, b in found]
         longest[user] = round(max((b - a for a, b in found), default=0.0), 3)
-        spans = _gaps(mine, found)
+        spans = _gaps(mine)
         gaps += [[round(a, 3), round(b, 3), user] for a, b in spans]
         longest_gap[user] = round(max((b - a for a, b in spans), default=0.0), 3)
     return {'windows': sorted(windows), 'longest': max(longest.values(), default=0.0), 'by_user': longest,

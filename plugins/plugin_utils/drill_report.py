@@ -234,7 +234,7 @@ def traffic_rows(traffic) -> list[list[str]]:
         rows.append([kind, str(stats.get('total', 0)), str(outcomes.get('ok', 0)),
                      str(stats.get('total', 0) - outcomes.get('ok', 0)), errors,
                      f'{float(outage.get("longest") or 0):.2f} s ({len(outage.get("windows") or [])}), '
-                     f'{float(outage.get("longest_gap") or 0):.2f} s from the last success',
+                     f'{float(outage.get("longest_gap") or 0):.2f} s between two successes',
                      f'{stats.get("p50_ms")} / {stats.get("p95_ms")}'])
     return rows
 

@@ -165,5 +165,17 @@ def test_a_user_served_elsewhere_does_not_end_the_outage_of_another():
     records.append(op('fetch', 8.9, 'ok'))
     outage = mailtraffic.summarize(records)['outages']['fetch']
     assert outage == {'windows': [[2.0, 9.0, 'alice']], 'longest': 7.0, 'by_user': {'alice': 7.0, 'bob': 0.0},
-                      'gaps': [[1.1, 9.0, 'alice']], 'longest_gap': 7.9}
-    # seen from her last success (the end of the fetch at 1.0), not from bob's at 7.1
+                      'gaps': [[1.1, 9.0, 'alice'], [3.1, 5.1, 'bob'], [5.1, 7.1, 'bob']], 'longest_gap': 7.9}
+    # alice's gap runs from her last success (the end of the fetch at 1.0), not from bob's at 7.1; bob's sparse
+    # operations leave gaps of their own (2 s apart) though he saw no failure
+
+
+def test_a_prober_whose_operations_hang_then_succeed_shows_the_gap_without_any_failure():
+    """A backend cut off the network: the prober's logins (one every 0.1 s) hang and all succeed once it is back.
+    No operation failed, so no window opens; the gap between two successes is the outage the user saw."""
+    records = [op('login', t / 10, 'ok') for t in range(0, 11)]                  # ok until 1.1
+    records += [op('login', t / 10, 'ok', end=3.05) for t in range(11, 30)]       # hung from 1.1, served at 3.05
+    records += [op('login', t / 10, 'ok') for t in range(30, 40)]
+    outage = mailtraffic.summarize(records)['outages']['login']
+    assert outage['windows'] == [] and outage['longest'] == 0.0
+    assert outage['gaps'] == [[1.1, 3.05, 'alice']] and outage['longest_gap'] == 1.95
