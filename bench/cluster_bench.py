@@ -120,7 +120,7 @@ def parse_setting(text: str) -> dict:
     """token=MS[/consensus=MS][/ping=COUNT|off] -> the cluster role's variables for it."""
     setting = {'cluster_token': None, 'cluster_consensus': 0, 'cluster_fence_ping_count': 2}
     for part in text.split('/'):
-        key, _, value = part.partition('=')
+        key, _sep, value = part.partition('=')
         if key == 'token':
             setting['cluster_token'] = int(value)
         elif key == 'consensus':
@@ -170,7 +170,7 @@ def slow_round(kind: str, token_ms: int) -> dict:
         if kind == 'cpu-busy':
             # as many spinning processes as the machine has cores, twice over, in the node for 15 s
             loop = ['ip', 'netns', 'exec', f'cyha-{node}', sys.executable, '-c', 'while True: pass']
-            busy = [subprocess.Popen(loop) for _ in range(2 * (os.cpu_count() or 2))]
+            busy = [subprocess.Popen(loop) for _core in range(2 * (os.cpu_count() or 2))]
             time.sleep(15)
             for proc in busy:
                 proc.kill()

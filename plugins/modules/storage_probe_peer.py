@@ -136,6 +136,20 @@ options:
     description: Files A creates for the C(neighbour_stat) check.
     type: int
     default: 256
+  progress_file:
+    description:
+      - A file on this host (absolute, not on the probed filesystem) that the run appends JSON lines to as it goes,
+        for C(tail -f) and for the C(cyrus.ha.storage_probe) role, which runs the module in the background and shows
+        each check as it ends; the lines of M(cyrus.ha.storage_probe), for this one path.
+      - One C(plan) line (the path and the checks this host runs), one C(check) line per check as it ends (its status
+        and seconds), one C(done) line however the run ends; each starts with O(progress_id) and its step number.
+      - A symlink at the path is refused; a new file is created mode C(0600).
+    type: path
+    version_added: 0.3.0
+  progress_id:
+    description: A tag written first in each line of O(progress_file), to tell this run's lines from another's.
+    type: str
+    version_added: 0.3.0
 extends_documentation_fragment:
   - cyrus.ha.attributes
   - cyrus.ha.attributes.facts
@@ -244,6 +258,8 @@ def main():
             channel_key=dict(type='str', no_log=True),
             pingpong_iterations=dict(type='int', default=crosshost.DEFAULTS['pingpong_iterations']),
             neighbour_files=dict(type='int', default=crosshost.DEFAULTS['neighbour_files']),
+            progress_file=dict(type='path'),
+            progress_id=dict(type='str'),
         ),
         supports_check_mode=True,
     )

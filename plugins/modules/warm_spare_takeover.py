@@ -8,7 +8,7 @@ DOCUMENTATION = r'''
 ---
 module: warm_spare_takeover
 short_description: Give up or take over a warm-spare pair's Cyrus instance on this node in one call
-version_added: 0.2.0
+version_added: 0.3.0
 description:
   - Moves one backend instance of a warm-spare pair off or onto the node it runs on, as one call, so that
     a planned failover is two calls (V(released) on the node giving the instance up, V(acquired) on the
@@ -20,7 +20,7 @@ description:
     for the volume (multiple-mount protection, a volume mounted elsewhere, O(fenced_peer)),
     M(cyrus.ha.service_ip) for the address (the conflict probe refuses an address another node still
     answers, unless the peer is fenced), and the instance through its systemd unit
-    C(cyrus-imapd@NAME.service) or, without systemd, the control script of the M(cyrus.ha.cyrus_instance)
+    C(cyrus-imapd@NAME.service) or, without systemd, the control script of the C(cyrus.ha.cyrus_instance)
     role.
   - Refuses to move an instance that a Pacemaker cluster running on this node manages (an
     C(ocf:cyrus:instance) primitive for it in the live CIB), before changing anything.
@@ -119,7 +119,7 @@ options:
     choices: [auto, systemd, direct]
     default: auto
   control_script:
-    description: The instance control script the M(cyrus.ha.cyrus_instance) role installs (with V(direct)).
+    description: The instance control script the C(cyrus.ha.cyrus_instance) role installs (with V(direct)).
     type: path
     default: /usr/local/lib/cyrus-ha/cyrus_instance_ctl.py
   master:
@@ -140,7 +140,7 @@ options:
   record_file:
     description:
       - With V(acquired), the record of the active node on the volume (JSON), written atomically once the
-        instance is up. Kept as it is when it already names this node (O(record.active)). Nothing is written
+        instance is up. Kept as it is when it already names this node (C(active) in O(record)). Nothing is written
         when omitted.
     type: path
   record:
@@ -173,7 +173,6 @@ notes:
 seealso:
   - module: cyrus.ha.shared_volume
   - module: cyrus.ha.service_ip
-  - role: cyrus.ha.warm_spare
 '''
 
 EXAMPLES = r'''

@@ -193,7 +193,7 @@ def example_files() -> list[str]:
 
 def test_the_examples_are_there():
     names = sorted(os.path.relpath(p, EXAMPLES) for p in example_files())
-    assert names == ['README.md', 'inventory/hosts.yml', 'inventory/murder.yml', 'vars/cluster.yml',
+    assert names == ['README.md', 'ansible.cfg', 'inventory/hosts.yml', 'inventory/murder.yml', 'vars/cluster.yml',
                      'vars/murder.yml', 'vars/replication.yml', 'vars/warm_spare.yml']
     assert PLAYBOOKS, 'no playbook found'
 
@@ -233,3 +233,15 @@ def test_every_secret_refers_to_the_vault(name):
     assert found or name == 'warm_spare'
     for key, value in found:
         assert re.fullmatch(r'\{\{ vault_[a-z_]+ \}\}', str(value)), f'{name}.yml: {key} is not a vault reference'
+
+
+def test_the_example_ansible_cfg_tunes_the_connection_as_the_checkout_runs_it():
+    """examples/ansible.cfg (a site's) and the checkout's ansible.cfg (the lab's and the tests') connect the same
+    way: pipelining and SSH connections kept open, so a failover is one round trip per node."""
+    import configparser
+    site, checkout = configparser.ConfigParser(), configparser.ConfigParser()
+    site.read(os.path.join(EXAMPLES, 'ansible.cfg'))
+    checkout.read(os.path.join(REPO, 'ansible.cfg'))
+    assert site.getboolean('ssh_connection', 'pipelining') is True
+    assert 'ControlPersist=300s' in site.get('ssh_connection', 'ssh_args')
+    assert dict(site['ssh_connection']) == dict(checkout['ssh_connection'])

@@ -31,6 +31,7 @@ from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import cros
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import crosshost_protocol as protocol
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import inputs
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import procs
+from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import progress
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import result
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import sysapi
 from ansible_collections.cyrus.ha.plugins.module_utils.storage_probe import verdict
@@ -247,7 +248,12 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
         return
     results = {}
     dead = ''
+    reporter = progress.Reporter(opts.get('progress_file'), opts.get('progress_id'))
+    done = None
     for name in checks:
+        if done is not None:                # the check before, as it ended (a line in progress_file)
+            reporter.check(opts['path'], done, results[done])
+        done = name
         started = time.monotonic()
         if dead:
             results[name] = result.result(name, 'fail', 'not run: %s' % dead)
@@ -269,6 +275,8 @@ def _run_checks(chan, run, peers, checks, opts):  # pragma: no cover - runs in a
             why = '%s (during %s)' % (dead, name) if dead else 'the check process here stopped: %s' % exc
             results[name] = result.result(name, 'fail', why, {'error': str(exc)}, time.monotonic() - started)
             _post_done(run, name, results[name])
+    if done is not None:
+        reporter.check(opts['path'], done, results[done])
     if run.me == run.leader:
         run.gather('end')
     else:
@@ -337,14 +345,29 @@ def check_channel(opts: dict, hosts: int) -> None:
 
 
 def run(path: str, run_id: str, me: str, peers: list, checks=None, opts: dict | None = None) -> dict:
-    """This host's part of a cross-host run; returns its report for the path. Raises ValueError on bad input."""
+    """This host's part of a cross-host run; returns its report for the path. Raises ValueError on bad input.
+    With opts progress_file (and progress_id), a plan line, a line per check as it ends and a done line are
+    appended to it (progress.Reporter), as the single-host probe writes them."""
     opts = dict(DEFAULTS, **(opts or {}))
     check_names(run_id, me, peers)
     opts['run_id'] = run_id
     checks = inputs.checks(checks, CHECK_NAMES)
     checks = [c for c in CHECK_NAMES if 'all' in checks or c in checks]
     path = inputs.path(path)
+    opts['path'] = path
     check_channel(opts, len(peers))
+    reporter = progress.Reporter(opts.get('progress_file'), opts.get('progress_id'))
+    reporter.plan([path], checks if len(peers) > 1 else [])
+    try:
+        report = _run(path, run_id, me, peers, checks, opts)
+    except BaseException as exc:
+        reporter.done(False, str(exc) or type(exc).__name__)
+        raise
+    reporter.done('error' not in report, report.get('error', ''))
+    return report
+
+
+def _run(path: str, run_id: str, me: str, peers: list, checks: list, opts: dict) -> dict:
     started = time.monotonic()
     leader = me == peers[0]
     rundir = protocol.rundir_of(path, run_id)
@@ -438,5 +461,9 @@ def run_checked(params: dict, limits=LIMITS) -> dict:
     if problem:
         raise ValueError('%s %s' % (path, problem))
     check_channel(params, len(params['peers']))
+    watched = params.get('progress_file')
+    if watched is not None and (not os.path.isabs(watched) or not os.path.isdir(os.path.dirname(watched))):
+        raise ValueError('progress_file %s must be an absolute path in an existing directory' % watched)
     opts = {key: params[key] for key in tuple(DEFAULTS) + CHANNEL}
+    opts.update(progress_file=watched, progress_id=params.get('progress_id'))
     return run(path, params['run_id'], params['me'], params['peers'], params['checks'], opts)

@@ -97,7 +97,8 @@ def test_a_journal_is_summarized_from_the_support_directory(script, tmp_path):
                        '{"op": "run", "t": 5, "outcome": "stopped"}\n{"op": "fe')
     code, answer = run([script, 'summary', '--journal', str(journal)])
     assert code == 0 and answer['summary']['outages']['fetch'] == {'windows': [[1, 4, 'a']], 'longest': 3,
-                                                                   'by_user': {'a': 3}}
+                                                                   'by_user': {'a': 3}, 'gaps': [[1, 4, 'a']],
+                                                                   'longest_gap': 3}
     assert answer['summary']['complete'] is True and answer['summary']['operations'] == 2
 
 

@@ -120,3 +120,46 @@ def test_names_are_checked(run_id, me, peers, message):
 def test_decide(statuses, expected):
     results = {name: result.result(name, status, 'r') for name, status in statuses.items()}
     assert verdict.decide(results, crosshost_checks.CRITICAL)['verdict'] == expected
+
+
+def test_each_host_writes_its_plan_each_check_as_it_ends_and_done(tmp_path, side_channel):
+    """progress_file: the lines the storage_probe role waits for, one file per host, in order."""
+    import json
+    store = tmp_path / 'store'
+    store.mkdir()
+    files = {me: str(tmp_path / f'progress-{me}.jsonl') for me in ('a', 'b')}
+    ctx = multiprocessing.get_context('fork')
+    queue = ctx.Queue()
+    checks = ['lock_exclusion', 'metadata_coherence']
+    procs = []
+    for me in ('a', 'b'):
+        opts = dict({'step_timeout': 2.0, 'pingpong_iterations': 400, 'neighbour_files': 32, 'tries': 2,
+                     'progress_file': files[me], 'progress_id': f'xh-{me}'}, **side_channel)
+        procs.append(ctx.Process(target=_host, args=(queue, str(store), 'prog%06d' % os.getpid(), me, ['a', 'b'],
+                                                     checks, opts)))
+    for proc in procs:
+        proc.start()
+    out = dict(queue.get(timeout=120) for dummy in procs)
+    for proc in procs:
+        proc.join(30)
+    for me in ('a', 'b'):
+        assert out[me]['verdict'] == 'safe', out[me]['reasons']
+        with open(files[me], encoding='ascii') as handle:
+            raw = handle.read().splitlines()
+        lines = [json.loads(line) for line in raw]
+        assert all(line.startswith('{"id": "xh-%s", "step": ' % me) for line in raw), raw
+        assert [(x['step'], x['event']) for x in lines] == [(0, 'plan'), (1, 'check'), (2, 'check'), (-1, 'done')]
+        assert lines[0]['paths'] == [str(store)] and lines[0]['checks'] == checks
+        assert [(x['check'], x['status']) for x in lines[1:3]] == [(c, 'pass') for c in checks]
+        assert lines[-1]['ok'] is True
+    assert oct(os.stat(files['a']).st_mode & 0o777) == '0o600'
+
+
+def test_a_relative_progress_file_is_refused(tmp_path):
+    params = {'path': str(tmp_path), 'peers': ['a', 'b'], 'me': 'a', 'run_id': 'rel00001', 'checks': ['all'],
+              'channel_address': '127.0.0.1', 'channel_port': 4743, 'channel_key': 'k' * 40,
+              'progress_file': 'progress.jsonl', 'progress_id': None}
+    params.update(crosshost.DEFAULTS)
+    with pytest.raises(ValueError) as err:
+        crosshost.run_checked(params)
+    assert str(err.value) == 'progress_file progress.jsonl must be an absolute path in an existing directory'
