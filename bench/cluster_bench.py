@@ -10,8 +10,8 @@ same rig: what the cluster alone costs, and what the Cyrus instance adds.
 
 With --settings, the timing table instead: for each setting of Corosync's token and consensus and of the fence
 ping heuristics (the cluster formed anew with it), node crashes with the clients' outage, and a node that is
-only slow (its processes at full CPU on both cores, its processes paused for 60 % of the token, 30 % of its
-packets dropped both ways for 10 s): any failover, fence or restart there is a false failover.
+only slow (its processes at full CPU on both cores, its processes paused for 60 % of the token, --loss % of its
+packets dropped both ways for 10 s, 30 by default): any failover, fence or restart there is a false failover.
 
 The lab must be up and deployed with the warm-spare pairs (`make lab`); the bench forms the cluster
 (playbooks/cluster.yml) when it is not formed, and leaves it running (with --settings, as the lab forms it).
@@ -19,7 +19,7 @@ Every failed node is brought back and rejoins before the next round. Nothing her
 
 Usage (root, repository root): .venv/bin/python bench/cluster_bench.py [--rounds 5]
     [--kinds node-crash,node-hang,link-down,instance-killed] [--anything-rounds 5] [--json FILE]
-    [--settings token=1000,token=3000,...] [--slow-kinds cpu-busy,pause,packet-loss]
+    [--settings token=1000,token=3000,...] [--slow-kinds cpu-busy,pause,packet-loss] [--loss 30]
 A setting is token=MS[/consensus=MS][/ping=COUNT|/ping=off], for example token=1000/ping=1.
 """
 
@@ -156,7 +156,7 @@ def nft(node: str, *rules: str) -> None:
     subprocess.run(['ip', 'netns', 'exec', f'cyha-{node}', 'nft', *rules], check=True, capture_output=True)
 
 
-def slow_round(kind: str, token_ms: int) -> dict:
+def slow_round(kind: str, token_ms: int, loss: int = 30) -> dict:
     """The active node only slow for a while: nothing may move, be fenced or restart."""
     node = lab.active()
     if node not in lab.NODES:
@@ -186,7 +186,8 @@ def slow_round(kind: str, token_ms: int) -> dict:
             nft(node, 'add', 'table', 'inet', 'cyha_loss')
             for hook in ('input', 'output'):
                 nft(node, 'add', 'chain', 'inet', 'cyha_loss', hook, f'{{ type filter hook {hook} priority 0; }}')
-                nft(node, 'add', 'rule', 'inet', 'cyha_loss', hook, 'numgen', 'random', 'mod', '100', '<', '30', 'drop')
+                nft(node, 'add', 'rule', 'inet', 'cyha_loss', hook, 'numgen', 'random', 'mod', '100', '<', str(loss),
+                    'drop')
             time.sleep(10)
             nft(node, 'delete', 'table', 'inet', 'cyha_loss')
         time.sleep(3 * token_ms / 1000 + 5)  # long enough for a membership change and a move to show
@@ -203,7 +204,7 @@ def slow_round(kind: str, token_ms: int) -> dict:
     return row
 
 
-def settings_table(settings: list[str], rounds: int, slow_kinds: list[str]) -> list[dict]:
+def settings_table(settings: list[str], rounds: int, slow_kinds: list[str], loss: int = 30) -> list[dict]:
     rows = []
     for text in settings:
         setting = parse_setting(text)
@@ -213,7 +214,7 @@ def settings_table(settings: list[str], rounds: int, slow_kinds: list[str]) -> l
             rows.append(dict(row, setting=text, round=index))
             print(json.dumps(rows[-1]), flush=True)
         for kind in slow_kinds:
-            row = slow_round(kind, setting['cluster_token'])
+            row = slow_round(kind, setting['cluster_token'], loss)
             rows.append(dict(row, setting=text))
             print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -297,6 +298,7 @@ def main() -> int:
     parser.add_argument('--settings', help='the timing table: comma-separated settings, token=MS[/consensus=MS]'
                                            '[/ping=COUNT|off]; node crashes (--rounds) and slow nodes for each')
     parser.add_argument('--slow-kinds', default=','.join(SLOW_KINDS))
+    parser.add_argument('--loss', type=int, default=30, help='percent of packets packet-loss drops (both ways, 10 s)')
     args = parser.parse_args()
     # every node up (a node a previous run left fenced boots again) and in the cluster
     labutil.lab_up()
@@ -309,7 +311,7 @@ def main() -> int:
     if args.settings:
         slow_kinds = [k for k in args.slow_kinds.split(',') if k]
         try:
-            rows = settings_table(args.settings.split(','), args.rounds, slow_kinds)
+            rows = settings_table(args.settings.split(','), args.rounds, slow_kinds, args.loss)
         finally:
             form(parse_setting('token=1000'))        # the lab's own setting again (lab/vars/cluster.yml)
         print_settings(rows, slow_kinds)
