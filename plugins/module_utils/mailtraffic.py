@@ -65,7 +65,9 @@ DEFAULTS = {
     'drain': 60.0, 'sender': 'traffic@cyrus-ha.invalid', 'probe_interval': 0.0, 'probe_users': None,
 }
 MAX_RATE = 1000.0
-MAX_PROBES = 100        # probes of one user and kind under way at once (a stall of 10 s at 0.1 s)
+# Probes of one user and kind under way at once: enough for a stall of 1.6 s at 0.1 s, few enough that a prober
+# never holds a frontend's LMTP service (maxchild=20 in the murder role's cyrus.conf) by itself during a longer one.
+MAX_PROBES = 16
 _APPENDUID = re.compile(rb'\[APPENDUID (\d+) (\d+)\]', re.I)
 _FETCH_UID = re.compile(rb'UID (\d+)')
 _MESSAGE_ID = re.compile(rb'^Message-ID:[ \t]*(<[^>\r\n]+>)', re.I | re.M)
