@@ -178,7 +178,7 @@ def test_shared_local_dir_is_safe_across_two_hosts(shared, tmp_path):
     assert os.listdir(shared) == []
     # each cross-host check was shown on each host as it ended (the role runs the module in the background)
     for host in ('be1', 'be2'):
-        shown = re.findall(r'ok: \[%s\] => \(item=%s: (\w+)\)' % (host, re.escape(shared)), proc.stdout)
+        shown = re.findall(r'ok: \[%s\] => \(item=%s: cross-host (\w+)\)' % (host, re.escape(shared)), proc.stdout)
         # (the results file has its keys sorted; the checks show in the order they ran)
         assert sorted(c for c in shown if c in CROSS) == sorted(c for c in cross['checks'] if c in CROSS), \
             proc.stdout[-3000:]
