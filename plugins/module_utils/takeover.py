@@ -29,12 +29,13 @@ import time
 try:
     from ansible_collections.cyrus.ha.plugins.module_utils import cyrusinstance, testhook
     from ansible_collections.cyrus.ha.plugins.module_utils.service_ip import (
-        PROBE_COUNT, PROBE_TIMEOUT, ServiceIpError, manage as manage_address)
+        PROBE_COUNT, PROBE_TIMEOUT, ServiceIpError, manage as manage_address, validate as validate_address)
     from ansible_collections.cyrus.ha.plugins.module_utils.volume import Volume, VolumeError, check_params
 except ImportError:  # pragma: no cover - the support directory's copy
     import cyrusinstance  # type: ignore
     import testhook  # type: ignore
     from service_ip import PROBE_COUNT, PROBE_TIMEOUT, ServiceIpError, manage as manage_address  # type: ignore
+    from service_ip import validate as validate_address  # type: ignore
     from volume import Volume, VolumeError, check_params  # type: ignore
 
 CONTROL_SCRIPT = '/usr/local/lib/cyrus-ha/cyrus_instance_ctl.py'
@@ -71,6 +72,12 @@ def check(params: dict) -> None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 1 <= timeout <= 3600:
         raise TakeoverError(f'instance {name}: timeout must be a number of seconds from 1 to 3600, not {timeout!r}',
                             {'changed': False})
+    # the address before anything: a release stops the instance first and must not do so for a request that
+    # would then fail on its address
+    try:
+        validate_address(address_params(params, 'present'))
+    except ServiceIpError as exc:
+        raise TakeoverError(f'instance {name}: service address: {exc.msg}', {'changed': False}) from None
     try:
         check_params(volume_params(params, 'mounted'))
     except VolumeError as exc:

@@ -169,6 +169,9 @@ def test_an_instance_a_running_cluster_manages_is_refused_before_anything(monkey
     ({'timeout': True}, 'instance be1: timeout must be a number of seconds from 1 to 3600, not True'),
     ({'record_file': 'state.json'}, "instance be1: record_file must be an absolute path, not 'state.json'"),
     ({'mountpoint': '/srv/a b'}, 'instance be1: volume: '),
+    ({'address': '198.51.100.121'}, 'instance be1: service address: '),
+    ({'address': '198.51.100.0/24'}, 'instance be1: service address: '),
+    ({'address': '198.51.100.121/24; reboot'}, 'instance be1: service address: '),
 ])
 def test_bad_requests_are_refused_naming_the_option(extra, message):
     with pytest.raises(tk.TakeoverError) as err:
@@ -210,3 +213,15 @@ def test_the_direct_manager_runs_the_control_script_with_an_argv(monkeypatch):
                       '--cyrus-conf', '/etc/cyrus-ha/be1/cyrus.conf', '--pidfile', '/run/cyrus-ha/be1/master.pid',
                       '--master', '/usr/lib/cyrus/bin/master', '--address', '198.51.100.121', '--user', 'cyrus',
                       '--group', 'mail', '--timeout', '30']]
+
+
+def test_a_bad_address_is_refused_before_a_release_stops_the_instance():
+    """The release's first step stops the instance: an address its third step would refuse must stop the call
+    before anything, with service_ip's own message."""
+    world = World(mounted=True, address=True, unit='active')
+    bad = params(state='released', address='198.51.100.121')
+    with pytest.raises(tk.TakeoverError) as err:
+        tk.check(bad)
+    assert err.value.msg == ("instance be1: service address: address '198.51.100.121' has no prefix length: write it "
+                             'as ADDRESS/PREFIX, e.g. 203.0.113.50/24 or 2001:db8::50/64')
+    assert world.unit == 'active' and world.steps == []
