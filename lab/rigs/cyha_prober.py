@@ -9,6 +9,7 @@ the service. The benches use it where no drill playbook runs the traffic (the cl
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -50,7 +51,8 @@ class Prober:
             self.stopping.set()
             self.thread.join(90)
             self.journal.close()
-        self.summary = mailtraffic.summarize(mailtraffic.read_journal(self.journal_path))
+            self.summary = mailtraffic.summarize(mailtraffic.read_journal(self.journal_path))
+            shutil.rmtree(self.directory, ignore_errors=True)    # the journal is read: nothing is left behind
         return self.summary
 
     def outage(self, since: float) -> dict:
