@@ -1,13 +1,13 @@
-# Copyright: cyrus.ha contributors
-# GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """A certification run on the built-in lab: a seeded random sequence of failures under mail traffic,
 with every invariant checked after each one, in the manner of Pacemaker's CTS and of Jepsen.
 
 The lab must be up and deployed with the warm-spare pairs (`make lab` does both). Mail traffic runs
 from the lab's client host through fe1 for the whole run (lab/vars/traffic.yml, the drill role's
 traffic_start: LMTP deliveries retried as an MTA does, IMAP APPEND, FETCH, STORE, idle sessions) to
-alice (be1) and bob (be2). Then, failure after failure (kinds drawn with the seed):
+twelve users: alice and mail01-05 on be1, bob and mail06-10 on be2. Then, failure after failure (kinds
+drawn with the seed), on both engines:
 
+  the Ansible engine (the collection's runbooks move the instance):
     planned          the backend moves to the other node of its pair (failover.yml / failback.yml)
     instance-killed  SIGKILL to every process of the backend instance, then the move (the node answers)
     link-down        the node running the backend drops off the network; the move is unplanned, the
@@ -15,10 +15,21 @@ alice (be1) and bob (be2). Then, failure after failure (kinds drawn with the see
     frontend-killed  SIGKILL to every process of fe1's instance; restarted 2 s later, as a service
                      manager would
     mupdate-killed   SIGKILL to every process of the mupdate master; restarted 2 s later
+  Pacemaker (cyrus.ha.cluster runs be1 on the nodes be1 and spare; nothing is done but the injection):
+    node-crash       the node running be1 is powered off (the lab's power switch); the cluster fences it
+                     and starts be1 on the other node
+    node-hang        every process of the node running be1 is stopped (SIGSTOP); the cluster fences it
+  A fenced node is powered on again and rejoins the cluster before the next failure.
+
+With a Pacemaker kind in the run, the cluster is formed first (playbooks/cluster.yml) and the Ansible
+engine's kinds move be2 only; at the end the cluster is taken down and the pairs deployed again
+(playbooks/warm_spare.yml), as `make lab` left them.
 
 After each failure: every backend serves again, then the invariants are read back on both backends
-(every acknowledged message there once and intact, UIDs, UIDVALIDITY, flags, one INBOX per user). The
-run stops at the first violation, failed step or backend that does not come back, and leaves the
+(every acknowledged message there once and intact, UIDs, UIDVALIDITY, flags, one INBOX per user), and the
+Murder's mailbox lists are compared (cyrus.ha.cyrus_facts with mailbox_lists on every host, the
+mupdate-list invariant: the mupdate master lists exactly what the backends hold, the frontends the same).
+The run stops at the first violation, failed step or backend that does not come back, and leaves the
 evidence in its directory: journal.jsonl (copied from the client host), steps.jsonl, each step's
 Ansible output, summary.json and summary.md (counts per kind, the outage per kind as the clients saw it:
 median, p95, max).
@@ -49,11 +60,15 @@ REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, 'lab', 'rigs'))
 sys.path.insert(0, os.path.join(REPO, 'plugins', 'module_utils'))
 
+import cyha_cluster  # noqa: E402  (the lab's Pacemaker cluster of be1 and spare)
 import cyha_imap  # noqa: E402  (the lab's IMAP rig: instance processes by host)
+import cyha_traffic  # noqa: E402  (the Murder's mailbox lists compared, as the drill role does)
 import labutil  # noqa: E402
 import mailtraffic  # noqa: E402  (the journal's reader and summary, as the drill role ships them)
 
-KINDS = ('planned', 'instance-killed', 'link-down', 'frontend-killed', 'mupdate-killed')
+ANSIBLE_KINDS = ('planned', 'instance-killed', 'link-down', 'frontend-killed', 'mupdate-killed')
+PACEMAKER_KINDS = ('node-crash', 'node-hang')
+KINDS = ANSIBLE_KINDS + PACEMAKER_KINDS
 BACKENDS = {'be1': '198.51.100.121', 'be2': '198.51.100.122'}
 PAIRS = {'be1': ('be1', 'spare'), 'be2': ('be2', 'spare')}
 SERVICES = {'fe1': '198.51.100.111', 'mupdate': '198.51.100.110'}
@@ -92,6 +107,10 @@ class Run:
         os.makedirs(self.out, exist_ok=True)
         self.steps: list[dict] = []
         self.tmp = tempfile.mkdtemp(prefix='cyrus-ha-certify-')
+        self.kinds = self.sequence()
+        # with a Pacemaker kind, be1 belongs to the cluster and the runbooks move be2 only
+        self.cluster = any(kind in PACEMAKER_KINDS for kind in self.kinds)
+        self.moved = ['be2'] if self.cluster else sorted(BACKENDS)
 
     # -- Ansible and the lab ---------------------------------------------------------------------
     def play(self, name: str, path: str, *extra: str) -> subprocess.CompletedProcess:
@@ -161,11 +180,51 @@ class Run:
             raise Stop(f'{name}: {runbook} for {backend} failed (see {name}.log)')
         return os.path.basename(runbook)
 
+    def pacemaker_failure(self, name: str, kind: str) -> dict:
+        """node-crash or node-hang on the node running be1 (the cluster's), then that node back in the cluster."""
+        victim = cyha_cluster.active()
+        if victim not in cyha_cluster.NODES:
+            raise Stop(f'{name}: be1 does not run on exactly one cluster node')
+        survivor = cyha_cluster.NODES[1 - cyha_cluster.NODES.index(victim)]
+        cyha_cluster.inject(kind, victim)
+        if not labutil.poll(lambda: cyha_cluster.active() == survivor, cyha_cluster.FAILOVER_TIMEOUT, interval=0.2):
+            raise Stop(f'{name}: the cluster did not start be1 on {survivor} within {cyha_cluster.FAILOVER_TIMEOUT} s '
+                       f'after {kind} of {victim}:\n{cyha_cluster.crm(survivor, "crm_mon", "-1r").stdout}')
+        return {'backend': 'be1', 'node': victim, 'to': survivor, 'runbook': 'pacemaker'}
+
+    def rejoin(self, name: str, node: str) -> None:
+        """A fenced cluster node powered on again and back in the cluster."""
+        try:
+            cyha_cluster.rejoin(node)
+        except (AssertionError, subprocess.SubprocessError) as exc:
+            raise Stop(f'{name}: {node} did not rejoin the cluster: {str(exc)[-1500:]}') from None
+
+    def form_cluster(self) -> None:
+        """be1 and spare as the cluster running be1 (be1 home first), before the traffic starts."""
+        if self.where('be1') != 'be1':
+            self.move('prepare-be1-home', 'be1', self.where('be1'))
+        cyha_cluster.wipe()
+        proc = self.play('cluster-form', 'playbooks/cluster.yml', '-e', '@lab/vars/cluster.yml')
+        if proc.returncode != 0 or not labutil.poll(
+                lambda: cyha_cluster.active() and cyha_cluster.both_online('be1') and not self.serving(),
+                cyha_cluster.JOIN_TIMEOUT, interval=0.5):
+            raise SystemExit(f'the cluster of be1 and spare did not form (see {self.out}/cluster-form.log)')
+
+    def unform_cluster(self) -> None:
+        """The cluster taken down and the pairs deployed again, as `make lab` left them."""
+        cyha_cluster.wipe()
+        proc = self.play('cluster-unform-deploy', 'playbooks/warm_spare.yml')
+        if proc.returncode != 0:
+            print(f'the pairs were not deployed again after the cluster (see {self.out}/cluster-unform-deploy.log)',
+                  flush=True)
+
     def failure(self, index: int, kind: str, rng: random.Random) -> dict:
         name = f'step-{index:03d}-{kind}'
         step = {'index': index, 'kind': kind, 'started': time.time()}
-        if kind in ('planned', 'instance-killed', 'link-down'):
-            backend = rng.choice(sorted(BACKENDS))
+        if kind in PACEMAKER_KINDS:
+            step.update(self.pacemaker_failure(name, kind))
+        elif kind in ('planned', 'instance-killed', 'link-down'):
+            backend = rng.choice(self.moved)
             node = self.where(backend)
             step.update(backend=backend, node=node)
             if kind == 'instance-killed':
@@ -195,18 +254,28 @@ class Run:
         if not labutil.poll(lambda: not self.serving(), RECOVERY, interval=0.5):
             raise Stop(f'{name}: {", ".join(self.serving())} not serving {RECOVERY:.0f} s after the step')
         step['recovered'] = time.time()
+        if kind in PACEMAKER_KINDS:
+            self.rejoin(name, step['node'])
+            step['rejoined'] = time.time()
         return step
 
     def check(self) -> dict:
+        """The traffic's invariants read on the backends, and the Murder's mailbox lists compared."""
         directory = f'{TRAFFIC_DIR}/{self.tag}'
         proc = subprocess.run(['ip', 'netns', 'exec', 'cyha-client', 'python3', SCRIPT, 'check', '--profile',
                                f'{directory}/profile.json', '--journal', f'{directory}/journal.jsonl',
                                '--backends', json.dumps(BACKENDS)], capture_output=True, text=True, timeout=600,
                               check=False)
         try:
-            return json.loads(proc.stdout)
+            result = json.loads(proc.stdout)
         except ValueError:
-            return {'ok': False, 'violations': [], 'errors': [f'the check did not answer: {proc.stderr[-1000:]}']}
+            result = {'ok': False, 'violations': [], 'errors': [f'the check did not answer: {proc.stderr[-1000:]}']}
+        lists = cyha_traffic.murder_lists()
+        result['ok'] = result.get('ok') is True and lists['ok']
+        result['violations'] = (result.get('violations') or []) + lists['violations']
+        result['errors'] = (result.get('errors') or ([result['msg']] if result.get('failed') else [])) + lists['errors']
+        result['murder_lists'] = lists['checked']
+        return result
 
     # -- the run ------------------------------------------------------------------------------------
     def sequence(self) -> list[str]:
@@ -217,13 +286,15 @@ class Run:
 
     def run(self) -> int:
         verdict, reason = 'passed', ''
+        if self.cluster:
+            self.form_cluster()
         started = self.traffic('start')
         if started.returncode != 0:
             raise SystemExit(f'the traffic did not start (see {self.out}/traffic-start.log)')
         rng = random.Random(self.args.seed + 1)
         time.sleep(self.args.settle)
         try:
-            for index, kind in enumerate(self.sequence(), 1):
+            for index, kind in enumerate(self.kinds, 1):
                 step = self.failure(index, kind, rng)
                 time.sleep(self.args.settle)
                 result = self.check()
@@ -254,6 +325,8 @@ class Run:
                 verdict, reason = 'failed', (f'the final check found: {(final.get("violations") or [])[:3]} '
                                              f'{(final.get("errors") or [final.get("msg")])[:3]}')
             self.summarize(verdict, reason, final)
+            if self.cluster:
+                self.unform_cluster()
             shutil.rmtree(self.tmp, ignore_errors=True)
         return 0 if verdict == 'passed' else 1
 
@@ -285,7 +358,10 @@ class Run:
                        'seconds': traffic.get('seconds'), 'deliveries': traffic.get('deliveries'),
                        'kinds': {k: v['outcomes'] for k, v in traffic.get('kinds', {}).items()}},
                    'invariants': {'ok': final.get('ok'), 'violations': final.get('violations'),
-                                  'errors': final.get('errors'), 'checked': final.get('checked')},
+                                  'errors': final.get('errors'), 'checked': final.get('checked'),
+                                  'murder_lists': final.get('murder_lists')},
+                   'engines': {'ansible': [k for k in self.kinds if k in ANSIBLE_KINDS],
+                               'pacemaker': [k for k in self.kinds if k in PACEMAKER_KINDS]},
                    'outage_by_kind': kinds, 'steps': self.steps}
         with open(os.path.join(self.out, 'summary.json'), 'w', encoding='utf-8') as handle:
             json.dump(summary, handle, indent=2, sort_keys=True)
@@ -293,6 +369,7 @@ class Run:
         if reason:
             lines += [f'Stopped: {reason}', '']
         checked = final.get('checked') or {}
+        lists = final.get('murder_lists') or {}
         survived = sum(1 for s in self.steps if s.get('invariants_ok'))
         lines += [f'- failures survived (served again, every invariant holding): {survived} of {len(self.steps)} '
                   f'completed (seed {self.args.seed}{"; the run stopped: see above" if reason else ""})',
@@ -302,6 +379,10 @@ class Run:
                   f'- acknowledged messages: {checked.get("acknowledged")}, found once and intact: '
                   f'{checked.get("acknowledged_found")}; violations: {len(final.get("violations") or [])}; '
                   f'backends not read: {len(final.get("errors") or [])}',
+                  f'- mailbox lists after the last failure: {lists.get("mupdate_mailboxes")} at the mupdate master, '
+                  f'{lists.get("mailboxes")} on the backends ({", ".join(lists.get("backends") or [])}), frontends '
+                  f'{", ".join(lists.get("frontends") or []) or "-"} compared; differences: '
+                  f'{json.dumps(lists.get("violations_by_kind") or {}, sort_keys=True)}',
                   f'- deliveries: {json.dumps(traffic.get("deliveries"), sort_keys=True)}', '',
                   '| failure | count | client outage median (s) | p95 (s) | max (s) |', '|---|---|---|---|---|']
         lines += [f'| {k} | {v["count"]} | {v["median"]:.2f} | {v["p95"]:.2f} | {v["max"]:.2f} |' for k, v in kinds.items()]

@@ -1,18 +1,29 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """What the tests check of a drill run under mail traffic (lab/vars/traffic.yml: from the client host
-through fe1 to alice on be1 and bob on be2), and the traffic's invariants checked again from the client
-host with the drill role's script."""
+through fe1 to alice and mail01-05 on be1, bob and mail06-10 on be2), the traffic's invariants checked
+again from the client host with the drill role's script, and the Murder's mailbox lists compared."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import tempfile
+
+import labutil
+
+try:
+    from ansible_collections.cyrus.ha.plugins.module_utils import mailinvariants
+except ImportError:     # bench/certify.py: plugins/module_utils on the path
+    import mailinvariants
 
 TRAFFIC_DIR = '/var/lib/cyrus-ha/traffic'
 BACKENDS = {'be1': '198.51.100.121', 'be2': '198.51.100.122'}
 SCRIPT = '/usr/local/lib/cyrus-ha/cyrus_ha_traffic.py'
+# where the Murder's mailbox lists are read: every host of the lab's Murder
+LIST_HOSTS = 'mupdate_master:frontends:backends:spares:replicas'
 
 
 def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
@@ -40,9 +51,18 @@ def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
     assert (invariants['ok'], invariants['violations'], invariants['errors']) == (True, [], []), invariants
     checked = invariants['checked']
     assert checked['acknowledged'] == checked['acknowledged_found'] > 0
-    assert checked['mailboxes'] == {'alice': 'be1', 'bob': 'be2'}
+    # the lab profile's twelve users, each INBOX on its one backend
+    assert checked['mailboxes'] == dict({'alice': 'be1', 'bob': 'be2'}, **{f'mail{i:02d}': 'be1' if i <= 5 else 'be2'
+                                                                          for i in range(1, 11)}), checked['mailboxes']
+    # the Murder's mailbox lists: the mupdate master's is the union of the backends', and both frontends hold the same
+    lists = invariants['murder_lists']
+    assert 'mupdate-list' in invariants['invariants']
+    assert lists['mupdate_master'] == 'mupdate@mupdate' and lists['frontends'] == ['fe1@fe1', 'fe2@fe2'], lists
+    assert {'be1-svc.cyha.test', 'be2-svc.cyha.test'} <= set(lists['backends']), lists
+    assert lists['mupdate_mailboxes'] == lists['mailboxes'] >= 12 and lists['violations_by_kind'] == {}, lists
     names = [c['name'] for c in report['checks'] if c['ok']]
     assert {'traffic: every invariant holds', 'traffic: the generator ran to its end',
+            'traffic: the mupdate master lists what the backends hold, the frontends the same',
             'traffic: every delivery accepted, none refused for good or left queued'} <= set(names)
     with open(markdown, encoding='utf-8') as handle:
         text = handle.read()
@@ -63,3 +83,21 @@ def check_again(tag: str) -> dict:
                           capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
+
+
+def murder_lists() -> dict:
+    """The mupdate-list invariant now, as the drill role checks it: cyrus.ha.cyrus_facts with mailbox_lists on
+    every host of the Murder, compared (mailinvariants.mupdate_list, the cyrus.ha.mupdate_list_check filter's).
+    A host whose facts could not be gathered is an error in the result."""
+    with tempfile.TemporaryDirectory(prefix='cyha-lists-') as tree:
+        proc = labutil.ansible(LIST_HOSTS, 'cyrus.ha.cyrus_facts', 'partition_usage=false mailbox_lists=true',
+                               '--tree', tree, check=False)
+        hosts = {}
+        for host in sorted(os.listdir(tree)):
+            with open(os.path.join(tree, host), encoding='utf-8') as handle:
+                hosts[host] = (json.load(handle).get('ansible_facts') or {}).get('cyrus')
+    result = mailinvariants.mupdate_list(hosts)
+    if proc.returncode != 0:
+        result['ok'] = False
+        result['errors'].append(f'cyrus.ha.cyrus_facts failed on a host: {proc.stdout[-1000:]}')
+    return result

@@ -1,7 +1,8 @@
 # Copyright: cyrus.ha contributors
 # GNU General Public License v3.0+ (see LICENSE or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Cyrus IMAP facts of one host: version, paths, and every instance with its configuration,
-listen addresses, murder role, partitions (filesystem, size, file count) and master process.
+listen addresses, murder role, partitions (filesystem, size, file count), master process and, on
+request, the mailbox list of each running instance (``ctl_mboxlist -d``).
 
 Instances are the config pairs ``<config_root>/<name>/imapd.conf`` + ``cyrus.conf``, plus the
 distribution's ``/etc/imapd.conf`` + ``/etc/cyrus.conf`` as instance ``default``. The instance
@@ -12,6 +13,7 @@ library only (managed node, Python 3.9+).
 from __future__ import annotations
 
 import glob
+import json
 import os
 import re
 import subprocess
@@ -22,6 +24,9 @@ from ansible_collections.cyrus.ha.plugins.module_utils.cyrusinstance import (
 
 DEFAULT_PAIR = ('/etc/imapd.conf', '/etc/cyrus.conf')
 DEFAULT_PIDFILES = ('/run/cyrus-master.pid', '/var/run/cyrus-master.pid')
+# The fields of a mailboxes.db entry the facts keep: where it is (server on a Murder's mupdate master and
+# frontends, partition), what it is (mbtype: e a mailbox, r remote, ...) and its unique id (backends).
+MAILBOX_FIELDS = ('server', 'partition', 'mbtype', 'uniqueid')
 
 
 def cyrus_version(bindir, imapd_conf, run=None) -> dict:
@@ -49,6 +54,32 @@ def read_text(path: str):
         return cyrusconf.read_config(path)
     except (OSError, ValueError):
         return None
+
+
+def mailbox_list(imapd_conf: str, bindir, run=None) -> dict:
+    """The instance's mailbox list as its mailboxes.db holds it: {name: {server, partition, mbtype,
+    uniqueid}} (a field the entry lacks is left out), read with ``ctl_mboxlist -C CONF -d`` (Cyrus 3 dumps
+    it as one JSON object; the tool reads the database in place, as its backups do, and runs as the Cyrus
+    user). Raises ValueError naming the instance's file and the cause."""
+    if not bindir or not os.path.isfile(os.path.join(bindir, 'ctl_mboxlist')):
+        raise ValueError('ctl_mboxlist not found in %s: install Cyrus (Debian: cyrus-common)'
+                         % (bindir or 'any Cyrus bin directory'))
+    run = run or _run
+    argv = [os.path.join(bindir, 'ctl_mboxlist'), '-C', imapd_conf, '-d']
+    rc, out, err = run(argv)
+    if rc != 0:
+        detail = (err or '').strip()[-400:] or (out or '').strip()[-400:] or 'no output'
+        raise ValueError('%s -C %s -d failed (exit status %s): %s' % (argv[0], imapd_conf, rc, detail))
+    try:
+        dump = json.loads(out) if out.strip() else {}
+    except ValueError as exc:
+        raise ValueError('%s -C %s -d printed no JSON mailbox list (Cyrus 3 prints one): %s'
+                         % (argv[0], imapd_conf, exc)) from None
+    if not isinstance(dump, dict) or not all(isinstance(v, dict) for v in dump.values()):
+        raise ValueError('%s -C %s -d printed JSON that is not a mapping of mailbox names to entries'
+                         % (argv[0], imapd_conf))
+    return {name: {k: entry[k] for k in MAILBOX_FIELDS if isinstance(entry.get(k), str)}
+            for name, entry in sorted(dump.items())}
 
 
 def master_process(pidfile: str, imapd_conf: str = None, proc_root: str = '/proc') -> dict:
@@ -177,8 +208,11 @@ def instance_pairs(config_root: str = CONFIG_ROOT, include_default: bool = True,
 
 def gather(config_root: str = CONFIG_ROOT, run_root: str = RUN_ROOT, include_default: bool = True,
            with_usage: bool = True, default_pair: tuple = DEFAULT_PAIR, bindirs=BINDIRS, run=None,
-           proc_root: str = '/proc', mountinfo: str = '/proc/self/mountinfo') -> dict:
-    """The ``ansible_facts.cyrus`` dictionary of this host."""
+           proc_root: str = '/proc', mountinfo: str = '/proc/self/mountinfo', with_mailboxes: bool = False) -> dict:
+    """The ``ansible_facts.cyrus`` dictionary of this host. With ``with_mailboxes``, each instance whose
+    master runs also gets ``mailboxes`` (mailbox_list) or, when it cannot be read, ``mailboxes_error``;
+    a stopped instance gets neither (on a warm spare its configdirectory is on a volume mounted
+    elsewhere)."""
     bindir = find_bindir(bindirs)
     pairs = instance_pairs(config_root, include_default, default_pair)
     table = mounts(mountinfo)
@@ -191,6 +225,11 @@ def gather(config_root: str = CONFIG_ROOT, run_root: str = RUN_ROOT, include_def
         else:
             pidfile = cyrusinstance.paths(name, config_root, run_root)['pidfile']
             instances[name] = describe_instance(name, imapd_path, cyrus_path, pidfile, table, with_usage, proc_root)
+        if with_mailboxes and instances[name]['running']:
+            try:
+                instances[name]['mailboxes'] = mailbox_list(imapd_path, bindir, run)
+            except ValueError as exc:
+                instances[name]['mailboxes_error'] = str(exc)
     candidates = [default_pair[0]] + [p[0] for p in pairs.values()]
     facts = {'version': None, 'version_full': None}
     for candidate in dict.fromkeys(c for c in candidates if os.path.isfile(c)):

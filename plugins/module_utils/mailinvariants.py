@@ -18,6 +18,13 @@ the INBOX and FETCHes every message of the run (its Message-ID carries the run's
 - ``flag-kept``: a flag change the site acknowledged is still there;
 - ``no-corrupt-read``: no read during the run returned an acknowledged message changed.
 
+And of the Murder's mailbox lists, as each running instance's mailboxes.db holds them (``mupdate_list``,
+from the ``cyrus.ha.cyrus_facts`` of every host with ``mailbox_lists``):
+
+- ``mupdate-list``: the mupdate master's list is the union of the backends' lists, each mailbox placed
+  on the backend that holds it; every frontend's list is the master's; no mailbox is held by two
+  backends (by name, or by unique id under two names).
+
 Python 3.9+, standard library only.
 """
 
@@ -39,6 +46,123 @@ _UID = re.compile(rb'\bUID (\d+)')
 _FLAGS = re.compile(rb'\bFLAGS \(([^)]*)\)')
 _MAILBOXID = re.compile(rb'MAILBOXID \(([^)]+)\)')
 _UIDVALIDITY = re.compile(rb'UIDVALIDITY (\d+)')
+
+
+MUPDATE_INVARIANT = 'mupdate-list'
+# mailboxes.db entries that are not a live mailbox on both sides: d a tombstone (Cyrus 3 keeps one per deleted
+# mailbox), i an intermediate folder (a name's parent made implicitly), x a name reserved while it is made
+_NOT_LIVE = set('dix')
+
+
+def _live(mailboxes: dict) -> dict:
+    return {name: entry for name, entry in mailboxes.items()
+            if isinstance(entry, dict) and not (_NOT_LIVE & set(str(entry.get('mbtype') or '')))}
+
+
+def _murder_lists(hosts: dict) -> tuple:
+    """The running instances of a Murder by role from {host: ansible_facts.cyrus}: ({'mupdate': [...],
+    'backend': [...], 'frontend': [...]}, errors). Each item is {host, instance, servername, mailboxes}."""
+    found = {'mupdate': [], 'backend': [], 'frontend': []}
+    errors = []
+    for host, facts in sorted(hosts.items()):
+        instances = (facts or {}).get('instances') if isinstance(facts, dict) else None
+        if not isinstance(instances, dict):
+            errors.append(f'{host}: no Cyrus facts (cyrus.ha.cyrus_facts with mailbox_lists: true)')
+            continue
+        for name, instance in sorted(instances.items()):
+            role = instance.get('murder_role')
+            if role not in found or not instance.get('running'):
+                continue
+            if instance.get('mailboxes_error'):
+                errors.append(f'{host}: the mailbox list of instance {name} could not be read: {instance["mailboxes_error"]}')
+                continue
+            if not isinstance(instance.get('mailboxes'), dict):
+                errors.append(f'{host}: instance {name} runs and its mailbox list was not gathered (mailbox_lists: true)')
+                continue
+            found[role].append({'host': host, 'instance': name, 'servername': instance.get('servername'),
+                                'mailboxes': _live(instance['mailboxes'])})
+    return found, errors
+
+
+def _server_of(entry: dict) -> str:
+    """The server part of a mupdate entry's location (``server`` may carry ``!partition``)."""
+    return str(entry.get('server') or '').split('!', 1)[0]
+
+
+def mupdate_list(hosts: dict, limit: int = 20) -> dict:
+    """The mupdate-list invariant of a Murder, from {host: ansible_facts.cyrus} of every host that can run
+    one of its instances (mailbox lists gathered). Returns {ok, violations, errors, checked}; each
+    violation names the mailbox, where it is and where it was expected. At most ``limit`` violations of
+    one kind are listed (their count is in ``checked``)."""
+    found, errors = _murder_lists(hosts)
+    violations: list[dict] = []
+    counts: dict[str, int] = {}
+
+    def violate(kind: str, mailbox: str, detail: str) -> None:
+        counts[kind] = counts.get(kind, 0) + 1
+        if counts[kind] <= limit:
+            violations.append({'invariant': MUPDATE_INVARIANT, 'kind': kind, 'mailbox': mailbox, 'detail': detail})
+
+    if len(found['mupdate']) != 1:
+        where = ', '.join(f'{m["instance"]} on {m["host"]}' for m in found['mupdate']) or 'none'
+        errors.append(f'expected one running mupdate master, found {len(found["mupdate"])} ({where})')
+    by_server: dict[str, dict] = {}
+    for backend in found['backend']:
+        other = by_server.get(backend['servername'])
+        if other is not None:
+            violate('two-masters', '*', f'backend {backend["servername"]} runs twice: instance {other["instance"]} on '
+                                        f'{other["host"]} and instance {backend["instance"]} on {backend["host"]}')
+            continue
+        by_server[backend['servername']] = backend
+    union: dict[str, str] = {}
+    ids: dict[str, tuple] = {}
+    for server, backend in sorted(by_server.items()):
+        for name, entry in backend['mailboxes'].items():
+            if name in union:
+                violate('held-twice', name, f'{name} is held by backend {union[name]} and by backend {server}')
+                continue
+            union[name] = server
+            uniqueid = entry.get('uniqueid')
+            if uniqueid:
+                if uniqueid in ids:
+                    violate('held-twice', name, f'{name} on {server} has the unique id {uniqueid} of {ids[uniqueid][0]} '
+                                                f'on {ids[uniqueid][1]}')
+                else:
+                    ids[uniqueid] = (name, server)
+    checked = {'backends': sorted(by_server), 'frontends': sorted(f'{f["instance"]}@{f["host"]}' for f in found['frontend']),
+               'mailboxes': len(union)}
+    if len(found['mupdate']) == 1:
+        master = found['mupdate'][0]
+        listed = {name: _server_of(entry) for name, entry in master['mailboxes'].items()}
+        checked['mupdate_master'] = f'{master["instance"]}@{master["host"]}'
+        checked['mupdate_mailboxes'] = len(listed)
+        for name, server in sorted(union.items()):
+            if name not in listed:
+                violate('missing-at-master', name, f'{name} is on backend {server} and not in the mupdate master\'s list')
+            elif listed[name] != server:
+                violate('misplaced', name, f'the mupdate master places {name} on {listed[name] or "no server"}, and '
+                                           f'backend {server} holds it')
+        for name, server in sorted(listed.items()):
+            if name in union:
+                continue
+            if server in by_server:
+                violate('not-on-backend', name, f'the mupdate master places {name} on {server}, which does not hold it')
+            else:
+                violate('unknown-backend', name, f'the mupdate master places {name} on {server or "no server"}, '
+                                                 f'which no running backend read here is')
+        for frontend in found['frontend']:
+            theirs = {name: _server_of(entry) for name, entry in frontend['mailboxes'].items()}
+            if theirs == listed:
+                continue
+            missing = sorted(set(listed) - set(theirs))
+            extra = sorted(set(theirs) - set(listed))
+            moved = sorted(n for n in set(theirs) & set(listed) if theirs[n] != listed[n])
+            parts = [f'{label} {", ".join(names[:5])}{" ..." if len(names) > 5 else ""} ({len(names)})'
+                     for label, names in (('lacks', missing), ('has besides', extra), ('places elsewhere', moved)) if names]
+            violate('frontend-differs', (missing + extra + moved)[0],
+                    f'frontend {frontend["instance"]} on {frontend["host"]} differs from the mupdate master: {"; ".join(parts)}')
+    checked['violations_by_kind'] = dict(sorted(counts.items()))
+    return {'ok': not violations and not errors, 'violations': violations, 'errors': errors, 'checked': checked}
 
 
 def expectations(records: list[dict]) -> dict:

@@ -42,6 +42,17 @@ options:
       - This walks the whole partition; set V(false) on large mail stores.
     type: bool
     default: true
+  mailbox_lists:
+    description:
+      - Also report the mailbox list of each instance whose master runs, as its C(mailboxes.db) holds it
+        (C(ctl_mboxlist -d), which reads the database in place).
+      - On a Murder this is what the mupdate master, each frontend and each backend believe; the
+        M(cyrus.ha.cyrus_facts) results of every host go to the P(cyrus.ha.mupdate_list_check#filter) filter.
+      - A stopped instance has no list reported (a warm spare's configdirectory is on a volume mounted on the
+        other node).
+    type: bool
+    default: false
+    version_added: 0.3.0
 extends_documentation_fragment:
   - cyrus.ha.attributes
   - cyrus.ha.attributes.facts
@@ -53,6 +64,9 @@ attributes:
     support: none
 notes:
   - Reads files under O(config_root), C(/proc) and the partitions; changes nothing.
+seealso:
+  - plugin: cyrus.ha.mupdate_list_check
+    plugin_type: filter
 '''
 
 EXAMPLES = r'''
@@ -66,6 +80,11 @@ EXAMPLES = r'''
 - name: Gather facts without walking large partitions
   cyrus.ha.cyrus_facts:
     partition_usage: false
+
+- name: Read every running instance's mailbox list (a Murder's mupdate list check)
+  cyrus.ha.cyrus_facts:
+    partition_usage: false
+    mailbox_lists: true
 '''
 
 RETURN = r'''
@@ -101,6 +120,9 @@ ansible_facts:
               C(partitions) (name to C(path), C(exists), C(filesystem) with C(mount), C(fstype),
               C(source), C(size_bytes), C(free_bytes), and C(used_bytes), C(files)), C(pidfile),
               C(running), C(master_pid), C(problems) (syntax errors, each starting with C(FILE:LINE)).
+            - With O(mailbox_lists), a running instance also has C(mailboxes) (mailbox name to its C(server),
+              C(partition), C(mbtype) and C(uniqueid), each present when the entry has it), or
+              C(mailboxes_error) when the list could not be read.
           type: dict
           sample:
             be1:
@@ -129,12 +151,14 @@ def main():
             run_root=dict(type='path', default=RUN_ROOT),
             include_default=dict(type='bool', default=True),
             partition_usage=dict(type='bool', default=True),
+            mailbox_lists=dict(type='bool', default=False),
         ),
         supports_check_mode=True,
     )
     params = module.params
     facts = gather(config_root=params['config_root'], run_root=params['run_root'],
-                   include_default=params['include_default'], with_usage=params['partition_usage'])
+                   include_default=params['include_default'], with_usage=params['partition_usage'],
+                   with_mailboxes=params['mailbox_lists'])
     module.exit_json(changed=False, ansible_facts={'cyrus': facts})
 
 

@@ -213,14 +213,26 @@ def _traffic_checks(traffic) -> list[dict]:
         detail = f'{len(problems)} problem(s): ' + '; '.join(problems[:5]) + (' ...' if len(problems) > 5 else '')
     deliveries = traffic.get('deliveries') or {}
     lost = int(deliveries.get('failed') or 0) + int(deliveries.get('still_queued') or 0)
-    return [{'name': 'traffic: every invariant holds', 'ok': bool(inv.get('ok')), 'detail': detail},
-            {'name': 'traffic: every delivery accepted, none refused for good or left queued', 'ok': lost == 0,
-             'detail': f'{deliveries.get("accepted", 0)} accepted ({deliveries.get("deferred_then_accepted", 0)} after '
-                       f'being deferred, queued up to {deliveries.get("max_queued", 0)} s), '
-                       f'{deliveries.get("failed", 0)} refused for good, {deliveries.get("still_queued", 0)} left queued'},
-            {'name': 'traffic: the generator ran to its end', 'ok': bool(traffic.get('complete')),
-             'detail': f'{traffic.get("operations", 0)} operations in {traffic.get("seconds", 0)} s '
-                       f'({traffic.get("rate", 0)}/s)'}]
+    checks = [{'name': 'traffic: every invariant holds', 'ok': bool(inv.get('ok')), 'detail': detail}]
+    lists = inv.get('murder_lists')
+    if isinstance(lists, Mapping):
+        wrong = [v for v in inv.get('violations') or [] if isinstance(v, Mapping) and v.get('invariant') == 'mupdate-list']
+        checks.append({'name': 'traffic: the mupdate master lists what the backends hold, the frontends the same',
+                       'ok': not wrong and bool(lists.get('mupdate_master')),
+                       'detail': (f'{lists.get("mupdate_mailboxes", "?")} mailboxes at the mupdate master '
+                                  f'{lists.get("mupdate_master") or "(not read)"}, {lists.get("mailboxes", 0)} on backends '
+                                  f'{", ".join(lists.get("backends") or []) or "-"}, frontends '
+                                  f'{", ".join(lists.get("frontends") or []) or "-"}'
+                                  + (f'; {len(wrong)} wrong: ' + '; '.join(str(v.get('detail')) for v in wrong[:3])
+                                     if wrong else ''))})
+    return checks + [
+        {'name': 'traffic: every delivery accepted, none refused for good or left queued', 'ok': lost == 0,
+         'detail': f'{deliveries.get("accepted", 0)} accepted ({deliveries.get("deferred_then_accepted", 0)} after '
+                   f'being deferred, queued up to {deliveries.get("max_queued", 0)} s), '
+                   f'{deliveries.get("failed", 0)} refused for good, {deliveries.get("still_queued", 0)} left queued'},
+        {'name': 'traffic: the generator ran to its end', 'ok': bool(traffic.get('complete')),
+         'detail': f'{traffic.get("operations", 0)} operations in {traffic.get("seconds", 0)} s '
+                   f'({traffic.get("rate", 0)}/s)'}]
 
 
 def traffic_rows(traffic) -> list[list[str]]:

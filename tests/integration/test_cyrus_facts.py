@@ -76,8 +76,14 @@ def test_facts_see_the_running_master_on_its_own_host_only(cyhatest):
     with open(f'/proc/{pid}/cmdline', 'rb') as handle:
         assert handle.read().split(b'\0')[:3] == [ct.MASTER.encode(), b'-C', ct.IMAPD.encode()]
     # /run is per host: be1 shares /etc (so it sees the pair) but not this master's pidfile
-    dummy, on_be1 = facts('be1')
+    dummy, on_be1 = facts('be1', 'mailbox_lists=true')
     assert (on_be1['instances'][ct.NAME]['running'], on_be1['instances'][ct.NAME]['master_pid']) == (False, None)
+    assert 'mailboxes' not in on_be1['instances'][ct.NAME]        # a stopped instance's list is not read
+    # the running instance's mailbox list, read with its own ctl_mboxlist: a new instance has no mailbox yet
+    result, listed = facts(ct.HOST, 'mailbox_lists=true partition_usage=false', '--check')
+    assert result['changed'] is False
+    assert listed['instances'][ct.NAME]['mailboxes'] == {} and 'mailboxes_error' not in listed['instances'][ct.NAME]
+    assert 'mailboxes' not in cyrus['instances'][ct.NAME]          # only when asked
 
 
 def test_facts_change_nothing_in_check_mode_and_can_skip_the_partition_walk(cyhatest):
@@ -108,5 +114,9 @@ def test_bad_arguments_fail_with_a_message(cyhatest):
     assert out.returncode != 0
     assert ("argument 'partition_usage' is of type str and we were unable to convert to bool: "
             "The value 'maybe' is not a valid boolean.") in out.stdout, out.stdout
+    out = labutil.ansible(ct.HOST, 'cyrus.ha.cyrus_facts', 'mailbox_lists=some', check=False)
+    assert out.returncode != 0
+    assert ("argument 'mailbox_lists' is of type str and we were unable to convert to bool: "
+            "The value 'some' is not a valid boolean.") in out.stdout, out.stdout
     out = labutil.ansible(ct.HOST, 'cyrus.ha.cyrus_facts', 'instances=be1', check=False)
     assert 'Unsupported parameters for (cyrus.ha.cyrus_facts) module: instances.' in out.stdout, out.stdout

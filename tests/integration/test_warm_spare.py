@@ -35,6 +35,7 @@ MOUNT = '/srv/cyrus-ha/be1'
 STATE_FILE = f'{MOUNT}/cyrus-ha-warm-spare.json'
 BE1_ADDR = '198.51.100.121'
 FE1_ADDR = '198.51.100.111'
+MUPDATE_ADDR = '198.51.100.110'
 SYNC_TIMEOUT = 60
 SAN: dict = {}
 
@@ -437,6 +438,30 @@ def test_the_invariant_check_finds_a_lost_and_a_duplicated_message_on_the_backen
     assert sorted((v['invariant'], v['message_id']) for v in result['violations']) == sorted(
         [('acknowledged-present', lost['message_id']), ('exactly-once', doubled['message_id'])])
     assert result['checked']['acknowledged_found'] == result['checked']['acknowledged'] - 1
+
+
+def test_the_mupdate_list_check_finds_a_mailbox_the_master_lost_and_the_backends_push_puts_it_back(pair):
+    """The Murder's lists agree; then the mupdate master loses user.bob (deleted there as a backend's mupdate client
+    would, behind be2's back): the check names exactly that mailbox, missing at the master; the frontends follow the
+    master, so they agree with it. be2's own push (ctl_mboxlist -m, the START entry of every backend) puts it back."""
+    before = cyha_traffic.murder_lists()
+    assert (before['ok'], before['violations'], before['errors']) == (True, [], []), before
+    assert before['checked']['mupdate_mailboxes'] == before['checked']['mailboxes'] >= 12
+    answer = cyha_imap.mupdate_command(MUPDATE_ADDR, 'mupdate', 'cyha-lab-mupdate', 'DELETE "user.bob"')
+    assert answer[-1].startswith('A02 OK'), answer
+    try:
+        found = labutil.poll(lambda: (lambda r: r if r['violations'] else None)(cyha_traffic.murder_lists()), 30,
+                             interval=1)
+        assert found and found['ok'] is False and found['errors'] == [], found
+        assert [(v['invariant'], v['kind'], v['mailbox'], v['detail']) for v in found['violations']] == [
+            ('mupdate-list', 'missing-at-master', 'user.bob',
+             "user.bob is on backend be2-svc.cyha.test and not in the mupdate master's list")]
+        assert found['checked']['mupdate_mailboxes'] == before['checked']['mupdate_mailboxes'] - 1
+    finally:
+        pushed = on('be2', ['/usr/lib/cyrus/bin/ctl_mboxlist', '-C', '/etc/cyrus-ha/be2/imapd.conf', '-m'])
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+    after = labutil.poll(lambda: (lambda r: r if r['ok'] else None)(cyha_traffic.murder_lists()), 30, interval=1)
+    assert after and after['checked'] == before['checked'], after
 
 
 @pytest.mark.parametrize('failure', ['instance killed', 'home link down'])

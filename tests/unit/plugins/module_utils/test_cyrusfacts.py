@@ -153,3 +153,75 @@ def test_cyrus_facts_reports_a_running_rhel_and_debian_master(tmp_path, proc, ma
     be1, be2 = facts['instances']['be1'], facts['instances']['be2']
     assert (be1['running'], be1['master_pid'], be1['pidfile']) == (True, 4242, str(run / 'be1' / 'master.pid'))
     assert (be2['running'], be2['master_pid']) == (False, None)
+
+
+FIXTURES = os.path.join(os.path.dirname(__file__), 'fixtures', 'cyrus', 'debian12')
+
+
+def dump_of(name: str) -> str:
+    with open(os.path.join(FIXTURES, name), encoding='utf-8') as handle:
+        return handle.read()
+
+
+def test_mailbox_list_keeps_where_and_what_each_mailbox_is(tmp_path):
+    (tmp_path / 'ctl_mboxlist').write_text('')
+    calls = []
+
+    def run(argv):
+        calls.append(argv)
+        return 0, dump_of('ctl_mboxlist-d-mupdate.json'), ''
+    listed = cyrusfacts.mailbox_list('/etc/cyrus-ha/mupdate/imapd.conf', str(tmp_path), run)
+    assert calls == [[str(tmp_path / 'ctl_mboxlist'), '-C', '/etc/cyrus-ha/mupdate/imapd.conf', '-d']]
+    assert listed['user.bob'] == {'server': 'be2-svc.cyha.test', 'partition': 'default', 'mbtype': 'er'}
+    assert sorted(listed) == ['cyrus-ha-lag-be3', 'user.alice', 'user.bob', 'user.dave']
+    backend = cyrusfacts.mailbox_list('x', str(tmp_path), lambda argv: (0, dump_of('ctl_mboxlist-d-be2.json'), ''))
+    assert backend == {'user.bob': {'partition': 'default', 'mbtype': 'e', 'uniqueid': 'tyg92b237rilkwc2ct19eyrk'}}
+    assert cyrusfacts.mailbox_list('x', str(tmp_path), lambda argv: (0, '', '')) == {}
+
+
+@pytest.mark.parametrize('answer, message', [
+    ((75, '', "fatal error: can't read mailboxes file\n"),
+     "ctl_mboxlist -C /e/be2/imapd.conf -d failed (exit status 75): fatal error: can't read mailboxes file"),
+    ((0, 'user.bob\tdefault\tbob\tlrswipkxtecdan\n', ''),
+     'ctl_mboxlist -C /e/be2/imapd.conf -d printed no JSON mailbox list (Cyrus 3 prints one): Expecting value: '
+     'line 1 column 1 (char 0)'),
+    ((0, '["user.bob"]', ''),
+     'ctl_mboxlist -C /e/be2/imapd.conf -d printed JSON that is not a mapping of mailbox names to entries'),
+])
+def test_mailbox_list_refusals_name_the_instance_and_the_cause(tmp_path, answer, message):
+    (tmp_path / 'ctl_mboxlist').write_text('')
+    with pytest.raises(ValueError) as info:
+        cyrusfacts.mailbox_list('/e/be2/imapd.conf', str(tmp_path), lambda argv: answer)
+    assert str(info.value) == f'{tmp_path}/{message}'
+    with pytest.raises(ValueError, match=r'^ctl_mboxlist not found in /nowhere: install Cyrus \(Debian: cyrus-common\)$'):
+        cyrusfacts.mailbox_list('/e/be2/imapd.conf', '/nowhere', lambda argv: answer)
+
+
+def test_gather_lists_the_mailboxes_of_running_instances_only(tmp_path):
+    etc, run_root, bindir, proc = tmp_path / 'etc', tmp_path / 'run', tmp_path / 'bin', tmp_path / 'proc'
+    for name in ('be1', 'be2'):
+        (etc / name).mkdir(parents=True)
+        (etc / name / 'imapd.conf').write_text(f'configdirectory: /var/lib/cyrus-ha/{name}\n')
+        (etc / name / 'cyrus.conf').write_text('SERVICES {\n}\n')
+        (run_root / name).mkdir(parents=True)
+    bindir.mkdir()
+    (bindir / 'ctl_mboxlist').write_text('')
+    (bindir / 'master').write_text('')
+    (run_root / 'be1' / 'master.pid').write_text('4242\n')
+    fake_proc(proc, 4242, 'S', [str(bindir / 'master'), '-C', str(etc / 'be1' / 'imapd.conf')])
+
+    def run(argv):
+        if argv[0].endswith('ctl_mboxlist'):
+            return (0, dump_of('ctl_mboxlist-d-be2.json'), '') if 'be1' in argv[2] else (75, '', 'not this one')
+        return 1, '', ''
+    facts = gather(config_root=str(etc), run_root=str(run_root), include_default=False, with_usage=False,
+                   bindirs=(str(bindir),), run=run, proc_root=str(proc), with_mailboxes=True)
+    assert facts['instances']['be1']['mailboxes'] == {
+        'user.bob': {'partition': 'default', 'mbtype': 'e', 'uniqueid': 'tyg92b237rilkwc2ct19eyrk'}}
+    assert 'mailboxes' not in facts['instances']['be2'] and 'mailboxes_error' not in facts['instances']['be2']
+    (run_root / 'be2' / 'master.pid').write_text('4343\n')
+    fake_proc(proc, 4343, 'S', [str(bindir / 'master'), '-C', str(etc / 'be2' / 'imapd.conf')])
+    facts = gather(config_root=str(etc), run_root=str(run_root), include_default=False, with_usage=False,
+                   bindirs=(str(bindir),), run=run, proc_root=str(proc), with_mailboxes=True)
+    assert facts['instances']['be2']['mailboxes_error'] == (
+        f'{bindir}/ctl_mboxlist -C {etc}/be2/imapd.conf -d failed (exit status 75): not this one')

@@ -5,6 +5,9 @@ tests/integration/test_drill_traffic.py's)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from ansible_collections.cyrus.ha.plugins.module_utils import mailinvariants
@@ -126,3 +129,109 @@ def test_the_fetch_answer_is_parsed_with_flags_before_or_after_the_body():
             (b'2 (UID 9 BODY[] {3}', b'def'), b' FLAGS (\\Answered))']
     assert mailinvariants._parse_fetch(data) == [{'uid': 4, 'flags': ['\\Seen', '\\Flagged'], 'body': b'abc'},
                                                  {'uid': 9, 'flags': ['\\Answered'], 'body': b'def'}]
+
+
+# -- the Murder's mailbox lists (mupdate-list), from ctl_mboxlist -d as Debian 12's Cyrus 3.6.1 prints it --------
+FIXTURES = Path(__file__).parent / 'fixtures' / 'cyrus' / 'debian12'
+MASTER_DUMP = json.loads((FIXTURES / 'ctl_mboxlist-d-mupdate.json').read_text())
+BE2_DUMP = json.loads((FIXTURES / 'ctl_mboxlist-d-be2.json').read_text())
+
+
+def entry(uniqueid, mbtype='e'):
+    return {'mbtype': mbtype, 'partition': 'default', 'uniqueid': uniqueid}
+
+
+def murder(master=None, be1=None, be2=None, be3=None, frontend=None, spare_be1=False):
+    """Every host's Cyrus facts: the lab's Murder with its lists as the fixtures and the arguments say."""
+    def instance(role, servername, mailboxes, running=True):
+        found = {'murder_role': role, 'servername': servername, 'running': running}
+        if running:
+            found['mailboxes'] = mailboxes
+        return found
+    master = {n: {k: e[k] for k in ('server', 'partition', 'mbtype')} for n, e in MASTER_DUMP.items()} \
+        if master is None else master
+    be1 = {'user.alice': entry('a1')} if be1 is None else be1
+    be2 = {n: {k: e[k] for k in ('partition', 'mbtype', 'uniqueid')} for n, e in BE2_DUMP.items()} if be2 is None else be2
+    be3 = {'user.dave': entry('d1'), 'cyrus-ha-lag-be3': entry('l1')} if be3 is None else be3
+    return {
+        'mupdate': {'instances': {'mupdate': instance('mupdate', 'mupdate-svc.cyha.test', master)}},
+        'fe1': {'instances': {'fe1': instance('frontend', 'fe1-svc.cyha.test', master if frontend is None else frontend)}},
+        'be1': {'instances': {'be1': instance('backend', 'be1-svc.cyha.test', be1, running=not spare_be1)}},
+        'spare': {'instances': {'be1': instance('backend', 'be1-svc.cyha.test', be1, running=spare_be1),
+                                'be2': instance('backend', 'be2-svc.cyha.test', be2, running=False)}},
+        'be2': {'instances': {'be2': instance('backend', 'be2-svc.cyha.test', be2)}},
+        'be3': {'instances': {'be3': instance('backend', 'be3-svc.cyha.test', be3)}},
+        # the replica of be3: the same mailboxes, not a Murder member (no mupdate keys)
+        'replica': {'instances': {'be3': instance('standalone', 'be3-svc.cyha.test', be3)}},
+    }
+
+
+@pytest.mark.parametrize('spare_be1', [False, True])
+def test_the_mupdate_list_of_the_lab_holds_wherever_be1_runs(spare_be1):
+    result = mailinvariants.mupdate_list(murder(spare_be1=spare_be1))
+    assert result == {'ok': True, 'violations': [], 'errors': [], 'checked': {
+        'backends': ['be1-svc.cyha.test', 'be2-svc.cyha.test', 'be3-svc.cyha.test'], 'frontends': ['fe1@fe1'],
+        'mailboxes': 4, 'mupdate_master': 'mupdate@mupdate', 'mupdate_mailboxes': 4, 'violations_by_kind': {}}}
+
+
+def kinds(result):
+    return [(v['kind'], v['mailbox'], v['detail']) for v in result['violations']]
+
+
+def test_each_way_the_mupdate_list_can_be_wrong_is_named():
+    master = {n: dict(e) for n, e in MASTER_DUMP.items()}
+    del master['user.bob']                                           # lost at the master
+    master['user.dave']['server'] = 'be1-svc.cyha.test'              # placed on the wrong backend
+    master['user.gone'] = {'server': 'be2-svc.cyha.test!default', 'mbtype': 'er'}   # the backend lost it
+    master['user.nowhere'] = {'server': 'be9-svc.cyha.test', 'mbtype': 'er'}
+    master['DELETED.user.old'] = {'server': 'be2-svc.cyha.test', 'mbtype': 'erd'}   # a tombstone: not compared
+    result = mailinvariants.mupdate_list(murder(master=master, frontend={}))
+    assert result['ok'] is False and result['errors'] == []
+    assert kinds(result) == [
+        ('missing-at-master', 'user.bob', "user.bob is on backend be2-svc.cyha.test and not in the mupdate master's list"),
+        ('misplaced', 'user.dave', 'the mupdate master places user.dave on be1-svc.cyha.test, and backend '
+                                   'be3-svc.cyha.test holds it'),
+        ('not-on-backend', 'user.gone', 'the mupdate master places user.gone on be2-svc.cyha.test, which does not hold it'),
+        ('unknown-backend', 'user.nowhere', 'the mupdate master places user.nowhere on be9-svc.cyha.test, which no '
+                                            'running backend read here is'),
+        ('frontend-differs', 'cyrus-ha-lag-be3', 'frontend fe1 on fe1 differs from the mupdate master: lacks '
+         'cyrus-ha-lag-be3, user.alice, user.dave, user.gone, user.nowhere (5)')]
+    assert result['checked']['violations_by_kind'] == {
+        'frontend-differs': 1, 'misplaced': 1, 'missing-at-master': 1, 'not-on-backend': 1, 'unknown-backend': 1}
+
+
+def test_a_mailbox_on_two_backends_and_a_backend_running_twice():
+    hosts = murder(be2={'user.bob': entry('b1'), 'user.alice': entry('a2'), 'user.copy': entry('d1')})
+    hosts['spare']['instances']['be1'].update(running=True, mailboxes={'user.alice': entry('a1')})
+    result = mailinvariants.mupdate_list(hosts)
+    assert ('two-masters', '*', 'backend be1-svc.cyha.test runs twice: instance be1 on be1 and instance be1 on spare') \
+        in kinds(result)
+    assert ('held-twice', 'user.alice', 'user.alice is held by backend be1-svc.cyha.test and by backend '
+                                        'be2-svc.cyha.test') in kinds(result)
+    assert ('held-twice', 'user.dave', 'user.dave on be3-svc.cyha.test has the unique id d1 of user.copy on '
+                                       'be2-svc.cyha.test') in kinds(result)
+
+
+def test_lists_that_cannot_be_read_are_errors_not_a_pass():
+    hosts = murder()
+    hosts['be2']['instances']['be2'] = {'murder_role': 'backend', 'servername': 'be2-svc.cyha.test', 'running': True,
+                                        'mailboxes_error': 'ctl_mboxlist failed (exit status 75): fatal error: '
+                                                           "can't read mailboxes file"}
+    hosts['fe1'] = None                                          # unreachable: no facts
+    hosts['fe2'] = {'instances': {'fe2': {'murder_role': 'frontend', 'servername': 'fe2', 'running': True}}}
+    del hosts['mupdate']
+    result = mailinvariants.mupdate_list(hosts)
+    assert result['ok'] is False
+    assert result['errors'] == [
+        "be2: the mailbox list of instance be2 could not be read: ctl_mboxlist failed (exit status 75): fatal error: "
+        "can't read mailboxes file",
+        'fe1: no Cyrus facts (cyrus.ha.cyrus_facts with mailbox_lists: true)',
+        'fe2: instance fe2 runs and its mailbox list was not gathered (mailbox_lists: true)',
+        'expected one running mupdate master, found 0 (none)']
+
+
+def test_a_long_list_of_violations_is_cut_and_counted():
+    master = {f'user.u{i}': {'server': 'be1-svc.cyha.test', 'mbtype': 'er'} for i in range(50)}
+    result = mailinvariants.mupdate_list(murder(master=master, frontend=master), limit=3)
+    assert [v['kind'] for v in result['violations']] == ['missing-at-master'] * 3 + ['not-on-backend'] * 3
+    assert result['checked']['violations_by_kind'] == {'missing-at-master': 4, 'not-on-backend': 50}

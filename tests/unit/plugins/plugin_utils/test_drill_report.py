@@ -429,3 +429,34 @@ def test_a_replica_pairs_drill_without_loss_says_so():
     assert ('- replication: lag measured just before the failure: unknown\n- replication: promotion: planned (drained)\n'
             '- replication: RPO: 0 acknowledged message(s) missing after the promotion, counted from the traffic '
             'journal\n') in markdown
+
+
+# -- a traffic run's checks: the mupdate list beside the invariants ---------------------------------------------
+TRAFFIC_RUN = {'kinds': {'deliver': {'total': 10, 'outcomes': {'ok': 10}}}, 'operations': 10, 'seconds': 1, 'rate': 10,
+               'complete': True, 'deliveries': {'accepted': 10, 'failed': 0, 'still_queued': 0},
+               'invariants': {'ok': True, 'violations': [], 'errors': [],
+                              'checked': {'acknowledged': 10, 'acknowledged_found': 10, 'mailboxes': {'alice': 'be1'}},
+                              'murder_lists': {'backends': ['be1.example.org', 'be2.example.org'], 'frontends': ['fe1@fe1'],
+                                               'mailboxes': 2, 'mupdate_master': 'mupdate@mupdate',
+                                               'mupdate_mailboxes': 2}}}
+LISTS_CHECK = 'traffic: the mupdate master lists what the backends hold, the frontends the same'
+
+
+def test_the_mupdate_list_is_a_check_of_its_own():
+    checks = {c['name']: c for c in build_record(dict(EVIDENCE, traffic=TRAFFIC_RUN))['checks']}
+    assert checks[LISTS_CHECK] == {'name': LISTS_CHECK, 'ok': True, 'detail': (
+        '2 mailboxes at the mupdate master mupdate@mupdate, 2 on backends be1.example.org, be2.example.org, '
+        'frontends fe1@fe1')}
+    wrong = {'invariant': 'mupdate-list', 'kind': 'missing-at-master', 'mailbox': 'user.bob',
+             'detail': "user.bob is on backend be2.example.org and not in the mupdate master's list"}
+    broken = json.loads(json.dumps(TRAFFIC_RUN))
+    broken['invariants'].update(ok=False, violations=[wrong])
+    record = build_record(dict(EVIDENCE, traffic=broken))
+    checks = {c['name']: c for c in record['checks']}
+    assert checks[LISTS_CHECK]['ok'] is False
+    assert checks[LISTS_CHECK]['detail'].endswith(
+        "frontends fe1@fe1; 1 wrong: user.bob is on backend be2.example.org and not in the mupdate master's list")
+    assert checks['traffic: every invariant holds']['ok'] is False
+    assert summarize(record)['passed'] is False
+    del broken['invariants']['murder_lists']
+    assert LISTS_CHECK not in {c['name'] for c in build_record(dict(EVIDENCE, traffic=broken))['checks']}
