@@ -180,6 +180,17 @@ class Run:
             raise Stop(f'{name}: {runbook} for {backend} failed (see {name}.log)')
         return os.path.basename(runbook)
 
+    def prepare(self, name: str, kind: str, backend: str | None) -> dict:
+        """With the cluster formed, be2 leaves the spare (a planned move, before the failure and not counted in
+        it) when the failure would take the spare down under it: a Pacemaker failure of the spare (the cluster
+        fences the node), or be2's link down there (the cluster would fence the spare as well)."""
+        if not self.cluster or self.where('be2') != 'spare':
+            return {}
+        if (kind in PACEMAKER_KINDS and cyha_cluster.active() == 'spare') or (kind == 'link-down' and backend == 'be2'):
+            self.move(f'{name}-prepare', 'be2', 'spare')
+            return {'prepared': 'be2 moved home from spare first'}
+        return {}
+
     def pacemaker_failure(self, name: str, kind: str) -> dict:
         """node-crash or node-hang on the node running be1 (the cluster's), then that node back in the cluster."""
         victim = cyha_cluster.active()
@@ -220,11 +231,12 @@ class Run:
 
     def failure(self, index: int, kind: str, rng: random.Random) -> dict:
         name = f'step-{index:03d}-{kind}'
-        step = {'index': index, 'kind': kind, 'started': time.time()}
+        backend = rng.choice(self.moved) if kind in ('planned', 'instance-killed', 'link-down') else None
+        prepared = self.prepare(name, kind, backend)
+        step = {'index': index, 'kind': kind, 'started': time.time(), **prepared}
         if kind in PACEMAKER_KINDS:
             step.update(self.pacemaker_failure(name, kind))
-        elif kind in ('planned', 'instance-killed', 'link-down'):
-            backend = rng.choice(self.moved)
+        elif backend:
             node = self.where(backend)
             step.update(backend=backend, node=node)
             if kind == 'instance-killed':

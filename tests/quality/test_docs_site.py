@@ -18,7 +18,7 @@ import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-FILTERS = ('cluster_config', 'drill_record', 'drill_report', 'ha_cluster_vars', 'replication_diff', 'replication_diverged',
+FILTERS = ('cluster_config', 'drill_record', 'drill_report', 'ha_cluster_vars', 'mupdate_list_check', 'replication_diff', 'replication_diverged',
            'storage_report', 'text_table')
 
 
