@@ -52,8 +52,8 @@ def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
     checked = invariants['checked']
     assert checked['acknowledged'] == checked['acknowledged_found'] > 0
     # the lab profile's twelve users, each INBOX on its one backend
-    assert checked['mailboxes'] == dict({'alice': 'be1', 'bob': 'be2'}, **{f'mail{i:02d}': 'be1' if i <= 5 else 'be2'
-                                                                          for i in range(1, 11)}), checked['mailboxes']
+    homes = dict({'alice': 'be1', 'bob': 'be2'}, **{f'mail{i:02d}': 'be1' if i <= 5 else 'be2' for i in range(1, 11)})
+    assert checked['mailboxes'] == homes, checked['mailboxes']
     # the Murder's mailbox lists: the mupdate master's is the union of the backends', and both frontends hold the same
     lists = invariants['murder_lists']
     assert 'mupdate-list' in invariants['invariants']

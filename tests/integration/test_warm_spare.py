@@ -440,6 +440,12 @@ def test_the_invariant_check_finds_a_lost_and_a_duplicated_message_on_the_backen
     assert result['checked']['acknowledged_found'] == result['checked']['acknowledged'] - 1
 
 
+def lists_if(condition) -> dict | None:
+    """The Murder's mailbox lists compared now, when the result meets the condition."""
+    result = cyha_traffic.murder_lists()
+    return result if condition(result) else None
+
+
 def test_the_mupdate_list_check_finds_a_mailbox_the_master_lost_and_the_backends_push_puts_it_back(pair):
     """The Murder's lists agree; then the mupdate master loses user.bob (deleted there as a backend's mupdate client
     would, behind be2's back): the check names exactly that mailbox, missing at the master; the frontends follow the
@@ -450,8 +456,7 @@ def test_the_mupdate_list_check_finds_a_mailbox_the_master_lost_and_the_backends
     answer = cyha_imap.mupdate_command(MUPDATE_ADDR, 'mupdate', 'cyha-lab-mupdate', 'DELETE "user.bob"')
     assert answer[-1].startswith('A02 OK'), answer
     try:
-        found = labutil.poll(lambda: (lambda r: r if r['violations'] else None)(cyha_traffic.murder_lists()), 30,
-                             interval=1)
+        found = labutil.poll(lambda: lists_if(lambda r: r['violations']), 30, interval=1)
         assert found and found['ok'] is False and found['errors'] == [], found
         assert [(v['invariant'], v['kind'], v['mailbox'], v['detail']) for v in found['violations']] == [
             ('mupdate-list', 'missing-at-master', 'user.bob',
@@ -460,7 +465,7 @@ def test_the_mupdate_list_check_finds_a_mailbox_the_master_lost_and_the_backends
     finally:
         pushed = on('be2', ['/usr/lib/cyrus/bin/ctl_mboxlist', '-C', '/etc/cyrus-ha/be2/imapd.conf', '-m'])
     assert pushed.returncode == 0, pushed.stdout + pushed.stderr
-    after = labutil.poll(lambda: (lambda r: r if r['ok'] else None)(cyha_traffic.murder_lists()), 30, interval=1)
+    after = labutil.poll(lambda: lists_if(lambda r: r['ok']), 30, interval=1)
     assert after and after['checked'] == before['checked'], after
 
 
