@@ -107,32 +107,36 @@ def cleanup(hosts: dict) -> None:
             cyha_imap.remove_instance(host)
 
 
-@pytest.fixture(scope='module')
-def pair(lab):
-    """The lab Murder with be1 and be2 on their SAN volumes, deployed by playbooks/warm_spare.yml."""
+def deploy_pair(lab) -> dict:
+    """The lab Murder with be1 and be2 on their SAN volumes, deployed by playbooks/warm_spare.yml from nothing:
+    every instance removed, the volumes emptied (a previous run's mailboxes would not match the fresh mupdate
+    master)."""
     hosts = {h['name']: h for h in lab if h['name'] in INSTANCES + ('spare',)}
     repaired = labutil.lab_up()     # a module before this one may have left a link cut or a host fenced
     assert repaired.returncode == 0, repaired.stderr
     cleanup(hosts)
     SAN.update(san())
-    try:
-        # Start from empty volumes (a previous run's mailboxes would not match the fresh mupdate master).
-        for backend in ('be1', 'be2'):
-            labutil.ansible(backend, 'cyrus.ha.shared_volume', json.dumps({
-                'label': f'cyha-{backend}', 'mountpoint': f'/srv/cyrus-ha/{backend}',
-                'devices': [SAN[backend]['devices'][backend]],
-                'mmp_probe_timeout': 3}))
-            on(backend, ['find', f'/srv/cyrus-ha/{backend}', '-mindepth', '1', '-maxdepth', '1',
-                         '!', '-name', 'lost+found', '-exec', 'rm', '-rf', '{}', '+'], check=True)
-        started = time.monotonic()
-        deployed = play('warm_spare.yml')
-        seconds = time.monotonic() - started
-        with cyha_imap.imap(BE1_ADDR, *ADMIN) as conn:   # made by site.yml (murder_mailboxes), on the volume
-            assert 'user.alice' in cyha_imap.mailboxes(conn)
-        assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.5), 'alice cannot log in through fe1'
-        yield {'hosts': hosts, 'deployed': deployed, 'seconds': seconds}
-    finally:
-        cleanup(hosts)
+    for backend in ('be1', 'be2'):
+        labutil.ansible(backend, 'cyrus.ha.shared_volume', json.dumps({
+            'label': f'cyha-{backend}', 'mountpoint': f'/srv/cyrus-ha/{backend}',
+            'devices': [SAN[backend]['devices'][backend]],
+            'mmp_probe_timeout': 3}))
+        on(backend, ['find', f'/srv/cyrus-ha/{backend}', '-mindepth', '1', '-maxdepth', '1',
+                     '!', '-name', 'lost+found', '-exec', 'rm', '-rf', '{}', '+'], check=True)
+    started = time.monotonic()
+    deployed = play('warm_spare.yml')
+    seconds = time.monotonic() - started
+    with cyha_imap.imap(BE1_ADDR, *ADMIN) as conn:   # made by site.yml (murder_mailboxes), on the volume
+        assert 'user.alice' in cyha_imap.mailboxes(conn)
+    assert labutil.poll(login_works, SYNC_TIMEOUT, interval=0.5), 'alice cannot log in through fe1'
+    return {'hosts': hosts, 'deployed': deployed, 'seconds': seconds}
+
+
+@pytest.fixture(scope='module')
+def pair(lab):
+    """The pairs deployed from nothing. They stay deployed afterwards, as `make lab` leaves the lab:
+    test_warm_spare_cluster.py forms its cluster on them (without deploying them again)."""
+    yield deploy_pair(lab)
 
 
 def test_deploy_puts_the_instance_on_its_volume_on_the_home_node(pair):

@@ -22,8 +22,7 @@ import labutil
 from cyha_cluster import (BE1_ADDR, CLUSTER_VARS, FAILOVER_TIMEOUT, JOIN_TIMEOUT, NODES, active, both_online, canary,
                           canary_count, cib_version, crm, group_started_on, has_address, inject, log_since, log_size,
                           login_works, mounted, netns_pids, node_pid, pacemakerd_pid, play, rejoin, wipe)
-# the deployed Murder with its warm-spare pairs (a fixture, used by name)
-from test_warm_spare import pair  # noqa: F401 pylint: disable=unused-import
+from test_warm_spare import HOME, deploy_pair, placement
 
 pytestmark = pytest.mark.lab
 
@@ -37,7 +36,17 @@ def authkey_text(node: str) -> str:
 
 
 @pytest.fixture(scope='module')
-def cluster(pair):  # noqa: F811 - the warm-spare pair fixture, imported
+def pair(lab):
+    """The Murder with its warm-spare pairs as test_warm_spare.py leaves it (be1 on its home node, alice served);
+    deployed from nothing only when it is not (this module run alone, or the one before left it otherwise)."""
+    repaired = labutil.lab_up()
+    assert repaired.returncode == 0, repaired.stderr
+    if placement() != HOME or not login_works():
+        deploy_pair(lab)
+
+
+@pytest.fixture(scope='module')
+def cluster(pair):
     """be1 and spare as a cluster that runs be1's instance (deployed on be1 by the pair fixture)."""
     wipe()
     try:
