@@ -152,31 +152,3 @@ def remove_instance(host: dict) -> None:
         shutil.rmtree(path, ignore_errors=True)
     subprocess.run(['ip', '-n', host['netns'], 'addr', 'del', f'{host["service_addr4"]}/24', 'dev', 'eth0'],
                    capture_output=True, check=False)
-
-
-def mupdate_command(address: str, user: str, password: str, command: str, timeout: float = TIMEOUT) -> list[str]:
-    """One command to a mupdate server (RFC 3656) after SASL PLAIN, as a backend's mupdate client sends it:
-    the lines of its answer, up to and including the tagged one. mupdate has no TLS in Cyrus 3.6 (the lab's
-    network only): this is what the backends' own ctl_mboxlist -m does."""
-    import base64
-    import socket
-    with socket.create_connection((address, 3905), timeout=timeout) as conn:
-        reader = conn.makefile('rb')
-
-        def until(tag: bytes) -> list[str]:
-            lines = []
-            while True:
-                line = reader.readline()
-                if not line:
-                    raise ConnectionError(f'mupdate at {address} closed the connection: {lines}')
-                lines.append(line.decode('utf-8', 'replace').rstrip('\r\n'))
-                if line.startswith(tag):
-                    return lines
-        until(b'* OK')
-        token = base64.b64encode(f'\0{user}\0{password}'.encode()).decode('ascii')
-        conn.sendall(f'A01 AUTHENTICATE "PLAIN" "{token}"\r\n'.encode())
-        answer = until(b'A01 ')
-        if not answer[-1].startswith('A01 OK'):
-            raise PermissionError(f'mupdate at {address} refused {user}: {answer[-1]}')
-        conn.sendall(f'A02 {command}\r\nA03 LOGOUT\r\n'.encode())
-        return until(b'A02 ')
