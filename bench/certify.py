@@ -221,6 +221,7 @@ class Run:
         if proc.returncode != 0 or not labutil.poll(
                 lambda: cyha_cluster.active() and cyha_cluster.both_online('be1') and not self.serving(),
                 cyha_cluster.JOIN_TIMEOUT, interval=0.5):
+            self.unform_cluster()            # the lab as make lab left it, not half a cluster
             raise SystemExit(f'the cluster of be1 and spare did not form (see {self.out}/cluster-form.log)')
 
     def unform_cluster(self) -> None:
@@ -304,6 +305,8 @@ class Run:
             self.form_cluster()
         started = self.traffic('start')
         if started.returncode != 0:
+            if self.cluster:
+                self.unform_cluster()
             raise SystemExit(f'the traffic did not start (see {self.out}/traffic-start.log)')
         rng = random.Random(self.args.seed + 1)
         time.sleep(self.args.settle)
@@ -427,7 +430,11 @@ def main() -> int:
     parser.add_argument('--settle', type=float, default=2.0, help='seconds of traffic before each failure and check')
     parser.add_argument('--out', default=os.path.join(REPO, 'build', 'certify'))
     args = parser.parse_args()
-    return Run(args).run()
+    run = Run(args)
+    try:
+        return run.run()
+    finally:
+        shutil.rmtree(run.tmp, ignore_errors=True)     # also when the run could not start
 
 
 if __name__ == '__main__':

@@ -70,8 +70,14 @@ def _murder_lists(hosts: dict) -> tuple:
             errors.append(f'{host}: no Cyrus facts (cyrus.ha.cyrus_facts with mailbox_lists: true)')
             continue
         for name, instance in sorted(instances.items()):
+            if not isinstance(instance, dict):
+                errors.append(f'{host}: the facts of instance {name} are not a mapping')
+                continue
             role = instance.get('murder_role')
             if role not in found or not instance.get('running'):
+                continue
+            if not isinstance(instance.get('servername'), str) or not instance['servername']:
+                errors.append(f'{host}: instance {name} runs as a {role} without a servername')
                 continue
             if instance.get('mailboxes_error'):
                 errors.append(f'{host}: the mailbox list of instance {name} could not be read: {instance["mailboxes_error"]}')

@@ -218,6 +218,9 @@ def test_lists_that_cannot_be_read_are_errors_not_a_pass():
                                         'mailboxes_error': 'ctl_mboxlist failed (exit status 75): fatal error: '
                                                            "can't read mailboxes file"}
     hosts['fe1'] = None                                          # unreachable: no facts
+    hosts['be3']['instances']['odd'] = 'not a mapping'
+    hosts['be3']['instances']['nameless'] = {'murder_role': 'backend', 'servername': None, 'running': True,
+                                             'mailboxes': {}}
     hosts['fe2'] = {'instances': {'fe2': {'murder_role': 'frontend', 'servername': 'fe2', 'running': True}}}
     del hosts['mupdate']
     result = mailinvariants.mupdate_list(hosts)
@@ -225,6 +228,8 @@ def test_lists_that_cannot_be_read_are_errors_not_a_pass():
     assert result['errors'] == [
         "be2: the mailbox list of instance be2 could not be read: ctl_mboxlist failed (exit status 75): fatal error: "
         "can't read mailboxes file",
+        'be3: instance nameless runs as a backend without a servername',
+        'be3: the facts of instance odd are not a mapping',
         'fe1: no Cyrus facts (cyrus.ha.cyrus_facts with mailbox_lists: true)',
         'fe2: instance fe2 runs and its mailbox list was not gathered (mailbox_lists: true)',
         'expected one running mupdate master, found 0 (none)']
