@@ -39,9 +39,13 @@ def check_drill_traffic(report: dict, markdown: str, failure: str) -> None:
     login = traffic['outages']['login']
     assert 'bob' not in login['by_user'] and login['longest_gap'] > 0, login
     assert all(b - a >= 0.5 and user == 'alice' for a, b, user in login['gaps']), login
-    # every delivery was accepted in the end, some only after being deferred while be1 was away
+    # every delivery was accepted in the end. alice's prober's deliveries went without a success while be1 was
+    # away: deferred by the frontend (connection refused: a stopped instance) or held until the address came
+    # back (a node that went silent: the frontend's connect waits), which of the two depends on the failure
+    # and on timing, so the gap is what is asserted, not the deferrals
     assert traffic['deliveries']['failed'] == traffic['deliveries']['still_queued'] == 0, traffic['deliveries']
-    assert traffic['deliveries']['deferred_then_accepted'] > 0, traffic['deliveries']
+    delivery_gaps = [b - a for a, b, user in traffic['outages']['deliver']['gaps'] if user == 'alice']
+    assert delivery_gaps and max(delivery_gaps) >= 0.5, (traffic['outages']['deliver'], traffic['deliveries'])
     # alice's clients saw the outage: windows that open after the failure and close within the drill
     alice = [w for w in traffic['outages']['any']['windows'] if w[2] == 'alice']
     assert alice and traffic['outages']['any']['by_user']['alice'] > 0, traffic['outages']['any']

@@ -140,6 +140,17 @@ def test_moosefs_with_the_page_cache_forced_on_serves_stale_names(moosefs, tmp_p
     assert rows['renamed cyrus.header seen'] == ('0/1', '1/1') and rows['unlinked message file gone'] == ('0/1', '1/1')
 
 
+# single-host checks GlusterFS fails now and then, with the reasons it may give (the check's own messages)
+GLUSTER_NOW_AND_THEN = {
+    'fcntl_locks': ['closing another fd of the holder did not release its locks'],
+    'rename_reopen': ['stat() after the rename still showed the old inode',
+                      'reopening after the rename did not read the new file',
+                      'another process did not see the renamed file at once',
+                      'another process did not read the new contents at once',
+                      'the replaced file has nlink 1, not 0'],
+}
+
+
 @pytest.fixture(scope='module')
 def glusterfs(lab):
     yield from serving(cyha_clusterfs.GlusterFS())
@@ -155,9 +166,17 @@ def test_glusterfs_defaults_serve_stale_data_for_a_second(glusterfs, tmp_path):
     finally:
         glusterfs.unmount()
     assert labutil.recap(proc.stdout)['localhost']['failed'] == 0 and report['verdict'] == 'unsafe'
-    assert {row['check']: (row['be1'], row['be2']) for row in report['single'] if row['check'] in SINGLE} == \
-        dict.fromkeys(SINGLE, ('pass', 'pass'))
     found = reasons(report)
+    single = {row['check']: (row['be1'], row['be2']) for row in report['single'] if row['check'] in SINGLE}
+    # one client alone passes, but now and then (2 runs in 6 on one machine) the FUSE client breaks one of two
+    # rules: closing another fd of the lock holder did not release its locks at once, or the replaced cyrus.header
+    # was not seen as replaced at once. Either is a judged failure with the check's own reason, never an error.
+    assert {check: status for check, status in single.items() if check not in GLUSTER_NOW_AND_THEN} == \
+        dict.fromkeys(set(SINGLE) - set(GLUSTER_NOW_AND_THEN), ('pass', 'pass')), single
+    for check, reasons_seen in GLUSTER_NOW_AND_THEN.items():
+        for host, status in zip(HOSTS, single[check]):
+            assert status == 'pass' or (status == 'fail' and set(found[(host, check)].split('; ')) <= set(reasons_seen)), \
+                (host, check, found)
     pair = 'be1 > be2'
     assert found[(pair, 'append_visibility')].startswith(
         'a message appended on be1 (under a lock, then fdatasync) became visible to fstat() and read() on be2 only '
