@@ -302,7 +302,10 @@ class Run:
     def run(self) -> int:
         verdict, reason = 'passed', ''
         if self.cluster:
-            self.form_cluster()
+            try:
+                self.form_cluster()
+            except Stop as exc:               # before any failure: nothing to summarize
+                raise SystemExit(f'the run could not start: {exc}') from None
         started = self.traffic('start')
         if started.returncode != 0:
             if self.cluster:

@@ -14,10 +14,12 @@ import imaplib
 import json
 import os
 import poplib
+import signal
 import socket
 import ssl
 import stat
 import subprocess
+import threading
 import time
 import uuid
 
@@ -217,6 +219,83 @@ def test_lmtp_to_a_frontend_lands_on_the_right_backend(murder, frontend):
                             SYNC_TIMEOUT, interval=0.5)
         message_id = cyha_imap.lmtp_deliver(addr(murder, frontend), user)
         assert cyha_imap.count_header(addr(murder, HOME[user]), user, USERS[user], 'Message-ID', message_id) == 1
+
+
+def lmtp_held(address: str, recipient: str, sent: threading.Event, timeout: float) -> tuple[int, str, str]:
+    """One LMTP delivery, by hand so the caller knows when the whole message is sent and only the reply is
+    awaited (`sent`); returns (reply code, reply text, Message-ID). A broken connection is code 0."""
+    message_id = f'<cyha-{uuid.uuid4().hex}@cyha.test>'
+    try:
+        with socket.create_connection((address, 24), timeout=timeout) as sock:
+            reader = sock.makefile('rb')
+
+            def reply() -> tuple[int, str]:
+                lines = []
+                while True:
+                    line = reader.readline().decode('ascii', 'replace')
+                    if not line:
+                        raise ConnectionError('connection closed')
+                    lines.append(line.rstrip())
+                    if line[3:4] != '-':
+                        return int(line[:3]), ' '.join(lines)
+
+            reply()
+            for command in ('LHLO cyha.test', 'MAIL FROM:<cyha@cyha.test>', f'RCPT TO:<{recipient}>', 'DATA'):
+                sock.sendall(command.encode() + b'\r\n')
+                code, text = reply()
+                if code >= 400:
+                    return code, text, message_id
+            sock.sendall(f'From: cyha@cyha.test\r\nTo: {recipient}\r\nSubject: held\r\nMessage-ID: {message_id}\r\n\r\n'
+                         'held by a hung backend\r\n.\r\n'.encode())
+            sent.set()
+            return (*reply(), message_id)
+    except (OSError, ValueError) as exc:
+        return 0, f'{type(exc).__name__}: {exc}', message_id
+
+
+def test_a_hung_backend_does_not_hold_up_mail_for_the_other_backend(murder):
+    """be1's instance frozen (SIGSTOP: its kernel still takes connections, nothing answers), as a hung node
+    looks to a frontend. 30 deliveries to alice through fe1 are held, each in one of fe1's lmtpd processes,
+    more than a backend's maxchild of 20; a delivery to bob (be2) through fe1 is still accepted before any of
+    alice's gets its reply. Thawed, each of alice's was accepted (and is in her INBOX once) or deferred (4xx),
+    never refused."""
+    fe1 = addr(murder, 'fe1')
+    for user in sorted(HOME):
+        assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(fe1, user, USERS[user]), SYNC_TIMEOUT, interval=0.5)
+    frozen = cyha_imap.instance_pids('be1')
+    assert frozen
+    held: dict[int, tuple] = {}
+    sent = [threading.Event() for _index in range(30)]
+
+    def alice(index: int) -> None:
+        held[index] = lmtp_held(fe1, 'alice', sent[index], 120)
+
+    threads = [threading.Thread(target=alice, args=(index,), daemon=True) for index in range(30)]
+    try:
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        for thread in threads:
+            thread.start()
+        assert labutil.poll(lambda: all(event.is_set() for event in sent) or held, 30, interval=0.1)
+        early = dict(held)
+        bob = cyha_imap.lmtp_deliver(fe1, 'bob')
+        answered_before_bob = dict(held)
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    for thread in threads:
+        thread.join(400)
+    assert early == {} and answered_before_bob == {}, (early, answered_before_bob)
+    assert sum(event.is_set() for event in sent) == 30
+    assert cyha_imap.count_header(addr(murder, 'be2'), 'bob', USERS['bob'], 'Message-ID', bob) == 1
+    codes = sorted({code for code, _text, _id in held.values()})
+    assert len(held) == 30 and all(code == 250 or 400 <= code < 500 for code in codes), held
+    accepted = [message_id for code, _text, message_id in held.values() if code == 250]
+    for message_id in accepted:
+        assert cyha_imap.count_header(addr(murder, 'be1'), 'alice', USERS['alice'], 'Message-ID', message_id) == 1
+    print(f'a hung be1: bob accepted through fe1 while 30 deliveries to alice were held; then {len(accepted)} '
+          f'accepted, replies {codes}')
 
 
 def test_mailbox_created_through_a_frontend_reaches_the_backend_and_the_other_frontend(murder):
