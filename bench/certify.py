@@ -225,7 +225,15 @@ class Run:
             raise SystemExit(f'the cluster of be1 and spare did not form (see {self.out}/cluster-form.log)')
 
     def unform_cluster(self) -> None:
-        """The cluster taken down and the pairs deployed again, as `make lab` left them."""
+        """The cluster taken down and the pairs deployed again, as `make lab` left them. be2 goes home first
+        when the run left it on the spare: the deployment mounts each volume on its home node, and refuses
+        (rightly) a volume the spare still holds."""
+        try:
+            node = self.where('be2')
+            if node != PAIRS['be2'][0]:
+                self.move('cluster-unform-be2-home', 'be2', node)
+        except Stop as exc:
+            print(f'be2 was not moved home before the pairs were deployed again: {exc}', flush=True)
         cyha_cluster.wipe()
         proc = self.play('cluster-unform-deploy', 'playbooks/warm_spare.yml')
         if proc.returncode != 0:
