@@ -261,7 +261,7 @@ def vol_uuid(device: str) -> str:
 
 # -- stopped heartbeats ----------------------------------------------------------------------------
 
-# 1 s here, 30 s in the next test: the two paths of the kernel's wait, as for live heartbeats above
+# 1 s here, 30 s in the last test of this file: the two paths of the kernel's wait, as for live heartbeats above
 @pytest.mark.parametrize('interval', [1])
 def test_stopped_heartbeat_is_watched_as_long_as_the_kernel_would(disk, tmp_path, interval):
     set_interval(disk, interval, tmp_path)
@@ -271,24 +271,6 @@ def test_stopped_heartbeat_is_watched_as_long_as_the_kernel_would(disk, tmp_path
     needed = refused['mmp']['wait_needed']
     assert needed >= vol.mmp_wait_needed(interval, 0) and refused['mmp']['watched_seconds'] >= needed
     assert refused['mmp']['live'] is False and mmp_state(device) == 'in_use' and mounted_at('spare') == ''
-
-
-def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk30, tmp_path):
-    """The takeover the disk30 fixture started in the background: refused at once within an 11 s budget, then
-    watched 120 s (the kernel's wait at 30 s) before the stale block is cleared and the volume mounted."""
-    disk = disk30
-    assert superblock(disk.loops['be1'])['mmp_update_interval'] == 30
-    stopped = disk.stopped30
-    stopped['thread'].join(600)
-    assert 'error' not in stopped and not stopped['thread'].is_alive(), stopped
-    short, taken = stopped['short'], stopped['taken']
-    assert short['failed'] and 'Raise mmp_probe_timeout to at least 120' in short['msg'], short   # the issue's case
-    assert stopped['state_after_short'] == ('in_use', '')
-    assert taken['changed'] and taken['actions'][-3:] == ['clear_mmp', 'fsck', 'mount'], taken
-    assert taken['mmp']['wait_needed'] == 120 and taken['mmp']['watched_seconds'] >= 120
-    assert on('spare', f'cat {MOUNT30}/canary').stdout.split('>>', 1)[-1].strip() == 'stopped30'
-    done = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT30, state='unmounted', devices=[stopped['device']])
-    assert not done['failed'] and mounted_at('spare', MOUNT30) == ''
 
 
 # -- checks before changes on the real thing -------------------------------------------------------
@@ -437,3 +419,23 @@ def test_unmount_killed_after_a_step_is_finished_by_the_next_run(disk, tmp_path,
         subprocess.run(['kill', str(instance)], check=False)
         on('be1', f'rm -f {pidfile}', check=False)
         reset_kill_mount(device, tmp_path)
+
+
+# -- last: the 30 s takeover the disk30 fixture started, its 120 s watch run beside every test above ----------
+
+def test_stopped_heartbeat_at_30_s_is_cleared_only_after_120_s(disk30, tmp_path):
+    """The takeover the disk30 fixture started in the background: refused at once within an 11 s budget, then
+    watched 120 s (the kernel's wait at 30 s) before the stale block is cleared and the volume mounted."""
+    disk = disk30
+    assert superblock(disk.loops['be1'])['mmp_update_interval'] == 30
+    stopped = disk.stopped30
+    stopped['thread'].join(600)
+    assert 'error' not in stopped and not stopped['thread'].is_alive(), stopped
+    short, taken = stopped['short'], stopped['taken']
+    assert short['failed'] and 'Raise mmp_probe_timeout to at least 120' in short['msg'], short   # the issue's case
+    assert stopped['state_after_short'] == ('in_use', '')
+    assert taken['changed'] and taken['actions'][-3:] == ['clear_mmp', 'fsck', 'mount'], taken
+    assert taken['mmp']['wait_needed'] == 120 and taken['mmp']['watched_seconds'] >= 120
+    assert on('spare', f'cat {MOUNT30}/canary').stdout.split('>>', 1)[-1].strip() == 'stopped30'
+    done = module('spare', tmp_path, uuid=disk.uuid, mountpoint=MOUNT30, state='unmounted', devices=[stopped['device']])
+    assert not done['failed'] and mounted_at('spare', MOUNT30) == ''
