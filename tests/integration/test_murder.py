@@ -221,9 +221,11 @@ def test_lmtp_to_a_frontend_lands_on_the_right_backend(murder, frontend):
         assert cyha_imap.count_header(addr(murder, HOME[user]), user, USERS[user], 'Message-ID', message_id) == 1
 
 
-def lmtp_held(address: str, recipient: str, sent: threading.Event, timeout: float) -> tuple[int, str, str]:
+def lmtp_held(address: str, recipient: str, sent: threading.Event, timeout: float,
+              gate: threading.Barrier | None = None) -> tuple[int, str, str]:
     """One LMTP delivery, by hand so the caller knows when the whole message is sent and only the reply is
-    awaited (`sent`); returns (reply code, reply text, Message-ID). A broken connection is code 0."""
+    awaited (`sent`), and can have many sessions open at once before any message ends (`gate`); returns
+    (reply code, reply text, Message-ID). A broken connection is code 0."""
     message_id = f'<cyha-{uuid.uuid4().hex}@cyha.test>'
     try:
         with socket.create_connection((address, 24), timeout=timeout) as sock:
@@ -245,12 +247,37 @@ def lmtp_held(address: str, recipient: str, sent: threading.Event, timeout: floa
                 code, text = reply()
                 if code >= 400:
                     return code, text, message_id
+            if gate is not None:
+                gate.wait(timeout)
             sock.sendall(f'From: cyha@cyha.test\r\nTo: {recipient}\r\nSubject: held\r\nMessage-ID: {message_id}\r\n\r\n'
                          'held by a hung backend\r\n.\r\n'.encode())
             sent.set()
             return (*reply(), message_id)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, threading.BrokenBarrierError) as exc:
         return 0, f'{type(exc).__name__}: {exc}', message_id
+
+
+def test_a_frontend_s_cached_connections_do_not_use_up_a_backend(murder):
+    """30 deliveries to bob open at once through fe1, so 30 of fe1's lmtpd each open a connection to be2 and keep
+    it after (Cyrus caches it for the process's life), more than the 20 lmtpd a backend used to run: every one
+    is accepted, and is in bob's INBOX once."""
+    fe1 = addr(murder, 'fe1')
+    assert labutil.poll(lambda: 'INBOX' in cyha_imap.list_as(fe1, 'bob', USERS['bob']), SYNC_TIMEOUT, interval=0.5)
+    gate = threading.Barrier(30)
+    sent = [threading.Event() for _index in range(30)]
+    done: dict[int, tuple] = {}
+
+    def bob(index: int) -> None:
+        done[index] = lmtp_held(fe1, 'bob', sent[index], 60, gate)
+
+    threads = [threading.Thread(target=bob, args=(index,), daemon=True) for index in range(30)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert sorted(code for code, _text, _id in done.values()) == [250] * 30, done
+    for _code, _text, message_id in done.values():
+        assert cyha_imap.count_header(addr(murder, 'be2'), 'bob', USERS['bob'], 'Message-ID', message_id) == 1
 
 
 def test_a_hung_backend_does_not_hold_up_mail_for_the_other_backend(murder):
