@@ -88,7 +88,8 @@ def test_lmtp_delivery_lands_and_verifies(imap_server, tmp_path):
 def test_login_waits_for_a_server_that_comes_back(imap_server, tmp_path):
     address = ['ip', '-n', NETNS, 'addr']
     subprocess.run(address + ['del', f'{ADDRESS}/24', 'dev', 'eth0'], check=True)
-    timer = threading.Timer(3.0, subprocess.run, [address + ['add', f'{ADDRESS}/24', 'dev', 'eth0']],
+    # back after 8 s: the module's first attempts (SSH to fe1 and the module's start included) find it gone
+    timer = threading.Timer(8.0, subprocess.run, [address + ['add', f'{ADDRESS}/24', 'dev', 'eth0']],
                             {'check': True})
     try:
         gone = check(tmp_path, wait=1.5, timeout=0.5, **ALICE)

@@ -144,6 +144,9 @@ def test_deploy_replicates_everything_and_a_second_run_changes_nothing(pair, tmp
     assert f'listen="198.51.100.50:{SYNC_PORT}"' in inside('replica', ['cat', '/etc/cyrus-ha/be3/cyrus.conf']).stdout
     replica_conf = inside('replica', ['cat', '/etc/cyrus-ha/be3/imapd.conf']).stdout
     assert 'mupdate_server' not in replica_conf and 'sync_log' not in replica_conf
+    # the master tries a replica that is away every 10 s at most (Cyrus's default grows to 20 minutes)
+    master_conf = inside('be3', ['cat', '/etc/cyrus-ha/be3/imapd.conf']).stdout.splitlines()
+    assert 'sync_reconnect_maxwait: 10' in master_conf and 'sync_repeat_interval: 1' in master_conf, master_conf
     master, replica = facts('be3', tmp_path, mailboxes=True), facts('replica', tmp_path, mailboxes=True)
     assert master['role'] == 'master' and master['sync_client']['running'] and master['peer'] == f'198.51.100.50:{SYNC_PORT}'
     assert replica['role'] == 'replica' and replica['sync_server']['configured'] and not replica['sync_client']['running']
